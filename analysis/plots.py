@@ -1,0 +1,214 @@
+"""The report's figures, each written as PNG and SVG.
+
+Figures are built with matplotlib's object API (`Figure`, no pyplot state), which renders
+PNG with the Agg backend whatever backend the session has selected.
+
+* accuracy vs budget: one panel per group (dataset/model/method, sparsity), a line per arm
+  with its 95 % CI band over seeds;
+* accuracy vs epoch: one panel per group and budget, every compared run's curve (thin) and
+  each arm's mean over seeds (thick);
+* paired-difference forest plot: arm − baseline with its paired CI, per group and budget;
+* ITOP rate vs sparsity: one panel per (dataset/model/method) and budget, a line per arm.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import matplotlib as mpl
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from analysis.compare import ACCURACY, GROUP, Comparison
+
+FIGURES: tuple[str, ...] = (
+    "accuracy_vs_budget",
+    "accuracy_vs_epoch",
+    "paired_differences",
+    "itop_vs_sparsity",
+)
+_PANEL = (4.2, 3.2)
+_FAMILY = ("workload", "dataset", "model", "method")
+
+
+def write_figures(comparison: Comparison, out_dir: Path) -> dict[str, dict[str, Path]]:
+    """Draw every figure into `out_dir`; returns {figure: {"png": path, "svg": path}}."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    painters: dict[str, Callable[[Comparison], Figure]] = {
+        "accuracy_vs_budget": accuracy_vs_budget,
+        "accuracy_vs_epoch": accuracy_vs_epoch,
+        "paired_differences": paired_differences,
+        "itop_vs_sparsity": itop_vs_sparsity,
+    }
+    written = {}
+    for name, paint in painters.items():
+        figure = paint(comparison)
+        written[name] = {}
+        for kind in ("png", "svg"):
+            path = out_dir / f"{name}.{kind}"
+            figure.savefig(path, dpi=110, bbox_inches="tight", metadata=_metadata(kind))
+            written[name][kind] = path
+    return written
+
+
+def _metadata(kind: str) -> dict[str, str | None]:
+    """Drop creation dates so that the same data gives the same files."""
+    return {"Date": None} if kind == "svg" else {}
+
+
+def _label(key: tuple) -> str:
+    workload, dataset, model, method = key[:4]
+    prefix = "" if workload == "default" else f"{workload} "
+    text = f"{prefix}{dataset}/{model}/{method}"
+    return text if len(key) == 4 else f"{text} s={key[4]:g}"
+
+
+def _grid(rows: int, cols: int) -> tuple[Figure, list[list[Axes]]]:
+    rows, cols = max(rows, 1), max(cols, 1)
+    figure = Figure(figsize=(_PANEL[0] * cols, _PANEL[1] * rows))
+    return figure, figure.subplots(rows, cols, squeeze=False)
+
+
+def _empty(message: str) -> Figure:
+    figure, axes = _grid(1, 1)
+    axes[0][0].text(0.5, 0.5, message, ha="center", va="center")
+    axes[0][0].set_axis_off()
+    return figure
+
+
+def _colors(arms: list[str]) -> dict[str, str]:
+    palette = mpl.rcParams["axes.prop_cycle"].by_key()["color"]
+    return {arm: palette[i % len(palette)] for i, arm in enumerate(sorted(arms))}
+
+
+def accuracy_vs_budget(comparison: Comparison) -> Figure:
+    """Mean final test accuracy per budget, a line and CI band per arm, a panel per group."""
+    final = comparison.summary[
+        (comparison.summary["measure"] == "final") & (comparison.summary["n"] > 0)
+    ]
+    if final.empty:
+        return _empty("no finished runs yet")
+    families = sorted(final.groupby(list(_FAMILY)).groups)
+    sparsities = sorted(final["sparsity"].unique())
+    colors = _colors(final["arm"].unique().tolist())
+    figure, axes = _grid(len(families), len(sparsities))
+    for row, family in enumerate(families):
+        for col, sparsity in enumerate(sparsities):
+            ax = axes[row][col]
+            panel = final[_matches(final, family) & (final["sparsity"] == sparsity)]
+            for arm, line in panel.groupby("arm"):
+                line = line.sort_values("budget")
+                ax.plot(line["budget"], line["mean"], "o-", color=colors[arm], label=arm)
+                band = line.dropna(subset=["ci_low", "ci_high"])
+                ax.fill_between(
+                    band["budget"], band["ci_low"], band["ci_high"], color=colors[arm], alpha=0.2
+                )
+            ax.set_title(_label((*family, sparsity)), fontsize=9)
+            ax.set_xlabel("epoch budget")
+            ax.set_ylabel(f"final {ACCURACY} (%)")
+            if not panel.empty:
+                ax.set_xticks(sorted(panel["budget"].unique()))
+                ax.legend(fontsize=7)
+    figure.tight_layout()
+    return figure
+
+
+def _matches(frame: pd.DataFrame, family: tuple) -> pd.Series:
+    mask = pd.Series(True, index=frame.index)
+    for name, value in zip(_FAMILY, family, strict=True):
+        mask &= frame[name] == value
+    return mask
+
+
+def accuracy_vs_epoch(comparison: Comparison) -> Figure:
+    """Per group and budget, each compared run's test accuracy over epochs (thin) and the
+    arm's mean over seeds (thick)."""
+    curves, runs = comparison.curves, comparison.run_curves
+    if curves.empty:
+        return _empty("no per-epoch curves yet")
+    groups = sorted(curves.groupby(list(GROUP)).groups)
+    budgets = sorted(curves["budget"].unique())
+    colors = _colors(curves["arm"].unique().tolist())
+    figure, axes = _grid(len(groups), len(budgets))
+    for row, group in enumerate(groups):
+        in_group = curves[_matches(curves, group[:4]) & (curves["sparsity"] == group[4])]
+        run_group = runs[_matches(runs, group[:4]) & (runs["sparsity"] == group[4])]
+        for col, budget in enumerate(budgets):
+            ax = axes[row][col]
+            panel = in_group[in_group["budget"] == budget]
+            for (arm, _), line in run_group[run_group["budget"] == budget].groupby(
+                ["arm", "run_id"]
+            ):
+                line = line.sort_values("epoch")
+                ax.plot(line["epoch"], line[ACCURACY], color=colors[arm], linewidth=0.6, alpha=0.35)
+            for arm, line in panel.groupby("arm"):
+                line = line.sort_values("epoch")
+                ax.plot(line["epoch"], line["mean"], color=colors[arm], linewidth=2, label=arm)
+            ax.set_title(f"{_label(group)} e={budget}", fontsize=9)
+            ax.set_xlabel("epoch")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set_ylabel(f"{ACCURACY} (%)")
+            if not panel.empty:
+                ax.legend(fontsize=7)
+    figure.tight_layout()
+    return figure
+
+
+def paired_differences(comparison: Comparison) -> Figure:
+    """Forest plot of mean(arm − baseline) of final accuracy with its paired bootstrap CI."""
+    rows = comparison.paired[
+        (comparison.paired["measure"] == "final") & (comparison.paired["n_pairs"] > 0)
+    ]
+    if rows.empty:
+        return _empty("no paired comparisons (no SparseOpt arm with its baseline yet)")
+    rows = rows.sort_values([*GROUP, "arm", "budget"]).reset_index(drop=True)
+    figure = Figure(figsize=(7.5, 0.9 + 0.32 * len(rows)))
+    ax = figure.subplots()
+    for index, row in rows.iterrows():
+        y = len(rows) - 1 - index
+        color = "tab:red" if row["significant"] else "tab:blue"
+        if pd.notna(row["ci_low"]):
+            ax.plot([row["ci_low"], row["ci_high"]], [y, y], color=color, linewidth=2)
+        ax.plot(row["mean_diff"], y, "o", color=color)
+    labels = [
+        f"{_label(tuple(row[name] for name in GROUP))} e={row['budget']} {row['arm']} (n={row['n_pairs']})"
+        for _, row in rows.iterrows()
+    ]
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels(list(reversed(labels)), fontsize=7)
+    ax.axvline(0.0, color="black", linewidth=0.8)
+    ax.set_xlabel(f"final {ACCURACY}: arm − baseline (percentage points), 95% paired CI")
+    ax.set_title("red: Holm-adjusted Wilcoxon p < 0.05", fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
+def itop_vs_sparsity(comparison: Comparison) -> Figure:
+    """Mean final ITOP rate per sparsity, a line per arm, a panel per family and budget."""
+    runs = comparison.itop.dropna(subset=["final_itop_rate"])
+    if runs.empty:
+        return _empty("no ITOP rates logged")
+    means = runs.groupby([*GROUP, "arm", "budget"])["final_itop_rate"].mean().reset_index()
+    families = sorted(means.groupby(list(_FAMILY)).groups)
+    budgets = sorted(means["budget"].unique())
+    colors = _colors(means["arm"].unique().tolist())
+    figure, axes = _grid(len(families), len(budgets))
+    for row, family in enumerate(families):
+        for col, budget in enumerate(budgets):
+            ax = axes[row][col]
+            panel = means[_matches(means, family) & (means["budget"] == budget)]
+            for arm, line in panel.groupby("arm"):
+                line = line.sort_values("sparsity")
+                ax.plot(
+                    line["sparsity"], line["final_itop_rate"], "o-", color=colors[arm], label=arm
+                )
+            ax.set_title(f"{_label(family)} e={budget}", fontsize=9)
+            ax.set_xlabel("sparsity")
+            ax.set_ylabel("final ITOP rate")
+            if not panel.empty:
+                ax.legend(fontsize=7)
+    figure.tight_layout()
+    return figure

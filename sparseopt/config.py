@@ -1,0 +1,185 @@
+"""The validated configuration of one training run (the single source of defaults).
+
+`TrainConfig` is what `sparsesweep train` reads from YAML, what a sweep expands each
+trial into, and what every run saves as its resolved config. It depends only on
+pydantic so that every layer can import it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Method = Literal["dense", "static", "set", "rigl"]
+Distribution = Literal["erk", "uniform"]
+Preconditioner = Literal["none", "sparseopt"]
+RegrowScores = Literal["raw", "corrected"]
+DatasetName = Literal["digits", "synthetic", "cifar100", "imagenet"]
+ModelName = Literal["resnet20", "resnet50", "mlp", "small_cnn"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class HamConfig(_Strict):
+    """Hyperbolic Aware Minimization (post-step multiplicative update) settings."""
+
+    alpha: float = Field(200.0, gt=0)
+    beta: float = Field(1e-3, ge=0)
+
+
+class DataConfig(_Strict):
+    """Which dataset, where it lives, and how it is batched."""
+
+    name: DatasetName = "digits"
+    root: str | None = None
+    download: bool = False
+    batch_size: int = Field(128, ge=1)
+    eval_batch_size: int = Field(256, ge=1)
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    loader_workers: int = Field(0, ge=0)
+    augment: bool = True
+    synthetic_train_size: int = Field(2048, ge=16)
+    synthetic_test_size: int = Field(512, ge=16)
+    synthetic_image_size: int = Field(32, ge=8)
+    synthetic_num_classes: int = Field(10, ge=2)
+
+    @model_validator(mode="after")
+    def _root_required(self) -> DataConfig:
+        if self.name in ("cifar100", "imagenet") and not self.root:
+            raise ValueError(
+                f"data.root is required for data.name={self.name!r} "
+                "(a directory with the dataset, or where to download CIFAR-100)"
+            )
+        return self
+
+
+class ModelConfig(_Strict):
+    """Network architecture."""
+
+    name: ModelName = "resnet20"
+    width: int = Field(1, ge=1)
+    hidden: int = Field(256, ge=1)
+    batchnorm: bool = True
+
+
+class SparseConfig(_Strict):
+    """Arguments of `sparseopt.attach` (see its docstring for meanings)."""
+
+    method: Method = "rigl"
+    sparsity: float = Field(0.9, ge=0.0, lt=1.0)
+    distribution: Distribution = "erk"
+    preconditioner: Preconditioner = "none"
+    regrow_scores: RegrowScores = "raw"
+    grad_renorm: bool = False
+    ham: HamConfig | None = None
+    delta_t: int = Field(100, ge=1)
+    drop_fraction: float = Field(0.3, ge=0.0, le=1.0)
+    t_end: float = Field(0.75, ge=0.0, le=1.0)
+    dense_layers: tuple[str, ...] = ()
+    dense_in_budget: bool = True
+
+    @model_validator(mode="after")
+    def _dense_has_no_sparsity(self) -> SparseConfig:
+        if self.method == "dense" and self.sparsity != 0.0:
+            raise ValueError("sparse.sparsity must be 0 when sparse.method='dense'")
+        return self
+
+
+class OptimConfig(_Strict):
+    """Base optimizer (SparseOpt wraps it through step hooks)."""
+
+    name: Literal["sgd", "adam", "adamw"] = "sgd"
+    lr: float = Field(0.1, gt=0.0, le=10.0)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    nesterov: bool = False
+    weight_decay: float = Field(5e-4, ge=0.0, le=1.0)
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+class ScheduleConfig(_Strict):
+    """Per-step lr schedule: linear warmup then cosine decay (science.md §5)."""
+
+    kind: Literal["warmup_cosine", "constant"] = "warmup_cosine"
+    warmup_epochs: float = Field(5.0, ge=0.0)
+    warmup_start_lr: float = Field(0.0, ge=0.0)
+    final_lr: float = Field(1e-6, ge=0.0)
+    reference_batch_size: int | None = Field(
+        None, ge=1, description="if set, peak lr = optim.lr * global_batch / reference_batch_size"
+    )
+
+
+class TrainConfig(_Strict):
+    """Everything one training run needs; hashed for run identity."""
+
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    sparse: SparseConfig = SparseConfig()
+    optim: OptimConfig = OptimConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    epochs: int = Field(10, ge=1, le=10_000)
+    seed: int = Field(0, ge=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["fp32", "bf16"] = "fp32"
+    channels_last: bool = False
+    deterministic: bool = True
+    keep_checkpoints: int = Field(2, ge=1)
+
+    def config_hash(self) -> str:
+        """Stable 12-hex-digit identity of this resolved config."""
+        return config_hash(self.model_dump(mode="json"))
+
+
+def config_hash(payload: dict[str, Any]) -> str:
+    """Hash of a JSON-serialisable dict, independent of key order."""
+    blob = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def set_dotted(payload: dict[str, Any], dotted_key: str, value: Any) -> None:
+    """Set `payload["a"]["b"] = value` for `dotted_key="a.b"`, creating sub-dicts."""
+    keys = dotted_key.split(".")
+    node = payload
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ValueError(f"cannot set {dotted_key!r}: {key!r} is not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def apply_overrides(payload: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `key.sub=value` strings (values parsed as YAML scalars/lists) to a dict copy."""
+    import copy
+
+    import yaml
+
+    result = copy.deepcopy(payload)
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE, e.g. --set optim.lr=0.05")
+        key, raw = item.split("=", 1)
+        if not key.strip():
+            raise ValueError(f"--set {item!r}: empty key")
+        set_dotted(result, key.strip(), yaml.safe_load(raw))
+    return result
+
+
+def load_train_config(path: str | None, overrides: list[str] | None = None) -> TrainConfig:
+    """Read a YAML file (or start from defaults), apply overrides, and validate."""
+    import yaml
+
+    payload: dict[str, Any] = {}
+    if path is not None:
+        with open(path) as handle:
+            loaded = yaml.safe_load(handle) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(
+                f"{path}: expected a mapping at the top level, got {type(loaded).__name__}"
+            )
+        payload = loaded
+    return TrainConfig.model_validate(apply_overrides(payload, overrides or []))

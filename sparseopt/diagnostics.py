@@ -1,0 +1,141 @@
+"""The gradient-skew experiment (science.md §1): BatchNorm amplifies sparse neurons' gradients.
+
+Definition of the measured ratio, for one sparsity s and one setting (with or without BN):
+
+- Network: `mlp(64, 10, hidden, depth=2)` on sklearn digits (64 -> hidden -> hidden -> 10;
+  Linear -> BatchNorm1d -> ReLU blocks, or Linear -> ReLU without BN), freshly initialised.
+- Dense net D and sparse net S share their initial weights, except that S's *first hidden
+  layer* weight is multiplied by an exact uniform random mask M with round((1 - s) * numel)
+  ones (`sparseopt.masks.random_mask`). Only that layer is masked: its input (the pixels) is
+  then the same in both nets, which is the setting of the theory; masking later layers too
+  would also shrink the backward signal of the no-BN net.
+- Both nets are in training mode (BN uses batch statistics) and see the same batches.
+- ratio = [sum over seeds and batches of mean_{M=1} |dL/dW_S|] /
+          [sum over seeds and batches of mean_{M=1} |dL/dW_D|],
+  i.e. the mean absolute gradient per active weight of the masked layer in S, divided by the
+  same quantity in D at the same positions (the weights are not updated between batches).
+
+Theory: with BN, each neuron's pre-activation variance shrinks by (1 - s), and BN divides its
+gradient by the std, so ratio ≈ 1 / sqrt(1 - s); without BN, ratio ≈ 1. Measured with the
+defaults (hidden 256, 5 seeds x 8 batches of 128): with BN within 5% of theory for s in
+[0.5, 0.95]; without BN ≈ 0.95-0.89, slightly below 1 because the sparse net's smaller logits
+give a softer softmax (with a 10x smaller classifier init it is 0.99-1.00).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from sparseopt.data import load_digits_arrays
+from sparseopt.masks import layer_generator, random_mask
+from sparseopt.models import mlp
+
+NUM_CLASSES = 10
+
+
+def _check_sparsity(sparsity: float) -> None:
+    if not 0.0 <= sparsity < 1.0:
+        raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
+
+
+def gradient_skew_ratio(
+    sparsity: float,
+    batchnorm: bool,
+    *,
+    hidden: int = 256,
+    seeds: int = 5,
+    batches: int = 8,
+    batch_size: int = 128,
+    data: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> float:
+    """The sparse-to-dense mean |grad| ratio of the first hidden layer (see the module docstring).
+
+    `data` = (images, labels) to sample batches from; defaults to the digits training split.
+    """
+    _check_sparsity(sparsity)
+    if seeds < 1 or batches < 1 or batch_size < 2:
+        raise ValueError(
+            f"need seeds >= 1, batches >= 1, batch_size >= 2; got {seeds}, {batches}, {batch_size}"
+        )
+    images, labels = data if data is not None else load_digits_arrays()[:2]
+    in_features = images[0].numel()
+    sparse_total = dense_total = 0.0
+    for seed in range(seeds):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            dense = mlp(in_features, NUM_CLASSES, hidden, depth=2, batchnorm=batchnorm)
+        sparse = copy.deepcopy(dense)
+        dense_layer, sparse_layer = dense[1], sparse[1]
+        shape = sparse_layer.weight.shape
+        nonzeros = round((1.0 - sparsity) * sparse_layer.weight.numel())
+        mask = random_mask(shape, nonzeros, layer_generator(seed, 0, 0))
+        with torch.no_grad():
+            sparse_layer.weight.mul_(mask)
+        batch_gen = torch.Generator().manual_seed(seed)
+        for _ in range(batches):
+            index = torch.randperm(len(labels), generator=batch_gen)[:batch_size]
+            for net in (dense, sparse):
+                net.train()
+                net.zero_grad(set_to_none=True)
+                F.cross_entropy(net(images[index]), labels[index]).backward()
+            sparse_total += sparse_layer.weight.grad[mask].abs().mean().item()
+            dense_total += dense_layer.weight.grad[mask].abs().mean().item()
+    return sparse_total / dense_total
+
+
+def gradient_skew_curve(
+    sparsities: Sequence[float] = (0.5, 0.8, 0.9, 0.95),
+    *,
+    hidden: int = 256,
+    seeds: int = 5,
+    batches: int = 8,
+    batch_size: int = 128,
+) -> list[dict[str, float]]:
+    """[{"sparsity", "ratio_bn", "ratio_no_bn", "theory"}] per sparsity; theory = 1/sqrt(1-s)."""
+    for sparsity in sparsities:
+        _check_sparsity(sparsity)
+    data = load_digits_arrays()[:2]
+    settings = {"hidden": hidden, "seeds": seeds, "batches": batches, "batch_size": batch_size}
+    return [
+        {
+            "sparsity": float(sparsity),
+            "ratio_bn": gradient_skew_ratio(sparsity, True, data=data, **settings),
+            "ratio_no_bn": gradient_skew_ratio(sparsity, False, data=data, **settings),
+            "theory": 1.0 / math.sqrt(1.0 - sparsity),
+        }
+        for sparsity in sparsities
+    ]
+
+
+def plot_gradient_skew(curve: Sequence[dict[str, float]], path: str | Path) -> Path:
+    """Save the measured ratios (with and without BN) against 1/sqrt(1-s) as an image file."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not curve:
+        raise ValueError("curve is empty: nothing to plot")
+    points = sorted(curve, key=lambda row: row["sparsity"])
+    xs = [row["sparsity"] for row in points]
+    grid = [min(xs) + (max(xs) - min(xs)) * i / 200 for i in range(201)]
+    figure, axis = plt.subplots(figsize=(5, 3.6))
+    axis.plot(grid, [1.0 / math.sqrt(1.0 - x) for x in grid], "k--", label="theory 1/√(1−s)")
+    axis.plot(xs, [row["ratio_bn"] for row in points], "o-", label="with BatchNorm")
+    axis.plot(xs, [row["ratio_no_bn"] for row in points], "s-", label="without BatchNorm")
+    axis.set_xlabel("sparsity s of the first hidden layer")
+    axis.set_ylabel("sparse / dense mean |grad|")
+    axis.set_title("Gradient skew (MLP on digits)")
+    axis.legend()
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path

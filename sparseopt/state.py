@@ -1,0 +1,560 @@
+"""`attach`: sparse training through optimizer step hooks, and the `SparseState` it returns.
+
+The model is never rewritten: each maskable module gets a boolean buffer `weight_mask` (so
+`model.state_dict()` carries it), its weight is zeroed off-mask in place, and everything else
+happens in the optimizer's step pre/post hooks. The forward graph is untouched, which keeps
+`torch.compile`, DDP and AMP working and leaves `p.grad` dense for RigL.
+
+Per optimizer step:
+
+- pre-step: keep |raw| or |corrected| dense gradients when a RigL update is due; multiply
+  p.grad by the SparseOpt row factors; zero p.grad off-mask; zero every optimizer-state tensor
+  shaped like the parameter off-mask; optionally clip the global gradient norm (over all
+  parameters with gradients, after masking: the norm of the update actually applied) to 1.
+- post-step: re-zero weights and optimizer state off-mask (lazily created state included);
+  HAM if enabled; the topology update when due (`sparseopt.topology`).
+
+Masking multiplies by cached 0/1 tensors of the weight's dtype in fused `torch._foreach_mul_`
+calls (boolean `masked_fill_` is far slower on CPU); so a non-finite gradient stays non-finite,
+as it would in dense training. The caches follow `model.to(...)` and model state_dict loads.
+
+Randomness comes only from generators seeded by (seed, step, layer), so every DDP rank builds
+the same masks; RigL ranks p.grad as seen by `optimizer.step` (after DDP's all-reduce, i.e. the
+mean gradient). A rank-0 broadcast of the masks after each update guards against drift.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from sparseopt.config import SparseConfig
+from sparseopt.distributions import erk_densities, layer_nonzeros, uniform_densities
+from sparseopt.ham import HamSettings, ham_step
+from sparseopt.masks import layer_generator, maskable_weights, random_mask
+from sparseopt.preconditioners import PRECONDITIONERS, clip_to_unit_norm_, row_scale_view
+from sparseopt.topology import (
+    DYNAMIC_METHODS,
+    METHODS,
+    REGROW_SCORES,
+    drop_and_grow,
+    drop_fraction_at,
+    is_update_step,
+)
+
+MASK_BUFFER = "weight_mask"
+DISTRIBUTIONS = {"erk": erk_densities, "uniform": uniform_densities}
+STATE_FORMAT = "sparseopt.SparseState/1"
+INIT_STEP = 0
+
+
+@dataclass(frozen=True)
+class TopologyUpdate:
+    """What the most recent topology update did: its step, drop fraction and per-layer counts."""
+
+    step: int
+    drop_fraction: float
+    dropped: dict[str, int]
+    grown: dict[str, int]
+
+
+@dataclass(frozen=True)
+class SparseSettings:
+    """The validated arguments of `attach` (the identity of a sparse run; saved in state_dict)."""
+
+    method: str
+    sparsity: float
+    distribution: str
+    preconditioner: str
+    regrow_scores: str
+    grad_renorm: bool
+    ham: HamSettings | None
+    total_steps: int | None
+    delta_t: int
+    drop_fraction: float
+    t_end: float
+    dense_layers: tuple[str, ...]
+    dense_in_budget: bool
+    seed: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain, JSON-friendly dict (tuples as lists, HAM as a dict or None)."""
+        payload = asdict(self)
+        payload["dense_layers"] = list(self.dense_layers)
+        return payload
+
+
+def _choice(argument: str, value: object, allowed: Iterable[str]) -> str:
+    allowed = tuple(allowed)
+    if value not in allowed:
+        raise ValueError(
+            f"{argument} must be one of {', '.join(map(repr, allowed))}; got {value!r}"
+        )
+    return str(value)
+
+
+def _validate(
+    method: object,
+    sparsity: float,
+    distribution: object,
+    preconditioner: object,
+    regrow_scores: object,
+    grad_renorm: bool,
+    ham: object,
+    total_steps: int | None,
+    delta_t: int,
+    drop_fraction: float,
+    t_end: float,
+    dense_layers: Iterable[str],
+    dense_in_budget: bool,
+    seed: int,
+) -> SparseSettings:
+    method = _choice("method", method, METHODS)
+    distribution = _choice("distribution", distribution, DISTRIBUTIONS)
+    preconditioner = _choice("preconditioner", preconditioner, PRECONDITIONERS)
+    regrow_scores = _choice("regrow_scores", regrow_scores, REGROW_SCORES)
+    if not 0.0 <= float(sparsity) < 1.0:
+        raise ValueError(f"sparsity must be in [0, 1), got {sparsity!r}")
+    if method == "dense" and float(sparsity) != 0.0:
+        raise ValueError(f"sparsity must be 0 when method='dense', got {sparsity!r}")
+    if int(delta_t) <= 0:
+        raise ValueError(f"delta_t must be a positive number of steps, got {delta_t!r}")
+    if not 0.0 <= float(t_end) <= 1.0:
+        raise ValueError(f"t_end must be in [0, 1] (a fraction of total_steps), got {t_end!r}")
+    if not 0.0 <= float(drop_fraction) <= 1.0:
+        raise ValueError(f"drop_fraction must be in [0, 1], got {drop_fraction!r}")
+    if method in DYNAMIC_METHODS and (total_steps is None or int(total_steps) <= 0):
+        raise ValueError(
+            f"total_steps must be a positive int for method={method!r}, got {total_steps!r}"
+        )
+    if regrow_scores == "corrected" and (method != "rigl" or preconditioner != "sparseopt"):
+        raise ValueError(
+            "regrow_scores='corrected' needs method='rigl' and preconditioner='sparseopt' "
+            f"(got method={method!r}, preconditioner={preconditioner!r}); use regrow_scores='raw'"
+        )
+    if isinstance(dense_layers, str):
+        raise ValueError(
+            f"dense_layers must be a sequence of module names, got the string {dense_layers!r}"
+        )
+    return SparseSettings(
+        method=method,
+        sparsity=float(sparsity),
+        distribution=distribution,
+        preconditioner=preconditioner,
+        regrow_scores=regrow_scores,
+        grad_renorm=bool(grad_renorm),
+        ham=HamSettings.parse(ham),
+        total_steps=None if total_steps is None else int(total_steps),
+        delta_t=int(delta_t),
+        drop_fraction=float(drop_fraction),
+        t_end=float(t_end),
+        dense_layers=tuple(dense_layers),
+        dense_in_budget=bool(dense_in_budget),
+        seed=int(seed),
+    )
+
+
+@dataclass
+class _Layer:
+    """One masked weight plus the hot-path caches derived from its mask."""
+
+    name: str
+    index: int
+    module: torch.nn.Module
+    weight: torch.nn.Parameter
+    count: int
+    ever_active: torch.Tensor
+    source: torch.Tensor | None = None
+    keep: torch.Tensor | None = None
+    scale: torch.Tensor | None = None
+    grad_mult: torch.Tensor | None = None
+    updatable: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.updatable = 0 < self.count < self.weight.numel()
+
+    @property
+    def mask(self) -> torch.Tensor:
+        return getattr(self.module, MASK_BUFFER)
+
+
+def _multiply_all(tensors: list[torch.Tensor], factors: list[torch.Tensor]) -> None:
+    """`tensors[i] *= factors[i]` in place for every i, as one fused foreach call (like torch.optim)."""
+    if tensors:
+        torch._foreach_mul_(tensors, factors)
+
+
+class SparseState:
+    """Masks, schedule and hooks of one sparse training run; created by `attach`."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        settings: SparseSettings,
+        broadcast_masks: bool = True,
+    ) -> None:
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise ValueError(
+                f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}"
+            )
+        self.settings = settings
+        self.optimizer = optimizer
+        self.broadcast_masks = broadcast_masks
+        self.step = 0
+        self.last_update: TopologyUpdate | None = None
+        weights = maskable_weights(model)
+        if not weights:
+            raise ValueError("model has no maskable weights (nn.Conv1d/2d/3d or nn.Linear)")
+        unknown = [name for name in settings.dense_layers if name not in weights]
+        if unknown:
+            raise ValueError(
+                f"dense_layers names unknown layers {unknown}; maskable layers: {list(weights)}"
+            )
+        self.num_maskable = sum(w.numel() for w in weights.values())
+        self._weights = weights
+        self._layers: list[_Layer] = []
+        self._hot: list[_Layer] = []
+        self._scores: dict[str, torch.Tensor] | None = None
+        self._dirty = False
+        self._detached_masks: dict[str, torch.Tensor] | None = None
+        if settings.method != "dense":
+            self._build_masks(model, weights)
+        self._handles = [
+            optimizer.register_step_pre_hook(self._pre_step),
+            optimizer.register_step_post_hook(self._post_step),
+        ]
+        self._handles += [
+            layer.module.register_load_state_dict_post_hook(self._on_model_load)
+            for layer in self._layers
+        ]
+
+    # ----------------------------------------------------------------- construction
+    def _build_masks(self, model: torch.nn.Module, weights: dict[str, torch.nn.Parameter]) -> None:
+        s = self.settings
+        shapes = {name: tuple(w.shape) for name, w in weights.items()}
+        densities = DISTRIBUTIONS[s.distribution](
+            shapes, s.sparsity, s.dense_layers, s.dense_in_budget
+        )
+        counts = layer_nonzeros(shapes, densities)
+        modules = dict(model.named_modules())
+        for name in weights:
+            if hasattr(modules[name], MASK_BUFFER):
+                raise ValueError(
+                    f"module {name!r} already has {MASK_BUFFER!r}: detach() the previous state first"
+                )
+        with torch.no_grad():
+            for index, (name, weight) in enumerate(weights.items()):
+                generator = layer_generator(s.seed, INIT_STEP, index)
+                mask = random_mask(weight.shape, counts[name], generator).to(weight.device)
+                modules[name].register_buffer(MASK_BUFFER, mask, persistent=True)
+                layer = _Layer(name, index, modules[name], weight, counts[name], mask.clone())
+                self._layers.append(layer)
+                self._refresh(layer)
+                weight.mul_(layer.keep)
+        self._hot = [layer for layer in self._layers if layer.count < layer.weight.numel()]
+
+    def _refresh(self, layer: _Layer) -> None:
+        """Rebuild the cached float mask and SparseOpt factors from the module's mask buffer."""
+        mask = layer.mask
+        layer.source = mask
+        layer.keep = mask.to(layer.weight.dtype)
+        layer.ever_active = layer.ever_active.to(mask.device)
+        layer.scale = None
+        layer.grad_mult = layer.keep
+        if self.settings.preconditioner == "sparseopt" and layer.count < layer.weight.numel():
+            layer.scale = row_scale_view(mask, layer.weight.dtype).to(layer.weight.device)
+            layer.grad_mult = layer.keep * layer.scale
+
+    def _on_model_load(self, module: torch.nn.Module, incompatible_keys: object) -> None:
+        self._dirty = True
+
+    def _sync_caches(self) -> None:
+        """Follow mask buffers that were replaced (`model.to`, assign-loads) or loaded in place."""
+        for layer in self._hot:
+            if self._dirty or layer.mask is not layer.source:
+                if int(layer.mask.sum()) != layer.count:
+                    raise ValueError(
+                        f"the mask of {layer.name!r} now has {int(layer.mask.sum())} nonzeros but this "
+                        f"attach() keeps {layer.count}: was a model state_dict of another sparsity loaded?"
+                    )
+                self._refresh(layer)
+                layer.ever_active |= layer.mask
+        self._dirty = False
+
+    # ----------------------------------------------------------------- hot path
+    def _state_tensors(self, layer: _Layer) -> list[torch.Tensor]:
+        """The optimizer-state tensors of `layer`'s weight shaped like it (momentum, Adam moments...)."""
+        state = self.optimizer.state.get(layer.weight)
+        if not state:
+            return []
+        shape = layer.weight.shape
+        return [v for v in state.values() if isinstance(v, torch.Tensor) and v.shape == shape]
+
+    def _mask_optimizer_state(self, layer: _Layer, keep: torch.Tensor) -> None:
+        """Multiply every optimizer-state tensor shaped like the weight by the 0/1 tensor `keep`."""
+        for value in self._state_tensors(layer):
+            value.mul_(keep)
+
+    def _state_and_keeps(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """All weight-shaped optimizer-state tensors of the masked layers, each with its 0/1 mask."""
+        tensors: list[torch.Tensor] = []
+        keeps: list[torch.Tensor] = []
+        for layer in self._hot:
+            values = self._state_tensors(layer)
+            tensors += values
+            keeps += [layer.keep] * len(values)
+        return tensors, keeps
+
+    @torch.no_grad()
+    def _pre_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        self._sync_caches()
+        s = self.settings
+        if s.method == "rigl" and is_update_step(self.step + 1, s.delta_t, s.t_end, s.total_steps):
+            self._scores = {}
+            for layer in self._hot:
+                grad = layer.weight.grad
+                if grad is not None and layer.updatable:
+                    corrected = s.regrow_scores == "corrected"
+                    self._scores[layer.name] = (
+                        (grad * layer.scale).abs_() if corrected else grad.abs()
+                    )
+        with_grad = [layer for layer in self._hot if layer.weight.grad is not None]
+        _multiply_all(
+            [layer.weight.grad for layer in with_grad], [layer.grad_mult for layer in with_grad]
+        )
+        _multiply_all(*self._state_and_keeps())
+        if s.grad_renorm:
+            clip_to_unit_norm_(p for group in optimizer.param_groups for p in group["params"])
+
+    @torch.no_grad()
+    def _post_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        self.step += 1
+        state_tensors, keeps = self._state_and_keeps()
+        _multiply_all(
+            [layer.weight for layer in self._hot] + state_tensors,
+            [layer.keep for layer in self._hot] + keeps,
+        )
+        s = self.settings
+        if s.ham is not None:
+            ham_step(optimizer, s.ham)
+        if s.method in DYNAMIC_METHODS and is_update_step(
+            self.step, s.delta_t, s.t_end, s.total_steps
+        ):
+            self._update_topology()
+        self._scores = None
+
+    # ----------------------------------------------------------------- topology
+    def _update_topology(self) -> None:
+        s = self.settings
+        fraction = drop_fraction_at(self.step, s.drop_fraction, s.t_end, s.total_steps)
+        updatable = [layer for layer in self._hot if layer.updatable]
+        new_masks = []
+        for layer in updatable:
+            count = round(fraction * layer.count)
+            if s.method == "rigl":
+                scores = (self._scores or {}).get(layer.name)
+                if scores is None:
+                    scores = torch.zeros_like(layer.weight, dtype=torch.float32)
+                new_masks.append(drop_and_grow(layer.mask, layer.weight, count, scores=scores))
+            else:
+                generator = layer_generator(s.seed, self.step, layer.index)
+                new_masks.append(
+                    drop_and_grow(layer.mask, layer.weight, count, generator=generator)
+                )
+        self._broadcast(new_masks)
+        dropped, grown = {}, {}
+        for layer, new in zip(updatable, new_masks, strict=True):
+            old = layer.mask
+            dropped[layer.name] = int((old & ~new).sum())
+            grown[layer.name] = int((new & ~old).sum())
+            kept = (old & new).to(layer.weight.dtype)
+            layer.weight.mul_(kept)
+            if layer.weight.grad is not None:
+                layer.weight.grad.mul_(kept)
+            self._mask_optimizer_state(layer, kept)
+            old.copy_(new)
+            layer.ever_active |= new
+            self._refresh(layer)
+        self.last_update = TopologyUpdate(self.step, fraction, dropped, grown)
+
+    def _broadcast(self, masks: list[torch.Tensor]) -> None:
+        """Overwrite `masks` with rank 0's copies when torch.distributed runs on several ranks."""
+        if not masks or not self.broadcast_masks:
+            return
+        if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return
+        flat = torch.cat([mask.reshape(-1) for mask in masks]).to(torch.uint8)
+        dist.broadcast(flat, src=0)
+        offset = 0
+        for mask in masks:
+            mask.copy_(flat[offset : offset + mask.numel()].view(mask.shape).bool())
+            offset += mask.numel()
+
+    # ----------------------------------------------------------------- queries
+    @property
+    def masks(self) -> dict[str, torch.Tensor]:
+        """Module name -> boolean mask (the live buffers while attached); empty for method='dense'."""
+        if self._detached_masks is not None:
+            return dict(self._detached_masks)
+        return {layer.name: layer.mask for layer in self._layers}
+
+    def layer_densities(self) -> dict[str, float]:
+        """Fraction of active weights per maskable layer (1.0 everywhere for method='dense')."""
+        masks = self.masks
+        return {
+            name: (float(masks[name].sum()) / w.numel() if name in masks else 1.0)
+            for name, w in self._weights.items()
+        }
+
+    def sparsity(self) -> float:
+        """Fraction of zero-masked weights over all maskable weights (`num_maskable`)."""
+        active = sum(int(mask.sum()) for mask in self.masks.values())
+        inactive = sum(layer.weight.numel() for layer in self._layers) - active
+        return inactive / self.num_maskable
+
+    def itop_rate(self) -> float:
+        """In-Time Over-Parameterization rate: fraction of maskable weights ever active so far."""
+        if not self._layers:
+            return 1.0
+        ever = sum(int(layer.ever_active.sum()) for layer in self._layers)
+        return ever / self.num_maskable
+
+    # ----------------------------------------------------------------- persistence
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue bit-for-bit: config, step, masks, ever-active bitmaps."""
+        return {
+            "format": STATE_FORMAT,
+            "config": self.settings.to_dict(),
+            "step": self.step,
+            "masks": {name: mask.detach().cpu().clone() for name, mask in self.masks.items()},
+            "ever_active": {layer.name: layer.ever_active.cpu().clone() for layer in self._layers},
+            "last_update": None if self.last_update is None else asdict(self.last_update),
+        }
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Restore a `state_dict()`; the config and the layer names/shapes must match this state."""
+        if state_dict.get("format") != STATE_FORMAT:
+            raise ValueError(
+                f"state_dict format must be {STATE_FORMAT!r}, got {state_dict.get('format')!r}"
+            )
+        ours, theirs = self.settings.to_dict(), dict(state_dict["config"])
+        differing = sorted(
+            key for key in set(ours) | set(theirs) if ours.get(key) != theirs.get(key)
+        )
+        if differing:
+            details = ", ".join(
+                f"{key}: saved {theirs.get(key)!r} vs attached {ours.get(key)!r}"
+                for key in differing
+            )
+            raise ValueError(f"state_dict config differs from this attach() call: {details}")
+        masks, ever = state_dict["masks"], state_dict["ever_active"]
+        if set(masks) != {layer.name for layer in self._layers}:
+            raise ValueError(
+                f"state_dict masks name layers {sorted(masks)}, expected {[layer.name for layer in self._layers]}"
+            )
+        with torch.no_grad():
+            for layer in self._layers:
+                saved = masks[layer.name]
+                if (
+                    tuple(saved.shape) != tuple(layer.weight.shape)
+                    or int(saved.sum()) != layer.count
+                ):
+                    raise ValueError(
+                        f"state_dict mask {layer.name!r} has shape {tuple(saved.shape)} and "
+                        f"{int(saved.sum())} nonzeros; expected {tuple(layer.weight.shape)} and {layer.count}"
+                    )
+                layer.mask.copy_(saved)
+                layer.ever_active = ever[layer.name].to(layer.mask.device, torch.bool).clone()
+                self._refresh(layer)
+                layer.weight.mul_(layer.keep)
+                self._mask_optimizer_state(layer, layer.keep)
+        self.step = int(state_dict["step"])
+        last = state_dict.get("last_update")
+        self.last_update = None if last is None else TopologyUpdate(**last)
+        self._dirty = False
+
+    def detach(self) -> None:
+        """Remove the hooks and the mask buffers; weights stay as they are. `masks` stays readable."""
+        if self._detached_masks is not None:
+            return
+        self._detached_masks = {layer.name: layer.mask for layer in self._layers}
+        for handle in self._handles:
+            handle.remove()
+        for layer in self._layers:
+            delattr(layer.module, MASK_BUFFER)
+        self._handles = []
+
+
+def attach(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    method: str = "rigl",
+    sparsity: float = 0.9,
+    distribution: str = "erk",
+    preconditioner: str = "none",
+    regrow_scores: str = "raw",
+    grad_renorm: bool = False,
+    ham: Mapping[str, float] | object | None = None,
+    total_steps: int | None = None,
+    delta_t: int = 100,
+    drop_fraction: float = 0.3,
+    t_end: float = 0.75,
+    dense_layers: Iterable[str] = (),
+    dense_in_budget: bool = True,
+    seed: int = 0,
+    broadcast_masks: bool = True,
+) -> SparseState:
+    """Make `model` sparse and drive masks, SparseOpt, HAM and topology updates from `optimizer`'s hooks.
+
+    method: "dense" (no masks; sparsity must be 0) | "static" (fixed random mask) | "set"
+    (random regrowth) | "rigl" (gradient regrowth). sparsity: zero fraction of the maskable
+    weights (conv/linear weights, see `maskable_weights`), distributed by `distribution`
+    ("erk" | "uniform", see `sparseopt.distributions`). preconditioner: "none" | "sparseopt".
+    regrow_scores: RigL growth ranks |raw dense gradient| ("raw") or |f_i * g| with f from the
+    pre-drop mask ("corrected"; inactive weights of a row with k_i = 0 then score 0).
+    grad_renorm: clip the global gradient norm to 1 after the preconditioner. ham: None or
+    {"alpha", "beta"}. total_steps: optimizer steps of the whole run (needed by set/rigl);
+    updates every `delta_t` steps while step < t_end * total_steps, dropping the cosine-decayed
+    `drop_fraction`. dense_layers: module names kept dense, inside the budget unless
+    dense_in_budget=False. seed: seeds mask generators by (seed, step, layer).
+    broadcast_masks: after each update, copy rank 0's masks when torch.distributed is initialized.
+    Defaults equal `sparseopt.config.SparseConfig`'s.
+    """
+    settings = _validate(
+        method, sparsity, distribution, preconditioner, regrow_scores, grad_renorm, ham,
+        total_steps, delta_t, drop_fraction, t_end, dense_layers, dense_in_budget, seed,
+    )  # fmt: skip
+    return SparseState(model, optimizer, settings, broadcast_masks=broadcast_masks)
+
+
+def attach_from_config(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    sparse_cfg: SparseConfig,
+    total_steps: int | None,
+    seed: int,
+) -> SparseState:
+    """`attach` with the arguments of a validated `SparseConfig` (from a `TrainConfig`)."""
+    return attach(
+        model,
+        optimizer,
+        method=sparse_cfg.method,
+        sparsity=sparse_cfg.sparsity,
+        distribution=sparse_cfg.distribution,
+        preconditioner=sparse_cfg.preconditioner,
+        regrow_scores=sparse_cfg.regrow_scores,
+        grad_renorm=sparse_cfg.grad_renorm,
+        ham=None if sparse_cfg.ham is None else sparse_cfg.ham.model_dump(),
+        total_steps=total_steps,
+        delta_t=sparse_cfg.delta_t,
+        drop_fraction=sparse_cfg.drop_fraction,
+        t_end=sparse_cfg.t_end,
+        dense_layers=sparse_cfg.dense_layers,
+        dense_in_budget=sparse_cfg.dense_in_budget,
+        seed=seed,
+    )

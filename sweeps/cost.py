@@ -1,0 +1,228 @@
+"""Dry-run cost of a sweep: trials, trial-epochs and device-hours per cell, before anything runs.
+
+Per-epoch costs come from a table keyed by (dataset, model). The GPU rows are *assumptions*
+(order-of-magnitude figures, not measurements on our hardware); the CPU rows were measured on
+a 2-core machine. Pass `epoch_seconds` to replace them with your own timings. The estimate
+assumes:
+
+- every trial runs its full budget (early stopping can only make the sweep cheaper);
+- device-seconds per epoch do not depend on how many workers share a trial (linear scaling),
+  and a trial on a fraction of a GPU runs proportionally slower;
+- each trial pays a fixed start-up cost (`TRIAL_OVERHEAD_S`: Ray Train worker group, data set
+  loading), measured ≈ 9-10 s per trial on CPU (shared/stack-notes.md);
+- wall-clock time = the sum of trial times divided by `resources.max_concurrent_trials`
+  (enough devices for that many trials at once).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from sweeps.spec import SweepSpec
+
+TRIAL_OVERHEAD_S = 10.0
+
+
+@dataclass(frozen=True)
+class EpochCost:
+    """Wall seconds of one training epoch (with its evaluation) on `devices` devices of a kind."""
+
+    seconds: float
+    devices: float
+    device: Literal["gpu", "cpu"]
+    source: str
+
+
+EPOCH_COSTS: dict[tuple[str, str], EpochCost] = {
+    ("cifar100", "resnet20"): EpochCost(
+        8.0,
+        1,
+        "gpu",
+        "assumption: one A100-class GPU, batch 128, fp32, 45k training images "
+        "(~6k images/s incl. data loading)",
+    ),
+    ("cifar100", "resnet50"): EpochCost(
+        40.0,
+        1,
+        "gpu",
+        "assumption: one A100-class GPU, batch 128, bf16 (CIFAR-size inputs, ~1.2k images/s)",
+    ),
+    ("imagenet", "resnet50"): EpochCost(
+        1100.0,
+        8,
+        "gpu",
+        "assumption: 8 GPUs, batch 1024, input-pipeline bound JPEG decoding "
+        "(~1.2k images/s for 1.28M images); A100s with DALI and bf16 can be ~5x faster",
+    ),
+    ("digits", "small_cnn"): EpochCost(
+        0.45, 1, "cpu", "measured: 1 CPU thread, batch 64, 1,293 images, incl. eval + checkpoint"
+    ),
+    ("digits", "mlp"): EpochCost(
+        0.06, 1, "cpu", "measured: 1 CPU thread, batch 64, 1,293 images, incl. eval + checkpoint"
+    ),
+    ("synthetic", "small_cnn"): EpochCost(
+        0.86, 1, "cpu", "measured: 1 CPU thread, batch 64, 2,048 32x32 images (default size)"
+    ),
+    ("synthetic", "mlp"): EpochCost(
+        0.40, 1, "cpu", "measured: 1 CPU thread, batch 64, 2,048 32x32 images (default size)"
+    ),
+    ("synthetic", "resnet20"): EpochCost(
+        8.9, 1, "cpu", "measured: 1 CPU thread, batch 64, 2,048 32x32 images (default size)"
+    ),
+}
+
+
+@dataclass(frozen=True)
+class CellCost:
+    """One cell's share: its trials, their epochs, and device-hours (None if no cost is known)."""
+
+    cell_id: str
+    dataset: str
+    model: str
+    trials: int
+    epochs_per_trial: int
+    trial_epochs: int
+    device: str | None
+    device_hours: float | None
+    wall_hours: float | None
+
+
+@dataclass(frozen=True)
+class CostEstimate:
+    """The whole sweep's estimate, with the assumptions it rests on."""
+
+    cells: list[CellCost]
+    total_trials: int
+    total_trial_epochs: int
+    device_hours: dict[str, float]
+    wall_hours: float | None
+    unknown: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """A plain-text table for `sparsesweep sweep --dry-run`."""
+        width = max(len("cell"), *(len(c.cell_id) for c in self.cells))
+        lines = [f"{'cell':<{width}}  trials  epochs  trial-epochs  device-hours"]
+        for c in self.cells:
+            hours = "?" if c.device_hours is None else f"{c.device_hours:.3g} {c.device}"
+            lines.append(
+                f"{c.cell_id:<{width}}  {c.trials:>6}  {c.epochs_per_trial:>6}  "
+                f"{c.trial_epochs:>12}  {hours}"
+            )
+        totals = ", ".join(f"{hours:.3g} {kind}-hours" for kind, hours in self.device_hours.items())
+        lines.append(
+            f"total: {len(self.cells)} cells, {self.total_trials} trials, "
+            f"{self.total_trial_epochs} trial-epochs, {totals or 'no known cost'}"
+        )
+        if self.wall_hours is not None:
+            lines.append(f"wall clock: about {self.wall_hours:.3g} h")
+        for dataset, model in self.unknown:
+            lines.append(
+                f"no epoch cost for ({dataset}, {model}): pass epoch_seconds={{('{dataset}', "
+                f"'{model}'): seconds}}"
+            )
+        lines += [f"note: {note}" for note in self.notes]
+        return "\n".join(lines)
+
+
+def _normalise(epoch_seconds: dict[tuple[str, str] | str, float]) -> dict[tuple[str, str], float]:
+    table: dict[tuple[str, str], float] = {}
+    for key, seconds in epoch_seconds.items():
+        pair = tuple(key.split("/")) if isinstance(key, str) else tuple(key)
+        if len(pair) != 2 or not seconds > 0:
+            raise ValueError(
+                f"epoch_seconds[{key!r}]: keys are (dataset, model) or 'dataset/model', "
+                f"values seconds > 0, got {seconds!r}"
+            )
+        table[(str(pair[0]), str(pair[1]))] = float(seconds)
+    return table
+
+
+def estimate_cost(
+    spec: SweepSpec,
+    epoch_seconds: dict[tuple[str, str] | str, float] | None = None,
+    trial_overhead_s: float = TRIAL_OVERHEAD_S,
+) -> CostEstimate:
+    """Estimate trials, trial-epochs, device-hours and wall-clock hours of a sweep.
+
+    `epoch_seconds` maps (dataset, model) — or "dataset/model" — to measured wall seconds per
+    epoch of one trial *with this spec's resources*; it overrides `EPOCH_COSTS`. GPU rows of
+    the table scale linearly with the GPUs a trial gets; CPU rows (tiny models) do not scale.
+    """
+    measured = _normalise(epoch_seconds or {})
+    res = spec.resources
+    finals = len(spec.second_stage.seeds) if spec.second_stage else 0
+    trials = spec.search.n_trials * len(spec.grid.seeds) + finals
+    lr = spec.search.lr.representative()
+    cells: list[CellCost] = []
+    device_hours: dict[str, float] = {}
+    unknown: list[tuple[str, str]] = []
+    notes: list[str] = []
+    for cell in spec.cells():
+        config = cell.train_config(seed=spec.grid.seeds[0], lr=lr)
+        key = (config.data.name, config.model.name)
+        device, epoch_wall = _epoch_wall(key, measured, spec, notes)
+        if device is None and key not in unknown:
+            unknown.append(key)
+        hours = trial_wall = None
+        if device is not None and epoch_wall is not None:
+            per_worker = res.gpus_per_worker if device == "gpu" else res.cpus_per_worker
+            devices = res.workers_per_trial * per_worker or 1.0
+            trial_wall = cell.budget * epoch_wall + trial_overhead_s
+            hours = trials * trial_wall * devices / 3600.0
+            device_hours[device] = device_hours.get(device, 0.0) + hours
+        cells.append(
+            CellCost(
+                cell_id=cell.cell_id,
+                dataset=key[0],
+                model=key[1],
+                trials=trials,
+                epochs_per_trial=cell.budget,
+                trial_epochs=trials * cell.budget,
+                device=device,
+                device_hours=hours,
+                wall_hours=None if trial_wall is None else trials * trial_wall / 3600.0,
+            )
+        )
+    used = {(c.dataset, c.model) for c in cells}
+    notes += [
+        f"({d}, {m}): {cost.source}"
+        for (d, m), cost in EPOCH_COSTS.items()
+        if (d, m) in used and (d, m) not in measured
+    ]
+    notes.append(f"{trial_overhead_s:g} s start-up per trial; full budgets (no early stopping)")
+    wall = None if unknown else sum(c.wall_hours or 0.0 for c in cells) / res.max_concurrent_trials
+    return CostEstimate(
+        cells=cells,
+        total_trials=trials * len(cells),
+        total_trial_epochs=sum(c.trial_epochs for c in cells),
+        device_hours=device_hours,
+        wall_hours=wall,
+        unknown=unknown,
+        notes=notes,
+    )
+
+
+def _epoch_wall(
+    key: tuple[str, str], measured: dict[tuple[str, str], float], spec: SweepSpec, notes: list[str]
+) -> tuple[str | None, float | None]:
+    """(device kind, wall seconds per epoch of one trial with the spec's resources)."""
+    res = spec.resources
+    if key in measured:
+        return ("gpu" if res.gpus_per_worker > 0 else "cpu"), measured[key]
+    known = EPOCH_COSTS.get(key)
+    if known is None:
+        return None, None
+    if known.device == "cpu":
+        return "cpu", known.seconds
+    gpus = res.workers_per_trial * res.gpus_per_worker
+    if gpus <= 0:
+        note = (
+            f"{key} is costed on GPUs but resources.gpus_per_worker = 0: "
+            "GPU-hours shown are what the sweep would take on GPUs"
+        )
+        if note not in notes:
+            notes.append(note)
+        gpus = known.devices
+    return "gpu", known.seconds * known.devices / gpus

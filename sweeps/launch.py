@@ -1,0 +1,283 @@
+"""Start, restore and summarise a sweep on Ray Tune (one Tune experiment per sweep).
+
+Layout under `spec.storage_path/spec.name/`: Tune's experiment state, `sweep_spec.yaml`
+(the spec the sweep runs under), `train_runs/trial-<config hash>/` (each trial's Ray Train
+run and checkpoints) and, for a file-based MLflow store, `mlflow_artifacts/`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import tempfile
+import urllib.error
+import urllib.request
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sweeps.spec import SweepSpec, spec_changes_that_alter_existing, spec_diff_text
+from sweeps.store import is_remote, read_spec_file, write_text_atomic
+
+logger = logging.getLogger(__name__)
+
+SPEC_FILE = "sweep_spec.yaml"
+TRAIN_RUNS_DIR = "train_runs"
+ARTIFACTS_DIR = "mlflow_artifacts"
+DRIVER_CPUS = 0.01
+"""CPU reserved by each trial's driver: it only waits on its TorchTrainer, so the workers
+get the cores (a whole CPU per driver would halve the trials a 2-core machine can run)."""
+
+
+class SweepError(RuntimeError):
+    """A sweep cannot start: bad storage, unreachable tracking, or an incompatible spec."""
+
+
+@dataclass(frozen=True)
+class SweepLocation:
+    """Where a sweep keeps its state."""
+
+    experiment_dir: str
+    spec_file: str
+    train_runs_dir: str
+    artifact_location: str | None
+
+
+@dataclass
+class SweepSummary:
+    """What `fit()` left behind, compared with what the spec expects."""
+
+    expected: int
+    statuses: Counter = field(default_factory=Counter)
+
+    @property
+    def ended(self) -> int:
+        return sum(self.statuses[key] for key in ("finished", "stopped", "failed", "diverged"))
+
+    @property
+    def complete(self) -> bool:
+        return self.ended >= self.expected
+
+
+def locate(spec: SweepSpec) -> SweepLocation:
+    """The sweep's directories and MLflow artifact location."""
+    experiment_dir = f"{spec.storage_path.rstrip('/')}/{spec.name}"
+    file_store = (
+        spec.tracking_uri.startswith(("sqlite:", "file:")) or "://" not in spec.tracking_uri
+    )
+    artifacts = f"{experiment_dir}/{ARTIFACTS_DIR}" if file_store else None
+    if artifacts and not is_remote(artifacts):
+        artifacts = Path(artifacts).resolve().as_uri()
+    return SweepLocation(
+        experiment_dir=experiment_dir,
+        spec_file=f"{experiment_dir}/{SPEC_FILE}",
+        train_runs_dir=f"{experiment_dir}/{TRAIN_RUNS_DIR}",
+        artifact_location=artifacts,
+    )
+
+
+def check_storage(location: SweepLocation) -> None:
+    """A local storage path must be creatable and writable (checked with a probe file)."""
+    if is_remote(location.experiment_dir):
+        return
+    directory = Path(location.experiment_dir)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-probe-"):
+            pass
+    except OSError as error:
+        raise SweepError(
+            f"storage_path: cannot write to {directory} ({error.strerror or error}); "
+            "choose a writable directory with --set storage_path=DIR"
+        ) from None
+
+
+def check_tracking(tracking_uri: str, timeout_s: float = 5.0) -> None:
+    """Fail fast, before any trial starts, if the MLflow tracking store cannot be reached."""
+    if tracking_uri.startswith(("http://", "https://")):
+        url = tracking_uri.rstrip("/") + "/health"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout_s) as response:
+                if response.status != 200:
+                    raise SweepError(f"tracking_uri: {url} answered HTTP {response.status}")
+        except (urllib.error.URLError, OSError) as error:
+            raise SweepError(
+                f"tracking_uri: MLflow server {tracking_uri} is unreachable ({error}); start it "
+                "(`sparsesweep ui`) or point --set tracking_uri=... at a running one"
+            ) from None
+        return
+    if tracking_uri.startswith("sqlite:///"):
+        database = Path(tracking_uri.removeprefix("sqlite:///"))
+        parent = database.parent
+        if not parent.is_dir() or not os.access(parent, os.W_OK):
+            raise SweepError(
+                f"tracking_uri: directory {parent} of the SQLite store is missing or not writable"
+            )
+        return
+    if "://" in tracking_uri and not tracking_uri.startswith("file://"):
+        raise SweepError(
+            f"tracking_uri: unsupported scheme in {tracking_uri!r}; use sqlite:///PATH, file:///PATH "
+            "or http(s)://HOST:PORT"
+        )
+
+
+def stored_spec(location: SweepLocation) -> SweepSpec | None:
+    """The spec an existing sweep runs under, if the sweep exists."""
+    try:
+        return read_spec_file(location.spec_file)
+    except ValueError as error:
+        raise SweepError(str(error)) from None
+
+
+def check_resume_compatible(old: SweepSpec, new: SweepSpec, location: SweepLocation) -> None:
+    """Refuse a spec that would change trials the sweep already ran; extensions are fine."""
+    changes = spec_changes_that_alter_existing(old, new)
+    if changes:
+        listed = "\n".join(f"  - {change}" for change in changes)
+        raise SweepError(
+            f"the spec differs from the one sweep {new.name!r} runs under ({location.spec_file}) "
+            f"in ways that change trials already run:\n{listed}\n\n{spec_diff_text(old, new)}\n"
+            "Start a new sweep (--set name=...) or revert those changes; adding arms, "
+            "sparsities, budgets, seeds or lr trials extends the sweep."
+        )
+
+
+def git_commit() -> str:
+    """The current git commit of the working directory, or 'unknown'."""
+    try:
+        output = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
+        )
+        return output.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def prepare(spec: SweepSpec) -> tuple[SweepLocation, SweepSpec | None]:
+    """Every check that must pass before Ray starts; returns the location and the old spec."""
+    location = locate(spec)
+    check_tracking(spec.tracking_uri)
+    old = stored_spec(location)
+    if old is not None:
+        check_resume_compatible(old, spec, location)
+    check_storage(location)
+    return location, old
+
+
+def _trainable(spec: SweepSpec, location: SweepLocation) -> Any:
+    from ray import tune
+
+    from trainables.driver import run_trial
+    from trainables.runtime import TrialRuntime
+
+    resources = spec.resources
+    runtime = TrialRuntime(
+        train_storage_path=location.train_runs_dir,
+        workers=resources.workers_per_trial,
+        cpus_per_worker=resources.cpus_per_worker,
+        gpus_per_worker=resources.gpus_per_worker,
+        max_failures=resources.max_failures,
+        keep_checkpoints=int(spec.base.get("keep_checkpoints", 2)),
+    )
+    return tune.with_resources(
+        tune.with_parameters(run_trial, runtime=runtime), {"CPU": DRIVER_CPUS}
+    )
+
+
+def _scheduler(spec: SweepSpec) -> Any:
+    from sweeps.schedulers import CellASHAScheduler
+
+    if spec.early_stopping is None:
+        return None
+    mode = "max" if spec.search.direction == "maximize" else "min"
+    return CellASHAScheduler(
+        metric=spec.search.metric,
+        mode=mode,
+        grace_period=spec.early_stopping.grace_period,
+        reduction_factor=spec.early_stopping.reduction_factor,
+    )
+
+
+def build_tuner(
+    spec: SweepSpec, location: SweepLocation, callbacks: list[Any], restore: bool
+) -> Any:
+    """A new Tuner for the sweep, or the restored one when the experiment exists."""
+    from ray import tune
+
+    from sweeps.search import SweepSearcher
+
+    trainable = _trainable(spec, location)
+    if restore:
+        return tune.Tuner.restore(
+            location.experiment_dir,
+            trainable=trainable,
+            resume_unfinished=True,
+            resume_errored=True,
+        )
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=SweepSearcher(spec, spec_file=location.spec_file),
+            scheduler=_scheduler(spec),
+            num_samples=-1,
+            max_concurrent_trials=spec.resources.max_concurrent_trials,
+        ),
+        run_config=tune.RunConfig(
+            name=spec.name,
+            storage_path=spec.storage_path,
+            callbacks=callbacks,
+            failure_config=tune.FailureConfig(max_failures=0),
+            verbose=0,
+        ),
+    )
+
+
+def summarise(results: Any, expected: int) -> SweepSummary:
+    """Count trials by outcome (finished / stopped early / diverged / failed)."""
+    summary = SweepSummary(expected=expected)
+    for result in results:
+        metrics = result.metrics or {}
+        budget = int(result.config["meta"]["budget"]) if result.config else 0
+        if result.error is not None:
+            summary.statuses["failed"] += 1
+        elif metrics.get("diverged"):
+            summary.statuses["diverged"] += 1
+        elif int(metrics.get("epoch", 0)) >= budget > 0:
+            summary.statuses["finished"] += 1
+        elif metrics:
+            summary.statuses["stopped"] += 1
+        else:
+            summary.statuses["not started"] += 1
+    return summary
+
+
+def run_sweep(spec: SweepSpec, address: str | None = None, progress: bool = True) -> SweepSummary:
+    """Run (or resume) the sweep to completion and return its summary."""
+    import ray
+    from ray import tune
+
+    from sweeps.progress import RichProgressCallback
+    from sweeps.tracking import MlflowSweepCallback
+
+    location, old = prepare(spec)
+    restore = old is not None and tune.Tuner.can_restore(location.experiment_dir)
+    ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
+    try:
+        write_text_atomic(location.spec_file, spec.to_yaml())
+        callbacks = [
+            MlflowSweepCallback(
+                tracking_uri=spec.tracking_uri,
+                experiment_name=spec.name,
+                artifact_location=location.artifact_location,
+                git_commit=git_commit(),
+                spec_file=location.spec_file,
+            ),
+            RichProgressCallback(spec_file=location.spec_file, enabled=progress),
+        ]
+        tuner = build_tuner(spec, location, callbacks, restore)
+        results = tuner.fit()
+        return summarise(results, spec.expected_trials())
+    finally:
+        ray.shutdown()

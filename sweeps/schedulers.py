@@ -1,0 +1,69 @@
+"""Early stopping within a cell: one ASHA instance per cell, never comparing across budgets.
+
+Ray's ASHA ranks every trial of an experiment against every other at the same `epoch`
+milestone; here a trial only competes with the trials of its own cell (same arm, sparsity
+and epoch budget, so the same lr schedule), and `max_t` is that cell's budget.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler
+
+
+class CellASHAScheduler(FIFOScheduler):
+    """Routes each trial to the ASHA scheduler of its cell (`trial.config["meta"]["cell"]`)."""
+
+    def __init__(self, metric: str, mode: str, grace_period: int, reduction_factor: float) -> None:
+        super().__init__()
+        self._metric = metric
+        self._mode = mode
+        self._grace_period = grace_period
+        self._reduction_factor = reduction_factor
+        self._cells: dict[str, AsyncHyperBandScheduler] = {}
+
+    def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
+        return not (metric and metric != self._metric) and not (mode and mode != self._mode)
+
+    def _cell_scheduler(self, trial: Any) -> AsyncHyperBandScheduler:
+        meta = trial.config["meta"]
+        cell = meta["cell"]
+        if cell not in self._cells:
+            budget = int(meta["budget"])
+            self._cells[cell] = AsyncHyperBandScheduler(
+                time_attr="epoch",
+                metric=self._metric,
+                mode=self._mode,
+                max_t=budget,
+                grace_period=min(self._grace_period, budget),
+                reduction_factor=self._reduction_factor,
+                brackets=1,
+            )
+        return self._cells[cell]
+
+    def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
+        self._cell_scheduler(trial).on_trial_add(tune_controller, trial)
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        scheduler = self._cell_scheduler(trial)
+        if trial.trial_id not in scheduler._trial_info:
+            scheduler.on_trial_add(tune_controller, trial)
+        return scheduler.on_trial_result(tune_controller, trial, result)
+
+    def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict) -> None:
+        scheduler = self._cell_scheduler(trial)
+        if trial.trial_id in scheduler._trial_info:
+            scheduler.on_trial_complete(tune_controller, trial, result)
+
+    def on_trial_remove(self, tune_controller: Any, trial: Any) -> None:
+        scheduler = self._cell_scheduler(trial)
+        if trial.trial_id in scheduler._trial_info:
+            scheduler.on_trial_remove(tune_controller, trial)
+
+    def on_trial_error(self, tune_controller: Any, trial: Any) -> None:
+        self.on_trial_remove(tune_controller, trial)
+
+    def debug_string(self) -> str:
+        stopped = sum(scheduler._num_stopped for scheduler in self._cells.values())
+        return f"CellASHA: {len(self._cells)} cells, {stopped} trials stopped early"

@@ -1,0 +1,487 @@
+"""A Ray Tune `Searcher` that runs one Optuna study per sweep cell, each lr on every seed.
+
+Optuna's `OptunaSearch` cannot take grid factors, so the factorial part of a sweep (workload,
+arm, sparsity, budget) is expanded here into cells, and each cell gets its own in-memory
+Optuna study (seeded TPE, or GridSampler when every searched value is a grid), driven with
+the ask/tell API:
+
+- One Optuna trial = one lr (and weight decay) = a *group* of Tune trials, one per seed,
+  handed out over successive `suggest` calls. Cells are served round-robin so they progress
+  evenly.
+- When every seed of a group has finished, Optuna is told the mean over the seeds of the
+  last reported `metric`. Failed seeds (Tune error, no metric, or a non-finite value) are
+  left out of the mean; if all failed, the Optuna trial is told FAIL. A trial stopped early
+  by ASHA counts with its last (partial) value. A trial that completes again after a restore
+  (`resume_errored`) updates the records and the best-lr choice, not a value already told.
+- Second stage (optional): once all search groups of a cell have finished, the lr trial with
+  the best mean (over all its finished seeds) is re-run on `second_stage.seeds` (stage
+  `final`, `lr_trial` = the chosen Optuna trial number).
+- Identity: a trial is its resolved `TrainConfig.config_hash()`. A config already handed out
+  is never handed out again; a group member that would repeat one shares its result.
+- State (studies, groups, trial ids, results) is pickled by `save` and brought back by
+  `restore`, so `Tuner.restore` continues every study where it stopped. `extend` adopts a
+  newer spec that only extends the old one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import pickle
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from ray.tune.search import Searcher
+
+from sparseopt.config import TrainConfig
+from sweeps.spec import Cell, SweepSpec, spec_changes_that_alter_existing, spec_diff_text
+
+logger = logging.getLogger(__name__)
+optuna.logging.set_verbosity(optuna.logging.WARNING)  # else one INFO line per tell in Tune's log
+
+SEARCH = "search"
+FINAL = "final"
+_STATE_VERSION = 1
+
+
+def cell_seed_offset(cell_id: str) -> int:
+    """A stable per-cell offset for the sampler seed (independent of Python's hash seed)."""
+    return int(hashlib.sha256(cell_id.encode()).hexdigest()[:8], 16)
+
+
+class AskTellGridSampler(optuna.samplers.GridSampler):
+    """GridSampler for the ask/tell API: its `after_trial` calls `study.stop()` once the grid is
+    exhausted, which raises outside `study.optimize`; the searcher counts trials itself."""
+
+    def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
+        return None
+
+
+@dataclass
+class _Group:
+    """The Tune trials (one per seed) that evaluate one lr of one cell."""
+
+    cell_id: str
+    stage: str
+    lr_trial: int
+    lr: float
+    weight_decay: float | None
+    seeds: list[int]
+    members: dict[int, str] = field(default_factory=dict)  # seed -> Tune trial id
+    told: bool = False
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.stage, self.lr_trial)
+
+    def next_seed(self) -> int | None:
+        """The first seed not yet handed out, if any."""
+        for seed in self.seeds:
+            if seed not in self.members:
+                return seed
+        return None
+
+
+@dataclass
+class _CellState:
+    """One cell's study, groups (in creation order) and trials still running."""
+
+    study: optuna.Study
+    groups: dict[tuple[str, int], _Group] = field(default_factory=dict)
+    open: list[tuple[str, int]] = field(default_factory=list)  # groups with seeds to hand out
+    running: set[str] = field(default_factory=set)
+    n_search: int = 0
+    idle: bool = False  # nothing to hand out until one of its trials finishes or the spec grows
+
+
+@dataclass(frozen=True)
+class CellProgress:
+    """What `sparsesweep status` shows for one cell."""
+
+    cell_id: str
+    suggested: int
+    running: int
+    completed: int
+    failed: int
+    lr_trials: int
+    lr_trials_told: int
+    best_value: float | None
+    best_lr: float | None
+    best_weight_decay: float | None
+    final_lr_trial: int | None
+
+
+class SweepSearcher(Searcher):
+    """Per-cell Optuna search behind Ray Tune's `Searcher` interface (see the module docstring).
+
+    Use `num_samples=-1` in `TuneConfig`: the searcher returns `Searcher.FINISHED` itself.
+    """
+
+    def __init__(self, spec: SweepSpec, metric: str | None = None, mode: str | None = None):
+        metric = metric or spec.search.metric
+        expected_mode = "max" if spec.search.direction == "maximize" else "min"
+        mode = mode or expected_mode
+        if metric != spec.search.metric or mode != expected_mode:
+            raise ValueError(
+                f"metric/mode {metric!r}/{mode!r} disagree with the spec: search.metric is "
+                f"{spec.search.metric!r}, which is {spec.search.direction}d (mode {expected_mode!r})"
+            )
+        super().__init__(metric=metric, mode=mode)
+        self._spec = spec
+        self._cells: dict[str, Cell] = {}
+        self._order: list[str] = []
+        self._states: dict[str, _CellState] = {}
+        self._cursor = 0
+        self._trials: dict[str, str] = {}  # Tune trial id -> its cell id
+        self._sharers: dict[str, list[tuple[str, tuple[str, int], int]]] = {}  # id -> groups
+        self._hashes: dict[str, str] = {}  # config hash -> Tune trial id
+        self._outcomes: dict[str, float | None] = {}  # finished trial id -> value (None: failed)
+        self._last_values: dict[str, float] = {}
+        self._adopt(spec)
+
+    # ---- Tune's Searcher interface -------------------------------------------------------
+
+    def set_search_properties(
+        self, metric: str | None, mode: str | None, config: dict, **spec: Any
+    ) -> bool:
+        """Accept Tune's metric/mode only when they agree with the spec's."""
+        if metric not in (None, self._metric) or mode not in (None, self._mode):
+            raise ValueError(
+                f"TuneConfig metric/mode {metric!r}/{mode!r} disagree with the sweep's "
+                f"{self._metric!r}/{self._mode!r} (search.metric)"
+            )
+        return True
+
+    def suggest(self, trial_id: str) -> dict | str | None:
+        """The next trial's config, None if nothing can start now, or FINISHED when all is done."""
+        waiting = False
+        count = len(self._order)
+        for step in range(count):
+            cell_id = self._order[(self._cursor + step) % count]
+            state = self._states[cell_id]
+            picked = None if state.idle else self._next_for_cell(cell_id)
+            if picked is not None:
+                self._cursor = (self._cursor + step + 1) % count
+                return self._hand_out(trial_id, *picked)
+            state.idle = True
+            waiting = waiting or bool(state.running)
+        return None if waiting else Searcher.FINISHED
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        """Remember the latest value of the metric (used if the final result lacks it)."""
+        value = result.get(self._metric)
+        if isinstance(value, int | float) and math.isfinite(value):
+            self._last_values[trial_id] = float(value)
+
+    def on_trial_complete(
+        self, trial_id: str, result: dict | None = None, error: bool = False
+    ) -> None:
+        """Record a finished seed; tell Optuna once every seed of its group has finished."""
+        if trial_id not in self._trials:
+            logger.warning("on_trial_complete for unknown trial %s: ignored", trial_id)
+            return
+        value: float | None = None
+        if not error:
+            final = (result or {}).get(self._metric)
+            if isinstance(final, int | float) and math.isfinite(final):
+                value = float(final)
+            else:
+                value = self._last_values.get(trial_id)
+        self._outcomes[trial_id] = value
+        self._last_values.pop(trial_id, None)
+        self._states[self._trials[trial_id]].running.discard(trial_id)
+        for sharer_cell, key, _seed in self._sharers[trial_id]:
+            self._states[sharer_cell].idle = False
+            self._maybe_tell(sharer_cell, self._states[sharer_cell].groups[key])
+
+    def save(self, checkpoint_path: str) -> None:
+        """Pickle the whole search state (Tune calls this for every experiment checkpoint)."""
+        with open(checkpoint_path, "wb") as handle:
+            pickle.dump(self.get_state(), handle, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Load a saved state; if this searcher was built with a newer spec, extend to it."""
+        target = self._spec
+        with open(checkpoint_path, "rb") as handle:
+            self.set_state(pickle.load(handle))
+        if target.model_dump() != self._spec.model_dump():
+            self.extend(target)
+
+    def get_state(self) -> dict:
+        """Everything needed to continue: spec, studies, groups, trial bookkeeping."""
+        return {
+            "version": _STATE_VERSION,
+            "spec": self._spec.model_dump(mode="json"),
+            "metric": self._metric,
+            "mode": self._mode,
+            "states": self._states,
+            "cursor": self._cursor,
+            "trials": self._trials,
+            "sharers": self._sharers,
+            "hashes": self._hashes,
+            "outcomes": self._outcomes,
+            "last_values": self._last_values,
+        }
+
+    def set_state(self, state: dict) -> None:
+        """Replace this searcher's state with a saved one."""
+        if state.get("version") != _STATE_VERSION:
+            raise ValueError(
+                f"searcher state version {state.get('version')!r} is not {_STATE_VERSION}"
+            )
+        self._spec = SweepSpec.model_validate(state["spec"])
+        self._metric, self._mode = state["metric"], state["mode"]
+        self._states = state["states"]
+        self._cursor = state["cursor"]
+        self._trials = state["trials"]
+        self._sharers = state["sharers"]
+        self._hashes = state["hashes"]
+        self._outcomes = state["outcomes"]
+        self._last_values = state["last_values"]
+        self._cells = {cell.cell_id: cell for cell in self._spec.cells()}
+        self._order = list(self._cells)
+
+    # ---- extension, progress ---------------------------------------------------------------
+
+    @property
+    def spec(self) -> SweepSpec:
+        """The spec this searcher currently follows."""
+        return self._spec
+
+    def extend(self, new_spec: SweepSpec) -> None:
+        """Adopt a spec that only extends the current one; ValueError with the diff otherwise.
+
+        New cells get new studies; new grid seeds join every existing lr trial (so each group
+        stays complete over the seeds; values already told to Optuna are not re-told); new
+        second-stage seeds join every existing final group; a raised `trials_per_cell`
+        continues the studies (and a cell whose best lr changes gets a new final group).
+        """
+        changes = spec_changes_that_alter_existing(self._spec, new_spec)
+        if changes:
+            raise ValueError(
+                "the new sweep spec changes trials already run; use a new sweep name.\n"
+                + spec_diff_text(self._spec, new_spec)
+            )
+        old = self._spec
+        new_seeds = [s for s in new_spec.grid.seeds if s not in old.grid.seeds]
+        old_final = old.second_stage.seeds if old.second_stage else []
+        new_final = [
+            s
+            for s in (new_spec.second_stage.seeds if new_spec.second_stage else [])
+            if s not in old_final
+        ]
+        for state in self._states.values():
+            state.idle = False
+            for group in state.groups.values():
+                added = new_seeds if group.stage == SEARCH else new_final
+                group.seeds.extend(added)
+                if added and group.key not in state.open:
+                    state.open.append(group.key)
+        self._adopt(new_spec)
+
+    def study(self, cell_id: str) -> optuna.Study:
+        """The Optuna study of one cell (KeyError for an unknown cell id)."""
+        return self._states[cell_id].study
+
+    def release_unfinished(self) -> int:
+        """Forget trials handed out but never finished, so `suggest` hands their configs out again.
+
+        For continuing from a saved state in a *new* Tune experiment, where the old experiment's
+        unfinished trials will never report. Returns how many trials were released.
+        """
+        released = [tid for tid in self._trials if tid not in self._outcomes]
+        for trial_id in released:
+            for cell_id, key, seed in self._sharers.pop(trial_id):
+                state = self._states[cell_id]
+                del state.groups[key].members[seed]
+                if key not in state.open:
+                    state.open.append(key)
+                state.running.discard(trial_id)
+                state.idle = False
+            del self._trials[trial_id]
+            self._last_values.pop(trial_id, None)
+        gone = set(released)
+        self._hashes = {h: tid for h, tid in self._hashes.items() if tid not in gone}
+        return len(released)
+
+    def progress(self) -> dict[str, CellProgress]:
+        """Per cell: trials suggested/running/completed/failed, and the best lr so far."""
+        report: dict[str, CellProgress] = {}
+        for cell_id in self._order:
+            state = self._states[cell_id]
+            ids = {tid for group in state.groups.values() for tid in group.members.values()}
+            finished = [self._outcomes[tid] for tid in ids if tid in self._outcomes]
+            best = self._best(state)
+            finals = [key[1] for key in state.groups if key[0] == FINAL]
+            report[cell_id] = CellProgress(
+                cell_id=cell_id,
+                suggested=len(ids),
+                running=len(state.running),
+                completed=sum(value is not None for value in finished),
+                failed=sum(value is None for value in finished),
+                lr_trials=state.n_search,
+                lr_trials_told=sum(g.told for g in state.groups.values() if g.stage == SEARCH),
+                best_value=self._group_value(best) if best else None,
+                best_lr=best.lr if best else None,
+                best_weight_decay=best.weight_decay if best else None,
+                final_lr_trial=finals[-1] if finals else None,
+            )
+        return report
+
+    # ---- internals -----------------------------------------------------------------------
+
+    def _adopt(self, spec: SweepSpec) -> None:
+        """Follow `spec`: index its cells and create a study for every cell that has none."""
+        self._spec = spec
+        self._cells = {cell.cell_id: cell for cell in spec.cells()}
+        self._order = list(self._cells)
+        for cell_id in self._order:
+            if cell_id not in self._states:
+                self._states[cell_id] = _CellState(study=self._new_study(cell_id))
+
+    def _new_study(self, cell_id: str) -> optuna.Study:
+        search = self._spec.search
+        seed = (search.sampler_seed + cell_seed_offset(cell_id)) % 2**32
+        sampler: optuna.samplers.BaseSampler
+        if search.sampler == "grid":
+            space = {name: list(param.grid or ()) for name, param in search.params.items()}
+            sampler = AskTellGridSampler(space, seed=seed)
+        else:
+            sampler = optuna.samplers.TPESampler(seed=seed)
+        return optuna.create_study(study_name=cell_id, direction=search.direction, sampler=sampler)
+
+    def _next_for_cell(self, cell_id: str) -> tuple[str, _Group, int, TrainConfig] | None:
+        """The next (cell, group, seed, config) to run in this cell, opening a group if needed."""
+        state = self._states[cell_id]
+        cell = self._cells[cell_id]
+        while True:
+            while state.open:
+                group = state.groups[state.open[0]]
+                seed = group.next_seed()
+                if seed is None:
+                    state.open.pop(0)
+                    continue
+                config = cell.train_config(seed=seed, lr=group.lr, weight_decay=group.weight_decay)
+                existing = self._hashes.get(config.config_hash())
+                if existing is None:
+                    return cell_id, group, seed, config
+                self._share(existing, cell_id, group, seed)
+            if not self._open_group(cell_id, state):
+                return None
+
+    def _open_group(self, cell_id: str, state: _CellState) -> bool:
+        """Ask Optuna for the next lr, or queue the second stage; False if neither is due."""
+        search = self._spec.search
+        if state.n_search < search.n_trials:
+            trial = state.study.ask()
+            values = {}
+            for name, param in search.params.items():
+                if param.grid is not None:
+                    values[name] = trial.suggest_categorical(name, param.grid)
+                else:
+                    assert param.low is not None and param.high is not None
+                    values[name] = trial.suggest_float(name, param.low, param.high, log=param.log)
+            group = _Group(
+                cell_id=cell_id,
+                stage=SEARCH,
+                lr_trial=trial.number,
+                lr=float(values["lr"]),
+                weight_decay=values.get("weight_decay"),
+                seeds=list(self._spec.grid.seeds),
+            )
+            state.n_search += 1
+        else:
+            second = self._spec.second_stage
+            if second is None or not self._search_finished(state):
+                return False
+            best = self._best(state)
+            if best is None or (FINAL, best.lr_trial) in state.groups:
+                return False
+            group = _Group(
+                cell_id=cell_id,
+                stage=FINAL,
+                lr_trial=best.lr_trial,
+                lr=best.lr,
+                weight_decay=best.weight_decay,
+                seeds=list(second.seeds),
+            )
+        state.groups[group.key] = group
+        state.open.append(group.key)
+        return True
+
+    def _hand_out(
+        self, trial_id: str, cell_id: str, group: _Group, seed: int, config: TrainConfig
+    ) -> dict:
+        cell = self._cells[cell_id]
+        config_hash = config.config_hash()
+        group.members[seed] = trial_id
+        self._trials[trial_id] = cell_id
+        self._sharers[trial_id] = [(cell_id, group.key, seed)]
+        self._hashes[config_hash] = trial_id
+        self._states[cell_id].running.add(trial_id)
+        return {
+            "train": config.model_dump(mode="json"),
+            "meta": {
+                "sweep": self._spec.name,
+                "cell": cell_id,
+                "workload": cell.workload,
+                "arm": cell.arm,
+                "method": cell.method,
+                "sparsity": cell.sparsity,
+                "budget": cell.budget,
+                "seed": seed,
+                "lr": config.optim.lr,
+                "weight_decay": config.optim.weight_decay,
+                "stage": group.stage,
+                "lr_trial": group.lr_trial,
+                "config_hash": config_hash,
+            },
+        }
+
+    def _share(self, trial_id: str, cell_id: str, group: _Group, seed: int) -> None:
+        """Let a group member reuse an identical config's trial instead of running it again."""
+        group.members[seed] = trial_id
+        self._sharers[trial_id].append((cell_id, group.key, seed))
+        self._maybe_tell(cell_id, group)
+
+    def _group_finished(self, group: _Group) -> bool:
+        return len(group.members) == len(group.seeds) and all(
+            tid in self._outcomes for tid in group.members.values()
+        )
+
+    def _group_value(self, group: _Group) -> float | None:
+        """Mean of the finished, successful seeds' values (None if none succeeded)."""
+        outcomes = (self._outcomes.get(tid) for tid in group.members.values())
+        values = [value for value in outcomes if value is not None]
+        return sum(values) / len(values) if values else None
+
+    def _maybe_tell(self, cell_id: str, group: _Group) -> None:
+        if group.stage != SEARCH or group.told or not self._group_finished(group):
+            return
+        value = self._group_value(group)
+        study = self._states[cell_id].study
+        if value is None:
+            study.tell(group.lr_trial, state=optuna.trial.TrialState.FAIL)
+        else:
+            study.tell(group.lr_trial, value)
+        group.told = True
+
+    def _search_finished(self, state: _CellState) -> bool:
+        return state.n_search >= self._spec.search.n_trials and all(
+            self._group_finished(group) for group in state.groups.values() if group.stage == SEARCH
+        )
+
+    def _best(self, state: _CellState) -> _Group | None:
+        """The search group with the best mean value (ties: the earliest lr trial)."""
+        sign = 1.0 if self._mode == "max" else -1.0
+        best: _Group | None = None
+        best_score = -math.inf
+        for group in state.groups.values():
+            if group.stage != SEARCH or not group.told:
+                continue
+            value = self._group_value(group)
+            if value is not None and sign * value > best_score:
+                best, best_score = group, sign * value
+        return best

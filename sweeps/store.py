@@ -1,0 +1,67 @@
+"""Reading and writing a sweep's small state files on local disk or object storage."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from sweeps.spec import SweepSpec, parse_spec
+
+
+def is_remote(path: str) -> bool:
+    """True for object-store URIs such as s3:// or gs://."""
+    return "://" in path
+
+
+def _filesystem(path: str):  # -> (pyarrow.fs.FileSystem, str)
+    import pyarrow.fs
+
+    return pyarrow.fs.FileSystem.from_uri(
+        path if is_remote(path) else Path(path).resolve().as_uri()
+    )
+
+
+def read_text(path: str) -> str | None:
+    """A local or object-store file's text; None if it does not exist."""
+    import pyarrow.fs
+
+    filesystem, inner = _filesystem(path)
+    if filesystem.get_file_info(inner).type == pyarrow.fs.FileType.NotFound:
+        return None
+    with filesystem.open_input_stream(inner) as stream:
+        return stream.read().decode()
+
+
+def write_text_atomic(path: str, text: str) -> None:
+    """Write a local file atomically (temp + fsync + rename) or an object-store object."""
+    if is_remote(path):
+        filesystem, inner = _filesystem(path)
+        with filesystem.open_output_stream(inner) as stream:
+            stream.write(text.encode())
+        return
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    try:
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, target)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def read_spec_file(path: str) -> SweepSpec | None:
+    """The sweep spec stored at `path`; None if absent; ValueError naming the file if invalid."""
+    text = read_text(path)
+    if text is None:
+        return None
+    try:
+        return parse_spec(yaml.safe_load(text))
+    except ValueError as error:
+        raise ValueError(f"{path}: the stored sweep spec does not validate:\n{error}") from None

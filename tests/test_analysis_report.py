@@ -1,0 +1,92 @@
+"""analysis.report end to end on MLflow stores: files, figures, HTML, and the report run."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from analysis_fixtures import Trial, build_store, lr_search_trials, planted_trials
+from mlflow.tracking import MlflowClient
+
+from analysis.export import export_experiment
+from analysis.plots import FIGURES
+from analysis.report import ReportResult, write_report
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, ReportResult]:
+    root = tmp_path_factory.mktemp("planted")
+    uri, _ = build_store(root, "planted", planted_trials())
+    return uri, write_report(uri, "planted", root / "report")
+
+
+def test_report_files_and_figures_are_written(planted) -> None:
+    _, result = planted
+    out = result.out_dir
+    for name in FIGURES:
+        png, svg = out / "plots" / f"{name}.png", out / "plots" / f"{name}.svg"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5_000
+        assert "<svg" in svg.read_text()[:2_000]
+    for table in ("summary", "paired_differences", "budget_to_target", "itop_sparsity_per_run"):
+        assert len((out / "tables" / f"{table}.csv").read_text().splitlines()) > 1
+    assert (out / "data" / "trials").is_dir() and (out / "data" / "manifest.json").is_file()
+
+
+def test_markdown_has_the_paper_style_table_and_the_partial_banner(planted) -> None:
+    _, result = planted
+    text = result.markdown.read_text()
+    assert result.partial
+    assert "PARTIAL REPORT" in text.split("##")[0]
+    assert "| sparsity | arm | 2 ep | 4 ep |" in text
+    # s=0.95 rigl+sparseopt at e=4: seeds 0-3 only, mean 58.33 (hand: 56 + noise + plant)
+    assert re.search(
+        r"\| 0\.95 \| rigl\+sparseopt \| 57\.28 ± 0\.79 .*n=5 † \| 58\.33 ± 0\.91 .*n=4 \|", text
+    )
+    assert "reaches 56.04% (rigl @ 4) at 2 epochs vs 4 for rigl (speedup 2.00×)" in text
+    assert "Holm" in text and "![" in text
+
+
+def test_html_is_self_contained(planted) -> None:
+    _, result = planted
+    html = result.html.read_text()
+    assert html.startswith("<!DOCTYPE html>")
+    assert html.count('src="data:image/png;base64,') == len(FIGURES)
+    assert 'src="plots/' not in html and "<link" not in html
+    assert 'class="banner"' in html and "<table>" in html
+
+
+def test_report_is_logged_as_a_report_run_and_not_exported_as_a_trial(planted, tmp_path) -> None:
+    uri, result = planted
+    client = MlflowClient(tracking_uri=uri)
+    run = client.get_run(result.mlflow_run_id)
+    assert run.data.tags["sparsesweep.role"] == "report"
+    assert run.data.tags["sparsesweep.partial"] == "true"
+    assert run.info.status == "FINISHED"
+    names = {item.path for item in client.list_artifacts(run.info.run_id)}
+    assert {"report.md", "report.html", "plots", "tables", "data"} <= names
+    again = export_experiment(uri, "planted", tmp_path / "again")
+    assert again.manifest["trials"] == len(planted_trials())
+
+
+def test_complete_sweep_report_has_no_banner_and_names_its_selection(tmp_path: Path) -> None:
+    uri, _ = build_store(tmp_path, "lr", lr_search_trials())
+    result = write_report(uri, "lr", tmp_path / "report", log_to_mlflow=False)
+    text = result.markdown.read_text()
+    assert not result.partial and result.mlflow_run_id is None
+    assert "PARTIAL" not in text
+    assert "best lr on val_acc1" in text and "final stage" in text
+
+
+def test_report_of_a_sweep_with_nothing_finished_yet(tmp_path: Path) -> None:
+    running = [
+        Trial("rigl", 0.9, 4, 0, 50.0, status="running", epochs=1),
+        Trial("rigl+sparseopt", 0.9, 4, 0, 50.0, status="running", epochs=2),
+    ]
+    uri, _ = build_store(tmp_path, "early", running)
+    result = write_report(uri, "early", tmp_path / "report", log_to_mlflow=False)
+    text = result.markdown.read_text()
+    assert result.partial and "2 of 2 trials are running" in text
+    assert "No SparseOpt arm has finished runs next to its baseline yet." in text
+    for name in FIGURES:
+        assert (tmp_path / "report" / "plots" / f"{name}.png").stat().st_size > 1_000

@@ -1,0 +1,475 @@
+"""SweepSearcher: per-cell Optuna studies, seed groups, stages, dedup, save/restore, extension."""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import signal
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+from ray.tune.search import Searcher
+
+from sparseopt.config import TrainConfig
+from sweeps.search import SweepSearcher, cell_seed_offset
+from sweeps.spec import SweepSpec, parse_spec
+
+TINY: dict[str, Any] = {
+    "name": "tiny",
+    "base": {
+        "data": {"name": "digits", "batch_size": 64},
+        "model": {"name": "mlp"},
+        "schedule": {"warmup_epochs": 0.5},
+    },
+    "grid": {
+        "arms": ["rigl", "rigl+sparseopt"],
+        "sparsities": [0.9, 0.95],
+        "budgets": [1, 2],
+        "seeds": [0, 1],
+    },
+    "search": {"lr": {"low": 0.01, "high": 0.5, "log": True}, "trials_per_cell": 2},
+}
+
+
+def make_spec(**sections: Any) -> SweepSpec:
+    """TINY with top-level sections replaced/merged (`grid={"seeds": [...]}` merges)."""
+    payload = copy.deepcopy(TINY)
+    for key, value in sections.items():
+        if isinstance(value, dict) and isinstance(payload.get(key), dict):
+            payload[key].update(value)
+        else:
+            payload[key] = value
+    return parse_spec(payload)
+
+
+def score(config: dict[str, Any]) -> float:
+    """A deterministic metric: best at lr = 0.1, shifted by seed and sparsity."""
+    meta = config["meta"]
+    return 90.0 - 10.0 * abs(math.log10(meta["lr"] / 0.1)) + meta["seed"] - 5.0 * meta["sparsity"]
+
+
+class Driver:
+    """Plays Tune: numbered trial ids, and completions in any order."""
+
+    def __init__(self, searcher: SweepSearcher) -> None:
+        self.searcher = searcher
+        self.count = 0
+        self.configs: dict[str, dict[str, Any]] = {}
+
+    def suggest(self) -> tuple[str, Any]:
+        trial_id = f"trial_{self.count:05d}"
+        self.count += 1
+        config = self.searcher.suggest(trial_id)
+        if isinstance(config, dict):
+            self.configs[trial_id] = config
+        return trial_id, config
+
+    def drain(self) -> list[tuple[str, dict[str, Any]]]:
+        """Suggest until None/FINISHED; return what was handed out."""
+        handed = []
+        while True:
+            trial_id, config = self.suggest()
+            if not isinstance(config, dict):
+                self.last = config
+                return handed
+            handed.append((trial_id, config))
+
+    def complete(self, trials: list[tuple[str, dict[str, Any]]], value: Any = score) -> None:
+        for trial_id, config in trials:
+            self.searcher.on_trial_complete(trial_id, {"val_acc1": value(config)})
+
+    def run_to_end(self, value: Any = score) -> list[tuple[str, dict[str, Any]]]:
+        everything = []
+        while True:
+            handed = self.drain()
+            if not handed:
+                return everything
+            everything += handed
+            self.complete(handed, value)
+
+
+def test_suggest_sequence_then_finished() -> None:
+    spec = make_spec()
+    driver = Driver(SweepSearcher(spec))
+    handed = driver.drain()
+    assert len(handed) == 32 == spec.expected_trials()
+    assert driver.last is None  # trials still running: more may come
+    first_round = [config["meta"]["cell"] for _, config in handed[:8]]
+    assert sorted(first_round) == sorted(cell.cell_id for cell in spec.cells())  # round-robin
+    groups: dict[tuple[str, int], list[int]] = defaultdict(list)
+    for _, config in handed:
+        meta = config["meta"]
+        assert meta["stage"] == "search"
+        groups[(meta["cell"], meta["lr_trial"])].append(meta["seed"])
+    assert sorted(groups.values()) == [[0, 1]] * 16  # 8 cells x 2 lr trials, each on both seeds
+    driver.complete(handed)
+    assert driver.suggest()[1] == Searcher.FINISHED
+
+
+def test_config_payload_matches_meta() -> None:
+    spec = make_spec()
+    handed = Driver(SweepSearcher(spec)).drain()
+    hashes = set()
+    for _, config in handed:
+        train, meta = TrainConfig.model_validate(config["train"]), config["meta"]
+        assert train.config_hash() == meta["config_hash"]
+        assert meta["sweep"] == "tiny" and meta["workload"] == "default"
+        assert (train.optim.lr, train.seed, train.epochs) == (
+            meta["lr"],
+            meta["seed"],
+            meta["budget"],
+        )
+        assert train.sparse.sparsity == meta["sparsity"]
+        assert train.sparse.method == meta["method"] == "rigl"
+        expected = "sparseopt" if meta["arm"] == "rigl+sparseopt" else "none"
+        assert train.sparse.preconditioner == expected
+        assert meta["weight_decay"] == train.optim.weight_decay == 5e-4
+        assert 0.01 <= meta["lr"] <= 0.5
+        assert meta["cell"] == (f"default/{meta['arm']}/s={meta['sparsity']}/e={meta['budget']}")
+        hashes.add(meta["config_hash"])
+    assert len(hashes) == len(handed)  # no config handed out twice
+
+
+def test_each_study_holds_its_cell_with_mean_values() -> None:
+    spec = make_spec()
+    searcher = SweepSearcher(spec)
+    driver = Driver(searcher)
+    handed = driver.run_to_end()
+    by_group: dict[tuple[str, int], list[float]] = defaultdict(list)
+    lrs: dict[tuple[str, int], float] = {}
+    for _, config in handed:
+        meta = config["meta"]
+        by_group[(meta["cell"], meta["lr_trial"])].append(score(config))
+        lrs[(meta["cell"], meta["lr_trial"])] = meta["lr"]
+    for cell in spec.cells():
+        study = searcher.study(cell.cell_id)
+        assert study.study_name == cell.cell_id
+        assert [t.number for t in study.trials] == [0, 1]
+        for trial in study.trials:
+            key = (cell.cell_id, trial.number)
+            assert trial.state == optuna.trial.TrialState.COMPLETE
+            assert trial.params["lr"] == lrs[key]
+            assert trial.value == pytest.approx(sum(by_group[key]) / 2)
+    lr_sets = [
+        frozenset(t.params["lr"] for t in searcher.study(c.cell_id).trials) for c in spec.cells()
+    ]
+    assert len(set(lr_sets)) == len(lr_sets)  # per-cell sampler seeds differ
+    assert cell_seed_offset("a") == cell_seed_offset("a") != cell_seed_offset("b")
+
+
+def test_failed_seeds_are_left_out_and_all_failed_is_fail() -> None:
+    spec = make_spec(
+        grid={"arms": ["rigl"], "sparsities": [0.9], "budgets": [1], "seeds": [0, 1, 2]}
+    )
+    searcher = SweepSearcher(spec)
+    driver = Driver(searcher)
+    handed = driver.drain()
+    cell = spec.cells()[0].cell_id
+    group0 = [(tid, c) for tid, c in handed if c["meta"]["lr_trial"] == 0]
+    group1 = [(tid, c) for tid, c in handed if c["meta"]["lr_trial"] == 1]
+    searcher.on_trial_complete(group0[0][0], {"val_acc1": 50.0})
+    searcher.on_trial_result(group0[1][0], {"val_acc1": 40.0, "epoch": 1})
+    searcher.on_trial_complete(group0[1][0], {"epoch": 1})  # no metric: its last reported value
+    searcher.on_trial_complete(group0[2][0], error=True)
+    for tid, _ in group1[:2]:
+        searcher.on_trial_complete(tid, error=True)
+    searcher.on_trial_complete(group1[2][0], {"val_acc1": float("nan")})
+    trials = searcher.study(cell).trials
+    assert trials[0].value == pytest.approx(45.0)
+    assert trials[1].state == optuna.trial.TrialState.FAIL
+    progress = searcher.progress()[cell]
+    assert (progress.suggested, progress.completed, progress.failed) == (6, 2, 4)
+    assert progress.best_lr == group0[0][1]["meta"]["lr"] and progress.best_value == 45.0
+    assert driver.suggest()[1] == Searcher.FINISHED
+
+
+def test_grid_sampler_covers_the_grid_exactly() -> None:
+    spec = make_spec(
+        search={
+            "lr": {"grid": [0.03, 0.1, 0.3]},
+            "weight_decay": {"grid": [0.0, 1e-4]},
+            "trials_per_cell": None,
+        }
+    )
+    assert spec.search.n_trials == 6
+    searcher = SweepSearcher(spec)
+    handed = Driver(searcher).run_to_end()
+    assert len(handed) == 8 * 6 * 2
+    points: dict[str, Counter] = defaultdict(Counter)
+    for _, config in handed:
+        meta = config["meta"]
+        points[meta["cell"]][(meta["lr"], meta["weight_decay"])] += 1
+    expected = Counter({(lr, wd): 2 for lr in (0.03, 0.1, 0.3) for wd in (0.0, 1e-4)})
+    assert all(counter == expected for counter in points.values())
+    assert isinstance(searcher.study(spec.cells()[0].cell_id).sampler, optuna.samplers.GridSampler)
+
+
+def _play(searcher: SweepSearcher, steps: int, start: int = 0) -> list[dict[str, Any]]:
+    """Alternate suggest/complete deterministically: complete every second handed-out trial."""
+    seen = []
+    open_ids: list[str] = []
+    for index in range(start, start + steps):
+        trial_id = f"t{index:04d}"
+        config = searcher.suggest(trial_id)
+        seen.append(config)
+        if isinstance(config, dict):
+            open_ids.append(trial_id)
+            if index % 2:
+                done = open_ids.pop(0)
+                searcher.on_trial_complete(done, {"val_acc1": float(len(done) + index % 7)})
+    return seen
+
+
+def test_save_restore_continues_identically(tmp_path: Path) -> None:
+    spec = make_spec(second_stage={"seeds": [9]})
+    original = SweepSearcher(spec)
+    _play(original, 20)
+    path = tmp_path / "searcher.pkl"
+    original.save(str(path))
+    expected = _play(original, 30, start=20)
+    restored = SweepSearcher(spec)
+    restored.restore(str(path))
+    assert _play(restored, 30, start=20) == expected
+    assert restored.progress() == original.progress()
+
+
+def test_tune_checkpoint_dir_roundtrip(tmp_path: Path) -> None:
+    spec = make_spec()
+    searcher = SweepSearcher(spec)
+    Driver(searcher).drain()
+    searcher.save_to_dir(str(tmp_path), session_str="s1")
+    assert [p.name for p in tmp_path.iterdir()] == ["searcher-state-s1.pkl"]
+    fresh = SweepSearcher(spec)
+    fresh.restore_from_dir(str(tmp_path))
+    assert fresh.progress() == searcher.progress()
+    assert fresh.suggest("next") is None  # everything handed out, all still running
+
+
+def test_second_stage_reruns_the_best_lr_on_fresh_seeds() -> None:
+    spec = make_spec(
+        grid={"arms": ["rigl"], "sparsities": [0.9], "budgets": [1]},
+        search={"lr": {"grid": [0.01, 0.1, 0.5]}, "trials_per_cell": None},
+        second_stage={"seeds": [100, 101]},
+    )
+    searcher = SweepSearcher(spec)
+    driver = Driver(searcher)
+    search = driver.drain()
+    assert len(search) == 6 and driver.last is None
+    driver.complete(search[:-1])
+    assert driver.suggest()[1] is None  # the last search seed still runs
+    driver.complete(search[-1:])
+    final = driver.drain()
+    assert [c["meta"]["seed"] for _, c in final] == [100, 101]
+    lr_trial = {c["meta"]["lr"]: c["meta"]["lr_trial"] for _, c in search}
+    for _, config in final:
+        assert config["meta"]["stage"] == "final"
+        assert config["meta"]["lr"] == 0.1
+        assert config["meta"]["lr_trial"] == lr_trial[0.1]
+    driver.complete(final)
+    assert driver.suggest()[1] == Searcher.FINISHED
+    progress = searcher.progress()[spec.cells()[0].cell_id]
+    assert progress.final_lr_trial == lr_trial[0.1] and progress.best_lr == 0.1
+    assert progress.suggested == 8 and progress.completed == 8
+
+
+def test_minimised_metric_picks_the_lowest() -> None:
+    spec = make_spec(
+        grid={"arms": ["rigl"], "sparsities": [0.9], "budgets": [1], "seeds": [0]},
+        search={"lr": {"grid": [0.01, 0.1]}, "trials_per_cell": None, "metric": "val_loss"},
+        second_stage={"seeds": [5]},
+    )
+    searcher = SweepSearcher(spec)
+    assert searcher.mode == "min" and searcher.metric == "val_loss"
+    driver = Driver(searcher)
+    for trial_id, config in driver.drain():
+        searcher.on_trial_complete(trial_id, {"val_loss": config["meta"]["lr"]})
+    ((_, final),) = driver.drain()
+    assert final["meta"]["lr"] == 0.01
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_dedup_shares_a_repeated_config() -> None:
+    spec = make_spec(grid={"arms": ["rigl"], "sparsities": [0.9], "budgets": [1]})
+    searcher = SweepSearcher(spec)
+    cell = spec.cells()[0].cell_id
+    study = searcher.study(cell)
+    study.sampler = optuna.samplers.PartialFixedSampler({"lr": 0.2}, study.sampler)
+    driver = Driver(searcher)
+    handed = driver.drain()
+    assert len(handed) == 2  # the second lr trial repeats the first: nothing new to run
+    assert driver.last is None
+    driver.complete(handed)
+    assert driver.suggest()[1] == Searcher.FINISHED
+    values = [trial.value for trial in study.trials]
+    expected = sum(score(c) for _, c in handed) / 2
+    assert values == [pytest.approx(expected)] * 2
+    assert searcher.progress()[cell].suggested == 2
+
+
+def test_extend_with_new_seeds_budgets_and_trials(tmp_path: Path) -> None:
+    old = make_spec()
+    searcher = SweepSearcher(old)
+    driver = Driver(searcher)
+    first = driver.run_to_end()
+    assert len(first) == 32
+    path = tmp_path / "state.pkl"
+    searcher.save(str(path))
+    new = make_spec(grid={"budgets": [1, 2, 3], "seeds": [0, 1, 2]}, search={"trials_per_cell": 3})
+    resumed = SweepSearcher(new)
+    resumed.restore(str(path))  # adopts the newer spec: it only extends the old one
+    assert resumed.spec.grid.seeds == [0, 1, 2]
+    second = Driver(resumed)
+    second.count = driver.count
+    added = second.run_to_end()
+    assert len(first) + len(added) == new.expected_trials() == 12 * 3 * 3
+    seeds_by_group: dict[tuple[str, int], set[int]] = defaultdict(set)
+    for _, config in first + added:
+        meta = config["meta"]
+        seeds_by_group[(meta["cell"], meta["lr_trial"])].add(meta["seed"])
+    assert len(seeds_by_group) == 12 * 3
+    assert all(seeds == {0, 1, 2} for seeds in seeds_by_group.values())
+    hashes = [c["meta"]["config_hash"] for _, c in first + added]
+    assert len(set(hashes)) == len(hashes)
+    for cell in old.cells():  # old studies continued: 3 trials each, values told once
+        assert len(resumed.study(cell.cell_id).trials) == 3
+
+
+def test_extend_adds_second_stage_seeds() -> None:
+    spec = make_spec(
+        grid={"arms": ["rigl"], "sparsities": [0.9], "budgets": [1]}, second_stage={"seeds": [7]}
+    )
+    searcher = SweepSearcher(spec)
+    handed = Driver(searcher).run_to_end()
+    assert [c["meta"]["seed"] for _, c in handed if c["meta"]["stage"] == "final"] == [7]
+    searcher.extend(
+        make_spec(
+            grid={"arms": ["rigl"], "sparsities": [0.9], "budgets": [1]},
+            second_stage={"seeds": [7, 8]},
+        )
+    )
+    driver = Driver(searcher)
+    driver.count = 1000
+    ((_, extra),) = driver.drain()
+    assert extra["meta"]["stage"] == "final" and extra["meta"]["seed"] == 8
+
+
+@pytest.mark.parametrize(
+    ("changes", "fragment"),
+    [
+        ({"grid": {"seeds": [0]}}, "grid.seeds: removed [1]"),
+        ({"search": {"lr": {"low": 0.001, "high": 0.5, "log": True}}}, "search.lr"),
+        (
+            {
+                "base": {
+                    "data": {"name": "digits", "batch_size": 32},
+                    "model": {"name": "mlp"},
+                    "schedule": {"warmup_epochs": 0.5},
+                }
+            },
+            "data.batch_size",
+        ),
+    ],
+)
+def test_extend_refuses_changes_to_existing_trials(
+    changes: dict[str, Any], fragment: str, tmp_path: Path
+) -> None:
+    searcher = SweepSearcher(make_spec())
+    Driver(searcher).drain()
+    before = searcher.progress()
+    with pytest.raises(ValueError, match="changes trials already run") as caught:
+        searcher.extend(make_spec(**changes))
+    assert fragment in str(caught.value)
+    assert searcher.progress() == before
+    path = tmp_path / "s.pkl"
+    searcher.save(str(path))
+    with pytest.raises(ValueError, match="changes trials already run"):
+        SweepSearcher(make_spec(**changes)).restore(str(path))
+
+
+def test_release_unfinished_hands_the_same_configs_out_again() -> None:
+    searcher = SweepSearcher(
+        make_spec(grid={"arms": ["rigl"], "sparsities": [0.9], "budgets": [1]})
+    )
+    driver = Driver(searcher)
+    handed = driver.drain()
+    driver.complete(handed[:1])
+    assert searcher.release_unfinished() == 3
+    again = driver.drain()
+    assert sorted(c["meta"]["config_hash"] for _, c in again) == sorted(
+        c["meta"]["config_hash"] for _, c in handed[1:]
+    )
+
+
+def test_metric_mode_must_agree_with_the_spec() -> None:
+    spec = make_spec()
+    with pytest.raises(ValueError, match=r"search\.metric"):
+        SweepSearcher(spec, metric="val_loss")
+    with pytest.raises(ValueError, match="mode"):
+        SweepSearcher(spec, mode="min")
+    searcher = SweepSearcher(spec, metric="val_acc1", mode="max")
+    assert searcher.set_search_properties("val_acc1", "max", {}) is True
+    assert searcher.set_search_properties(None, None, {}) is True
+    with pytest.raises(ValueError, match="disagree"):
+        searcher.set_search_properties("val_loss", "min", {})
+
+
+def test_unknown_trial_completion_is_ignored() -> None:
+    searcher = SweepSearcher(make_spec())
+    before = searcher.progress()
+    searcher.on_trial_complete("never-suggested", {"val_acc1": 1.0})
+    assert searcher.progress() == before
+
+
+@pytest.mark.slow
+def test_tune_runs_interrupts_and_restores_the_searcher(tmp_path: Path) -> None:
+    ray = pytest.importorskip("ray")
+    from ray import tune
+
+    spec = make_spec(
+        grid={"arms": ["rigl"], "sparsities": [0.9], "budgets": [1, 2]},
+        second_stage={"seeds": [9]},
+    )
+    resumed_flag = tmp_path / "resumed"
+    driver_pid = os.getpid()
+
+    def trainable(config: dict[str, Any]) -> None:  # self-contained: pickled by value for Ray
+        meta = config["meta"]
+        tune.report({"val_acc1": 100 * meta["lr"] + meta["seed"], "epoch": 1})
+        if meta["lr_trial"] == 1 and not resumed_flag.exists():
+            os.kill(driver_pid, signal.SIGINT)  # Ctrl-C: Tune checkpoints and returns early
+
+    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
+    try:
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                search_alg=SweepSearcher(spec), num_samples=-1, metric="val_acc1", mode="max"
+            ),
+            run_config=tune.RunConfig(name="tiny", storage_path=str(tmp_path), verbose=0),
+        )
+        partial = tuner.fit()
+        resumed_flag.touch()
+        restored = tune.Tuner.restore(
+            str(tmp_path / "tiny"), trainable, resume_unfinished=True, resume_errored=True
+        )
+        results = restored.fit()
+    finally:
+        ray.shutdown()
+    assert 0 < len(partial) < spec.expected_trials()
+    assert len(results) == spec.expected_trials() == 2 * 2 * 2 + 2
+    hashes = [result.config["meta"]["config_hash"] for result in results]
+    assert len(set(hashes)) == len(hashes)
+    stages = Counter(result.config["meta"]["stage"] for result in results)
+    assert stages == {"search": 8, "final": 2}
+    for result in results:
+        meta = result.config["meta"]
+        assert result.metrics["val_acc1"] == 100 * meta["lr"] + meta["seed"]
+    for budget in (1, 2):  # the final stage re-ran the higher of each cell's two lrs
+        configs = [r.config["meta"] for r in results if r.config["meta"]["budget"] == budget]
+        finals = [meta["lr"] for meta in configs if meta["stage"] == "final"]
+        assert finals == [max(meta["lr"] for meta in configs)]
+    assert list((tmp_path / "tiny").glob("searcher-state-*.pkl"))

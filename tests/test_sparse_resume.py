@@ -1,0 +1,117 @@
+"""Resuming from (model, optimizer, sparse state) checkpoints continues bit-for-bit (CPU)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import sparseopt
+
+TOTAL, SPLIT = 24, 10
+ARMS = {
+    "rigl_sgd": dict(
+        method="rigl",
+        preconditioner="sparseopt",
+        ham={"alpha": 200.0, "beta": 1e-3},
+        grad_renorm=True,
+    ),
+    "rigl_corrected_sgd": dict(
+        method="rigl", preconditioner="sparseopt", regrow_scores="corrected"
+    ),
+    "set_adam": dict(method="set", preconditioner="none"),
+}
+
+
+def build(arm: str, init_seed: int):
+    torch.manual_seed(init_seed)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10),
+    )  # fmt: skip
+    if arm.endswith("adam"):
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    else:
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+    state = sparseopt.attach(
+        model, optimizer, sparsity=0.85, total_steps=TOTAL, delta_t=3, seed=7, **ARMS[arm]
+    )
+    return model, optimizer, state
+
+
+def batches():
+    generator = torch.Generator().manual_seed(11)
+    return [
+        (
+            torch.randn(8, 3, 8, 8, generator=generator),
+            torch.randint(0, 10, (8,), generator=generator),
+        )
+        for _ in range(TOTAL)
+    ]
+
+
+def train(model, optimizer, data) -> None:
+    for x, y in data:
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+
+
+def assert_identical(a, b) -> None:
+    if isinstance(a, dict):
+        assert a.keys() == b.keys()
+        for key in a:
+            assert_identical(a[key], b[key])
+    elif isinstance(a, list | tuple):
+        assert len(a) == len(b)
+        for x, y in zip(a, b, strict=True):
+            assert_identical(x, y)
+    elif torch.is_tensor(a):
+        assert torch.equal(a, b)
+    else:
+        assert a == b
+
+
+@pytest.mark.parametrize("arm", list(ARMS))
+@pytest.mark.parametrize("state_first", [False, True], ids=["model_first", "state_first"])
+def test_resume_is_bit_for_bit(arm, state_first, tmp_path):
+    data = batches()
+    model, optimizer, state = build(arm, init_seed=0)
+    train(model, optimizer, data)
+
+    model_a, optimizer_a, state_a = build(arm, init_seed=0)
+    train(model_a, optimizer_a, data[:SPLIT])
+    path = tmp_path / "checkpoint.pt"
+    torch.save(
+        {
+            "model": model_a.state_dict(),
+            "optimizer": optimizer_a.state_dict(),
+            "sparse": state_a.state_dict(),
+        },
+        path,
+    )
+    del model_a, optimizer_a, state_a
+
+    model_b, optimizer_b, state_b = build(arm, init_seed=123)
+    checkpoint = torch.load(path, weights_only=True)
+    if state_first:
+        state_b.load_state_dict(checkpoint["sparse"])
+    model_b.load_state_dict(checkpoint["model"])
+    optimizer_b.load_state_dict(checkpoint["optimizer"])
+    if not state_first:
+        state_b.load_state_dict(checkpoint["sparse"])
+    assert state_b.step == SPLIT
+    train(model_b, optimizer_b, data[SPLIT:])
+
+    assert state.last_update is not None and state.last_update.step > SPLIT
+    assert_identical(model.state_dict(), model_b.state_dict())
+    assert_identical(optimizer.state_dict(), optimizer_b.state_dict())
+    assert_identical(state.state_dict(), state_b.state_dict())
+
+
+def test_loading_a_state_with_another_config_is_refused():
+    _, _, source = build("rigl_sgd", 0)
+    _, _, target = build("set_adam", 0)
+    with pytest.raises(ValueError, match="method: saved 'rigl' vs attached 'set'"):
+        target.load_state_dict(source.state_dict())

@@ -1,0 +1,50 @@
+"""The Tune trial: a small driver that runs one trial's Ray Train `TorchTrainer`.
+
+Ray Train V2 inside Tune: the trial is a function trainable that builds the trainer and
+calls `fit()`; rank 0's metrics reach Tune through `TuneReportCallback`. The inner run has
+a deterministic name (the trial's config hash), so a restarted driver finds the trial's
+latest checkpoint and the workers resume from it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ray.train
+from ray.train.torch import TorchTrainer
+from ray.tune.integration.ray_train import TuneReportCallback
+
+from trainables.runtime import TrialRuntime, train_run_name
+from trainables.worker import train_loop_per_worker
+
+
+def build_trainer(config: dict[str, Any], runtime: TrialRuntime) -> TorchTrainer:
+    """The trial's `TorchTrainer`: N DDP workers, checkpoints under the trial's fixed name."""
+    callbacks = [TuneReportCallback()] if _in_tune() else []
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=config,
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=runtime.workers,
+            use_gpu=runtime.gpus_per_worker > 0,
+            resources_per_worker=runtime.resources_per_worker(),
+        ),
+        run_config=ray.train.RunConfig(
+            name=train_run_name(config["meta"]["config_hash"]),
+            storage_path=runtime.train_storage_path,
+            callbacks=callbacks,
+            failure_config=ray.train.FailureConfig(max_failures=runtime.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=runtime.keep_checkpoints),
+        ),
+    )
+
+
+def run_trial(config: dict[str, Any], runtime: TrialRuntime) -> None:
+    """Tune function trainable: train one trial to its budget (or resume it)."""
+    build_trainer(config, runtime).fit()
+
+
+def _in_tune() -> bool:
+    from ray.tune.trainable.trainable_fn_utils import _in_tune_session
+
+    return _in_tune_session()
