@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,8 +12,8 @@ import torch.distributed as dist
 from torch import nn
 
 from sparseopt.config import OptimConfig, TrainConfig
-from sparseopt.data import DatasetSplits, Loaders, build_datasets, build_loaders
-from sparseopt.engine import seed_everything
+from sparseopt.data import DatasetSplits, Loaders, build_datasets, build_loaders, set_epoch
+from sparseopt.engine import epoch_metrics, evaluate, seed_everything, train_one_epoch
 from sparseopt.models import build_model
 from sparseopt.schedules import build_scheduler, peak_lr
 from sparseopt.state import attach_from_config
@@ -121,4 +122,38 @@ def build_run(
         device=device,
         rank=rank,
         world_size=world_size,
+    )
+
+
+def train_and_evaluate(
+    run: Run, epoch: int, on_step: Callable[[int], None] | None = None
+) -> dict[str, Any]:
+    """Train epoch `epoch` (0-based), evaluate val and test on the unwrapped module, return metrics.
+
+    Shared by the in-process runner and the Ray trainable, so both report the same keys.
+    """
+    cfg = run.cfg
+    set_epoch(run.loaders, epoch)
+    train = train_one_epoch(
+        run.model,
+        run.loaders.train,
+        run.optimizer,
+        run.scheduler,
+        run.device,
+        precision=cfg.precision,
+        channels_last=cfg.channels_last,
+        label_smoothing=cfg.optim.label_smoothing,
+        on_step=on_step,
+    )
+    eval_args = {"precision": cfg.precision, "channels_last": cfg.channels_last}
+    val = evaluate(run.module, run.loaders.val, run.device, **eval_args)
+    test = evaluate(run.module, run.loaders.test, run.device, **eval_args)
+    return epoch_metrics(
+        epoch + 1,
+        train,
+        val,
+        test,
+        lr=run.optimizer.param_groups[0]["lr"],
+        sparsity=run.sparse_state.sparsity(),
+        itop_rate=run.sparse_state.itop_rate(),
     )

@@ -26,9 +26,7 @@ from sparseopt.checkpoint import (
     write_atomic,
 )
 from sparseopt.config import TrainConfig
-from sparseopt.data import set_epoch
-from sparseopt.engine import epoch_metrics, evaluate, train_one_epoch
-from sparseopt.recipe import Run, build_run
+from sparseopt.recipe import Run, build_run, train_and_evaluate
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
@@ -68,42 +66,14 @@ def _metrics_line(metrics: dict[str, Any]) -> str:
 
 
 def _train_epoch(run: Run, epoch: int, progress: Progress | None) -> dict[str, Any]:
-    """Train and evaluate epoch `epoch` (0-based); return its metrics."""
-    cfg = run.cfg
-    set_epoch(run.loaders, epoch)
-    task = None
-    if progress is not None:
-        task = progress.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=run.steps_per_epoch)
-
-    def advance(_: int) -> None:
-        if progress is not None and task is not None:
-            progress.advance(task)
-
-    train = train_one_epoch(
-        run.model,
-        run.loaders.train,
-        run.optimizer,
-        run.scheduler,
-        run.device,
-        precision=cfg.precision,
-        channels_last=cfg.channels_last,
-        label_smoothing=cfg.optim.label_smoothing,
-        on_step=advance,
-    )
-    if progress is not None and task is not None:
+    """Train and evaluate epoch `epoch` (0-based) with a per-step progress bar."""
+    if progress is None:
+        return train_and_evaluate(run, epoch)
+    task = progress.add_task(f"epoch {epoch + 1}/{run.cfg.epochs}", total=run.steps_per_epoch)
+    try:
+        return train_and_evaluate(run, epoch, on_step=lambda _: progress.advance(task))
+    finally:
         progress.remove_task(task)
-    eval_args = {"precision": cfg.precision, "channels_last": cfg.channels_last}
-    val = evaluate(run.module, run.loaders.val, run.device, **eval_args)
-    test = evaluate(run.module, run.loaders.test, run.device, **eval_args)
-    return epoch_metrics(
-        epoch + 1,
-        train,
-        val,
-        test,
-        lr=run.optimizer.param_groups[0]["lr"],
-        sparsity=run.sparse_state.sparsity(),
-        itop_rate=run.sparse_state.itop_rate(),
-    )
 
 
 def _describe(metrics: dict[str, Any], epochs: int) -> str:

@@ -37,6 +37,7 @@ from ray.tune.search import Searcher
 
 from sparseopt.config import TrainConfig
 from sweeps.spec import Cell, SweepSpec, spec_changes_that_alter_existing, spec_diff_text
+from sweeps.store import read_spec_file
 
 logger = logging.getLogger(__name__)
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # else one INFO line per tell in Tune's log
@@ -119,7 +120,13 @@ class SweepSearcher(Searcher):
     Use `num_samples=-1` in `TuneConfig`: the searcher returns `Searcher.FINISHED` itself.
     """
 
-    def __init__(self, spec: SweepSpec, metric: str | None = None, mode: str | None = None):
+    def __init__(
+        self,
+        spec: SweepSpec,
+        metric: str | None = None,
+        mode: str | None = None,
+        spec_file: str | None = None,
+    ):
         metric = metric or spec.search.metric
         expected_mode = "max" if spec.search.direction == "maximize" else "min"
         mode = mode or expected_mode
@@ -130,6 +137,7 @@ class SweepSearcher(Searcher):
             )
         super().__init__(metric=metric, mode=mode)
         self._spec = spec
+        self._spec_file = spec_file
         self._cells: dict[str, Cell] = {}
         self._order: list[str] = []
         self._states: dict[str, _CellState] = {}
@@ -202,10 +210,17 @@ class SweepSearcher(Searcher):
             pickle.dump(self.get_state(), handle, protocol=pickle.HIGHEST_PROTOCOL)
 
     def restore(self, checkpoint_path: str) -> None:
-        """Load a saved state; if this searcher was built with a newer spec, extend to it."""
-        target = self._spec
+        """Load a saved state, then extend it to the newer spec if there is one.
+
+        The newer spec is the one this searcher was built with or, when built with a
+        `spec_file`, the spec stored there now (`Tuner.restore` brings back the searcher
+        pickled at launch, so the file is how a re-run with an extended spec reaches it).
+        """
+        target = (read_spec_file(self._spec_file) if self._spec_file else None) or self._spec
+        spec_file = self._spec_file
         with open(checkpoint_path, "rb") as handle:
             self.set_state(pickle.load(handle))
+        self._spec_file = spec_file
         if target.model_dump() != self._spec.model_dump():
             self.extend(target)
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from sparseopt import runner as runner_module
+from sparseopt import recipe as recipe_module
 from sparseopt.checkpoint import load_latest_checkpoint
 from sparseopt.config import TrainConfig
 from sparseopt.runner import run_training
@@ -95,15 +95,15 @@ def assert_same_run(out_a, out_b) -> None:
 
 
 def count_epochs(monkeypatch) -> list[int]:
-    """Patch the runner's epoch trainer to record each call; returns the call log."""
-    real_train = runner_module.train_one_epoch
+    """Patch the shared epoch trainer to record each call; returns the call log."""
+    real_train = recipe_module.train_one_epoch
     calls: list[int] = []
 
     def counting(*args, **kwargs):
         calls.append(1)
         return real_train(*args, **kwargs)
 
-    monkeypatch.setattr(runner_module, "train_one_epoch", counting)
+    monkeypatch.setattr(recipe_module, "train_one_epoch", counting)
     return calls
 
 
@@ -120,7 +120,7 @@ def test_resume_after_stop_is_bit_for_bit(uninterrupted, tmp_path, monkeypatch):
 def test_resume_after_crash_and_corrupted_checkpoint(uninterrupted, tmp_path, monkeypatch):
     """A crash in epoch 3, then a truncated epoch-2 checkpoint: resume from epoch 1, same result."""
     straight, _ = uninterrupted
-    real_train = runner_module.train_one_epoch
+    real_train = recipe_module.train_one_epoch
     calls = []
 
     def crashing(*args, **kwargs):
@@ -129,7 +129,7 @@ def test_resume_after_crash_and_corrupted_checkpoint(uninterrupted, tmp_path, mo
             raise KeyboardInterrupt("simulated kill")
         return real_train(*args, **kwargs)
 
-    monkeypatch.setattr(runner_module, "train_one_epoch", crashing)
+    monkeypatch.setattr(recipe_module, "train_one_epoch", crashing)
     with pytest.raises(KeyboardInterrupt):
         run_training(tiny_config(), tmp_path, progress=False)
     monkeypatch.undo()

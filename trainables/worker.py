@@ -9,14 +9,17 @@ epoch whose checkpoint was written just before the driver died.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import ray.train
+import ray.train.torch
 import torch
-from torch.nn.parallel import DistributedDataParallel
+import torch.distributed as dist
 
 from sparseopt.checkpoint import (
     CheckpointError,
@@ -26,8 +29,8 @@ from sparseopt.checkpoint import (
     training_payload,
 )
 from sparseopt.config import TrainConfig
-from sparseopt.engine import DivergedError, evaluate, train_one_epoch
-from sparseopt.recipe import Run, build_run
+from sparseopt.engine import DivergedError
+from sparseopt.recipe import Run, build_run, train_and_evaluate
 from trainables.checkpoints import previous_checkpoints
 
 logger = logging.getLogger(__name__)
@@ -39,7 +42,6 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
     run = build_run(cfg, rank=rank, world_size=world_size, device=_worker_device())
-    model = _wrap_ddp(run, world_size)
 
     start_epoch, history = _resume(run)
     replay = list(history)
@@ -48,53 +50,51 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         ray.train.report({**final, "history": replay, "diverged": False})
         return
 
-    for epoch in range(start_epoch + 1, cfg.epochs + 1):
-        run.set_epoch(epoch)
+    for epoch in range(start_epoch, cfg.epochs):
         try:
-            stats = train_one_epoch(
-                model,
-                run.train_loader,
-                run.optimizer,
-                run.scheduler,
-                run.device,
-                precision=cfg.precision,
-                channels_last=cfg.channels_last,
-                label_smoothing=cfg.optim.label_smoothing,
-            )
+            metrics = train_and_evaluate(run, epoch)
         except DivergedError as error:
-            logger.warning("trial diverged in epoch %d: %s", epoch, error)
-            ray.train.report({"epoch": epoch, "diverged": True, "history": replay})
+            logger.warning("trial diverged in epoch %d: %s", epoch + 1, error)
+            ray.train.report({"epoch": epoch + 1, "diverged": True, "history": replay})
             return
-        metrics = _epoch_metrics(run, model, cfg, epoch, stats)
+        metrics["masks_in_sync"] = masks_in_sync(run.sparse_state.masks)
         history.append(metrics)
         checkpoint_dir = None
         if rank == 0:
             checkpoint_dir = tempfile.mkdtemp(prefix="sparsesweep-ckpt-")
             payload = training_payload(
-                model=run.model,
+                model=run.module,
                 optimizer=run.optimizer,
                 scheduler=run.scheduler,
                 sparse_state=run.sparse_state,
-                epoch=epoch,
+                epoch=epoch + 1,
                 history=history,
             )
             save_checkpoint(checkpoint_dir, payload, keep=1)
         checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
         ray.train.report({**metrics, "history": replay, "diverged": False}, checkpoint=checkpoint)
+        if checkpoint_dir:
+            shutil.rmtree(checkpoint_dir, ignore_errors=True)
         replay = []
+
+
+def masks_in_sync(masks: dict[str, torch.Tensor]) -> bool:
+    """True when every rank holds exactly the same masks (compared by digest across ranks)."""
+    digest = hashlib.sha256()
+    for name in sorted(masks):
+        digest.update(name.encode())
+        digest.update(masks[name].cpu().numpy().tobytes())
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return True
+    gathered: list[str | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, digest.hexdigest())
+    return len(set(gathered)) == 1
 
 
 def _worker_device() -> torch.device:
     if torch.cuda.is_available():
         return ray.train.torch.get_device()
     return torch.device("cpu")
-
-
-def _wrap_ddp(run: Run, world_size: int) -> torch.nn.Module:
-    if world_size == 1:
-        return run.model
-    device_ids = [run.device.index] if run.device.type == "cuda" else None
-    return DistributedDataParallel(run.model, device_ids=device_ids)
 
 
 def _resume(run: Run) -> tuple[int, list[dict[str, Any]]]:
@@ -108,7 +108,7 @@ def _resume(run: Run) -> tuple[int, list[dict[str, Any]]]:
             return 0, []
         restore_training_state(
             payload,
-            model=run.model,
+            model=run.module,
             optimizer=run.optimizer,
             scheduler=run.scheduler,
             sparse_state=run.sparse_state,
@@ -131,28 +131,3 @@ def _load_with_fallback(directory: Path) -> dict[str, Any] | None:
         "no loadable checkpoint next to %s; restarting the trial from scratch", directory
     )
     return None
-
-
-def _epoch_metrics(
-    run: Run, model: torch.nn.Module, cfg: TrainConfig, epoch: int, stats: Any
-) -> dict[str, Any]:
-    """The epoch's metrics (docs/conventions.md), identical on every rank."""
-    metrics: dict[str, Any] = {
-        "epoch": epoch,
-        "train_loss": stats.loss,
-        "train_acc1": stats.acc1,
-        "lr": run.optimizer.param_groups[0]["lr"],
-        "sparsity": run.sparse_state.sparsity() if run.sparse_state is not None else 0.0,
-        "itop_rate": run.sparse_state.itop_rate() if run.sparse_state is not None else 1.0,
-        "epoch_time_s": stats.time_s,
-        "samples_per_s": stats.samples / max(stats.time_s, 1e-9),
-    }
-    for split, loader in (("val", run.val_loader), ("test", run.test_loader)):
-        result = evaluate(
-            model, loader, run.device, precision=cfg.precision, channels_last=cfg.channels_last
-        )
-        if result is not None:
-            metrics[f"{split}_loss"] = result.loss
-            metrics[f"{split}_acc1"] = result.acc1
-            metrics[f"{split}_acc5"] = result.acc5
-    return metrics

@@ -1,0 +1,5 @@
+"""`python -m sweeps` runs the `sparsesweep` command line."""
+
+from sweeps.cli import main
+
+main()

@@ -1,0 +1,48 @@
+"""One trial as a 2-worker Ray Train run (gloo DDP on CPU): masks stay identical on both ranks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sparseopt.config import TrainConfig
+from trainables.driver import build_trainer
+from trainables.runtime import TrialRuntime
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def local_ray():
+    import ray
+
+    ray.init(num_cpus=2, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def test_two_worker_trial_keeps_masks_identical_and_resumes(local_ray, tmp_path: Path) -> None:
+    cfg = TrainConfig.model_validate(
+        {
+            "data": {"name": "digits", "batch_size": 64},
+            "model": {"name": "mlp", "hidden": 32},
+            "schedule": {"warmup_epochs": 0},
+            "sparse": {"method": "set", "sparsity": 0.9, "delta_t": 3},
+            "epochs": 2,
+        }
+    )
+    config = {"train": cfg.model_dump(mode="json"), "meta": {"config_hash": cfg.config_hash()}}
+    runtime = TrialRuntime(train_storage_path=str(tmp_path), workers=2, cpus_per_worker=0.5)
+    result = build_trainer(config, runtime).fit()
+    assert result.error is None
+    assert result.metrics["epoch"] == 2
+    assert result.metrics["masks_in_sync"] is True
+    assert 0.89 < result.metrics["sparsity"] < 0.91
+
+    config["train"]["epochs"] = 2
+    again = build_trainer(config, runtime).fit()
+    assert again.metrics["epoch"] == 2
+    assert [entry["epoch"] for entry in again.metrics["history"]] == [1, 2], (
+        "restarted instead of resuming"
+    )
