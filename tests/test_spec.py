@@ -387,7 +387,9 @@ def test_cost_of_quickstart_from_the_table() -> None:
     trial_seconds = 4 * 5 * (2 * per_epoch + TRIAL_OVERHEAD_S) + 4 * 5 * (
         4 * per_epoch + TRIAL_OVERHEAD_S
     )
-    assert estimate.wall_hours == pytest.approx(trial_seconds / 3600)
+    assert estimate.wall_hours == pytest.approx(
+        trial_seconds / 3600 / spec.resources.max_concurrent_trials
+    )
     assert estimate.device_hours["cpu"] == pytest.approx(trial_seconds * 0.5 / 3600)
     assert not estimate.unknown
     assert "cpu-hours" in estimate.summary()
