@@ -40,9 +40,10 @@ def test_two_worker_trial_keeps_masks_identical_and_resumes(local_ray, tmp_path:
     assert result.metrics["masks_in_sync"] is True
     assert 0.89 < result.metrics["sparsity"] < 0.91
 
-    config["train"]["epochs"] = 2
     again = build_trainer(config, runtime).fit()
+    assert again.error is None
     assert again.metrics["epoch"] == 2
-    assert [entry["epoch"] for entry in again.metrics["history"]] == [1, 2], (
+    # A restart would retrain epochs 1-2 and time them anew; resuming reports epoch 2 as recorded.
+    assert again.metrics["epoch_time_s"] == result.metrics["epoch_time_s"], (
         "restarted instead of resuming"
     )
