@@ -94,8 +94,10 @@ def broadcast_buffers(module: nn.Module, src: int = 0) -> None:
                 dist.broadcast(buffer, src)
 
 
-def _check_finite(loss_sum: torch.Tensor, step: int) -> None:
-    if not torch.isfinite(loss_sum).item():
+def _check_finite(global_loss_sum: torch.Tensor, step: int) -> None:
+    """Raise `DivergedError` for a non-finite loss sum taken over all ranks, so every rank
+    stops at the same step (a lone rank leaving would hang the others in DDP's all-reduce)."""
+    if not torch.isfinite(global_loss_sum).item():
         raise DivergedError(f"non-finite training loss at or before step {step} of the epoch")
 
 
@@ -137,16 +139,16 @@ def train_one_epoch(
         totals[1] += (logits.detach().argmax(dim=1) == targets).sum()
         totals[2] += batch
         if step % check_every == 0:
-            _check_finite(totals[0], step)
+            _check_finite(_all_reduce_sums(totals[0].clone()), step)
         if on_step is not None:
             on_step(step)
-    _check_finite(totals[0], step)
     if isinstance(model, nn.parallel.DistributedDataParallel):
         broadcast_buffers(model.module)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     elapsed = time.perf_counter() - start
-    loss_sum, correct, samples = _all_reduce_sums(totals).tolist()
+    _check_finite(_all_reduce_sums(totals)[0], step)
+    loss_sum, correct, samples = totals.tolist()
     if samples == 0:
         raise ValueError("the training loader yielded no batches")
     return TrainStats(loss_sum / samples, 100.0 * correct / samples, int(samples), elapsed)

@@ -130,16 +130,17 @@ def resume(
 
 
 def _stored(name: str, storage: str) -> Any:
+    from sweeps.launch import SPEC_FILE
     from sweeps.store import is_remote, read_spec_file
 
     root = storage if is_remote(storage) else os.path.abspath(storage)
     try:
-        spec = read_spec_file(f"{root.rstrip('/')}/{name}/sweep_spec.yaml")
+        spec = read_spec_file(f"{root.rstrip('/')}/{name}/{SPEC_FILE}")
     except ValueError as error:
         raise _fail(str(error)) from None
     if spec is None:
         known = (
-            sorted(p.parent.name for p in Path(root).glob("*/sweep_spec.yaml"))
+            sorted(p.parent.name for p in Path(root).glob(f"*/{SPEC_FILE}"))
             if not is_remote(root)
             else []
         )

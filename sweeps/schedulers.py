@@ -22,6 +22,8 @@ class CellASHAScheduler(FIFOScheduler):
         self._grace_period = grace_period
         self._reduction_factor = reduction_factor
         self._cells: dict[str, AsyncHyperBandScheduler] = {}
+        self._members: set[str] = set()  # trial ids added to their cell's scheduler
+        self._stopped = 0
 
     def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
         return not (metric and metric != self._metric) and not (mode and mode != self._mode)
@@ -44,26 +46,27 @@ class CellASHAScheduler(FIFOScheduler):
 
     def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
         self._cell_scheduler(trial).on_trial_add(tune_controller, trial)
+        self._members.add(trial.trial_id)
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
-        scheduler = self._cell_scheduler(trial)
-        if trial.trial_id not in scheduler._trial_info:
-            scheduler.on_trial_add(tune_controller, trial)
-        return scheduler.on_trial_result(tune_controller, trial, result)
+        if trial.trial_id not in self._members:  # a trial restored with the experiment
+            self.on_trial_add(tune_controller, trial)
+        action = self._cell_scheduler(trial).on_trial_result(tune_controller, trial, result)
+        self._stopped += action == self.STOP
+        return action
 
     def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict) -> None:
-        scheduler = self._cell_scheduler(trial)
-        if trial.trial_id in scheduler._trial_info:
-            scheduler.on_trial_complete(tune_controller, trial, result)
+        if trial.trial_id in self._members:
+            self._members.discard(trial.trial_id)
+            self._cell_scheduler(trial).on_trial_complete(tune_controller, trial, result)
 
     def on_trial_remove(self, tune_controller: Any, trial: Any) -> None:
-        scheduler = self._cell_scheduler(trial)
-        if trial.trial_id in scheduler._trial_info:
-            scheduler.on_trial_remove(tune_controller, trial)
+        if trial.trial_id in self._members:
+            self._members.discard(trial.trial_id)
+            self._cell_scheduler(trial).on_trial_remove(tune_controller, trial)
 
     def on_trial_error(self, tune_controller: Any, trial: Any) -> None:
         self.on_trial_remove(tune_controller, trial)
 
     def debug_string(self) -> str:
-        stopped = sum(scheduler._num_stopped for scheduler in self._cells.values())
-        return f"CellASHA: {len(self._cells)} cells, {stopped} trials stopped early"
+        return f"CellASHA: {len(self._cells)} cells, {self._stopped} trials stopped early"
