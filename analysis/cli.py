@@ -14,7 +14,7 @@ from typing import Annotated, TypeVar
 
 import typer
 
-from analysis.errors import AnalysisError
+from analysis.errors import AnalysisError, BadInputError
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 T = TypeVar("T")
@@ -33,9 +33,24 @@ TrackingOption = Annotated[
 OutOption = Annotated[Path, typer.Option("--out", "-o", help="Output directory.")]
 
 
-def _guarded(action: Callable[[], T]) -> T:
+TRACKING_SCHEMES = ("sqlite", "file", "http", "https", "postgresql", "mysql", "mssql")
+
+
+def _check_tracking_uri(tracking_uri: str) -> None:
+    """Refuse a tracking URI MLflow cannot open, naming the schemes it can."""
+    scheme = tracking_uri.split("://", 1)[0].split("+", 1)[0] if "://" in tracking_uri else "file"
+    if scheme not in TRACKING_SCHEMES:
+        raise BadInputError(
+            f"--tracking-uri {tracking_uri}: unsupported scheme {scheme!r}; allowed: "
+            "sqlite:///PATH, file:///PATH, http(s)://HOST:PORT or a database URI "
+            "(postgresql://, mysql://, mssql://)"
+        )
+
+
+def _guarded(action: Callable[[], T], tracking_uri: str) -> T:
     """Run a command body, turning every failure into a one-line message and an exit code."""
     try:
+        _check_tracking_uri(tracking_uri)
         return action()
     except AnalysisError as error:
         typer.echo(f"error: {error}", err=True)
@@ -54,7 +69,7 @@ def export_command(
     (one row per trial x epoch), partitioned by method and sparsity."""
     from analysis.export import export_experiment
 
-    result = _guarded(lambda: export_experiment(tracking_uri, experiment, out))
+    result = _guarded(lambda: export_experiment(tracking_uri, experiment, out), tracking_uri)
     manifest = result.manifest
     typer.echo(
         f"exported {manifest['trials']} trials ({manifest['epoch_rows']} epoch rows) "
@@ -71,10 +86,8 @@ def report_command(
     target: Annotated[
         float | None,
         typer.Option(
-            help="Target test accuracy (%) for budget-to-target; default: each baseline's "
-            "accuracy at its largest budget.",
-            min=0.0,
-            max=100.0,
+            help="Target test accuracy (%, in [0, 100]) for budget-to-target; default: each "
+            "baseline's accuracy at its largest budget.",
         ),
     ] = None,
     log_mlflow: Annotated[
@@ -85,8 +98,17 @@ def report_command(
     to MLflow as a report run."""
     from analysis.report import write_report
 
+    if target is not None and not 0.0 <= target <= 100.0:
+        typer.echo(
+            f"error: --target {target} is out of range; allowed: a test accuracy in [0, 100] (%)",
+            err=True,
+        )
+        raise typer.Exit(BadInputError.exit_code)
     result = _guarded(
-        lambda: write_report(tracking_uri, experiment, out, target=target, log_to_mlflow=log_mlflow)
+        lambda: write_report(
+            tracking_uri, experiment, out, target=target, log_to_mlflow=log_mlflow
+        ),
+        tracking_uri,
     )
     if result.partial:
         typer.echo("note: the sweep is still running; this is a PARTIAL report")

@@ -20,6 +20,7 @@ import json
 import math
 import re
 import shutil
+import urllib.parse
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -322,13 +323,21 @@ def _partitions(table: pa.Table) -> dict[str, list[int]]:
     return groups
 
 
+def redact_uri(uri: str) -> str:
+    """`uri` with its user info masked (`http://***@host`): the manifest and report are logged."""
+    parts = urllib.parse.urlsplit(uri)
+    if "@" not in parts.netloc:
+        return uri
+    return urllib.parse.urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))
+
+
 def _manifest(records: ExperimentRecords, tables: SweepTables, tracking_uri: str) -> dict[str, Any]:
     statuses = Counter(tables.trials.column("status").to_pylist())
     return {
         "schema_version": SCHEMA_VERSION,
         "experiment": records.name,
         "experiment_id": records.experiment_id,
-        "tracking_uri": tracking_uri,
+        "tracking_uri": redact_uri(tracking_uri),
         "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "trials": tables.trials.num_rows,
         "epoch_rows": tables.epochs.num_rows,

@@ -33,18 +33,17 @@ __all__ = [
     "uniform_densities",
 ]
 
-# ---------------------------------------------------------------------------------------------
-# Models, data, schedules, engine, ... (appended by the training helper below this line).
-# ---------------------------------------------------------------------------------------------
+# Models, data, schedules, engine, checkpoints and diagnostics: the training side of the library.
 from sparseopt.checkpoint import (
     CheckpointError,
+    load_checkpoint,
     load_latest_checkpoint,
     restore_training_state,
     save_checkpoint,
     training_payload,
 )
 from sparseopt.data import DataRootError, build_datasets, build_loaders
-from sparseopt.diagnostics import gradient_skew_curve, plot_gradient_skew
+from sparseopt.diagnostics import fan_in_spread, gradient_skew_curve, plot_gradient_skew
 from sparseopt.engine import DivergedError, evaluate, seed_everything, train_one_epoch
 from sparseopt.models import build_model, mlp, resnet20, resnet50, small_cnn
 from sparseopt.recipe import Run, build_run, resolve_device
@@ -62,7 +61,9 @@ __all__ += [
     "build_run",
     "build_scheduler",
     "evaluate",
+    "fan_in_spread",
     "gradient_skew_curve",
+    "load_checkpoint",
     "load_latest_checkpoint",
     "mlp",
     "plot_gradient_skew",

@@ -97,6 +97,17 @@ def _read_verified(path: Path, map_location: str | torch.device) -> dict[str, An
     return payload
 
 
+def load_checkpoint(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu"
+) -> dict[str, Any]:
+    """One checkpoint file's payload, verified against its sha256; `CheckpointError` names the file."""
+    path = Path(path)
+    try:
+        return _read_verified(path, map_location)
+    except Exception as error:  # unreadable, truncated, wrong digest or not a payload
+        raise CheckpointError(f"{path}: {error}") from error
+
+
 def load_latest_checkpoint(
     directory: str | os.PathLike, map_location: str | torch.device = "cpu"
 ) -> dict[str, Any] | None:

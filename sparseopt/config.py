@@ -144,12 +144,27 @@ def set_dotted(payload: dict[str, Any], dotted_key: str, value: Any) -> None:
     """Set `payload["a"]["b"] = value` for `dotted_key="a.b"`, creating sub-dicts."""
     keys = dotted_key.split(".")
     node = payload
-    for key in keys[:-1]:
+    for depth, key in enumerate(keys[:-1], start=1):
         child = node.setdefault(key, {})
         if not isinstance(child, dict):
-            raise ValueError(f"cannot set {dotted_key!r}: {key!r} is not a section")
+            section = ".".join(keys[:depth])
+            raise ValueError(
+                f"cannot set {dotted_key!r}: {section!r} holds a value ({child!r}), not a section "
+                f"of keys; set {section!r} itself"
+            )
         node = child
     node[keys[-1]] = value
+
+
+def _yaml_problem(error: Exception) -> str:
+    """`line L, column C: problem` of a YAML parse error (1-based, as editors count)."""
+    import yaml
+
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or str(error)
+    if isinstance(error, yaml.MarkedYAMLError) and mark is not None:
+        return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+    return str(problem)
 
 
 def apply_overrides(payload: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -164,22 +179,42 @@ def apply_overrides(payload: dict[str, Any], overrides: list[str]) -> dict[str, 
             raise ValueError(f"--set {item!r}: expected KEY=VALUE, e.g. --set optim.lr=0.05")
         key, raw = item.split("=", 1)
         if not key.strip():
-            raise ValueError(f"--set {item!r}: empty key")
-        set_dotted(result, key.strip(), yaml.safe_load(raw))
+            raise ValueError(
+                f"--set {item!r}: empty key; expected KEY=VALUE, e.g. --set optim.lr=0.05"
+            )
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as error:
+            raise ValueError(
+                f"--set {item!r}: the value is not valid YAML ({_yaml_problem(error)}); "
+                "allowed: a YAML scalar, list or mapping, e.g. --set grid.seeds=[0,1]"
+            ) from None
+        try:
+            set_dotted(result, key.strip(), value)
+        except ValueError as error:
+            raise ValueError(f"--set {item!r}: {error}") from None
     return result
+
+
+def load_yaml_mapping(path: str) -> dict[str, Any]:
+    """A YAML file's top-level mapping; ValueError naming the file (and line) otherwise."""
+    import yaml
+
+    with open(path) as handle:
+        try:
+            loaded = yaml.safe_load(handle)
+        except yaml.YAMLError as error:
+            raise ValueError(f"{path}: not valid YAML: {_yaml_problem(error)}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ValueError(
+            f"{path}: expected a mapping (key: value) at the top level, got {type(loaded).__name__}"
+        )
+    return loaded
 
 
 def load_train_config(path: str | None, overrides: list[str] | None = None) -> TrainConfig:
     """Read a YAML file (or start from defaults), apply overrides, and validate."""
-    import yaml
-
-    payload: dict[str, Any] = {}
-    if path is not None:
-        with open(path) as handle:
-            loaded = yaml.safe_load(handle) or {}
-        if not isinstance(loaded, dict):
-            raise ValueError(
-                f"{path}: expected a mapping at the top level, got {type(loaded).__name__}"
-            )
-        payload = loaded
+    payload = load_yaml_mapping(path) if path is not None else {}
     return TrainConfig.model_validate(apply_overrides(payload, overrides or []))

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from sparseopt.data import load_digits_arrays
 from sparseopt.masks import layer_generator, random_mask
 from sparseopt.models import mlp
+from sparseopt.preconditioners import neuron_scale
 
 NUM_CLASSES = 10
 
@@ -139,3 +140,30 @@ def plot_gradient_skew(curve: Sequence[dict[str, float]], path: str | Path) -> P
     figure.savefig(path, dpi=120)
     plt.close(figure)
     return path
+
+
+def fan_in_spread(masks: Mapping[str, torch.Tensor]) -> list[dict[str, float | int | str]]:
+    """Per layer, how unequal the active fan-ins k_i of its output neurons are.
+
+    SparseOpt can only change training where the k_i of one layer differ (it rescales neuron i
+    by f_i = sqrt(k_i / mean k)); with equal k_i it is a per-layer constant that BN undoes.
+    Rows: layer, rows, fan_in (N), mean_k, cv_k (std/mean of k_i), f_min, f_max, empty_rows.
+    """
+    rows: list[dict[str, float | int | str]] = []
+    for name, mask in masks.items():
+        fan_in = mask.reshape(mask.shape[0], -1).sum(dim=1, dtype=torch.float64)
+        mean = float(fan_in.mean())
+        factors = neuron_scale(mask)
+        rows.append(
+            {
+                "layer": name,
+                "rows": int(mask.shape[0]),
+                "fan_in": int(mask[0].numel()),
+                "mean_k": mean,
+                "cv_k": float(fan_in.std(unbiased=False)) / mean if mean > 0 else 0.0,
+                "f_min": float(factors.min()),
+                "f_max": float(factors.max()),
+                "empty_rows": int((fan_in == 0).sum()),
+            }
+        )
+    return rows

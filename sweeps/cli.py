@@ -9,7 +9,7 @@ from __future__ import annotations
 import typer
 
 from analysis import cli as analysis_cli
-from sweeps import cli_single, cli_sweep
+from sweeps import cli_fanin, cli_single, cli_sweep
 
 app = typer.Typer(
     name="sparsesweep",
@@ -20,6 +20,7 @@ app = typer.Typer(
 )
 cli_single.register(app)
 cli_sweep.register(app)
+cli_fanin.register(app)
 analysis_cli.register(app)
 
 

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 BAD_INPUT_EXIT_CODE = 2
@@ -23,17 +24,19 @@ DISTRIBUTIONS = ("erk", "uniform")
 
 
 def _fail(message: str) -> typer.Exit:
-    """Print `message` to stderr and return the exit for bad input (raise it)."""
-    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False)
+    """Print `message` to stderr, unwrapped, and return the exit for bad input (raise it)."""
+    Console(stderr=True).print(
+        f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True
+    )
     return typer.Exit(BAD_INPUT_EXIT_CODE)
 
 
-def _validation_message(error: ValidationError) -> str:
-    lines = []
-    for item in error.errors():
-        location = ".".join(str(part) for part in item["loc"]) or "config"
-        lines.append(f"{location}: {item['msg']}")
-    return "invalid config:\n  " + "\n  ".join(lines)
+def _validation_message(error: ValidationError, source: str) -> str:
+    from sparseopt.config import TrainConfig
+    from sweeps.spec import format_validation_error
+
+    details = format_validation_error(error, TrainConfig).replace("\n", "\n  ")
+    return f"invalid config ({source}):\n  {details}"
 
 
 def train(
@@ -53,15 +56,22 @@ def train(
 ) -> None:
     """Train one run in-process (no Ray); re-running with the same --out resumes it."""
     from sparseopt.config import load_train_config
+    from sweeps.spec import data_root_problem
 
     if config is not None and not config.is_file():
-        raise _fail(f"--config {config}: no such file")
+        raise _fail(f"--config {config}: no such file; allowed: a TrainConfig YAML file")
+    source = " + ".join(
+        [*([f"--config {config}"] if config else []), *(["--set"] if overrides else [])]
+    )
     try:
         cfg = load_train_config(str(config) if config else None, overrides or [])
     except ValidationError as error:
-        raise _fail(_validation_message(error)) from None
+        raise _fail(_validation_message(error, source or "defaults")) from None
     except (ValueError, OSError) as error:
         raise _fail(str(error)) from None
+    problem = data_root_problem(cfg.data)
+    if problem is not None:
+        raise _fail(problem)
     out_dir = out or Path("runs") / f"{cfg.data.name}-{cfg.model.name}-{cfg.config_hash()}"
 
     from sparseopt.checkpoint import CheckpointError

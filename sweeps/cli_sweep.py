@@ -9,25 +9,32 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import subprocess
+import re
+import socket
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 BAD_INPUT_EXIT_CODE = 2
 INCOMPLETE_EXIT_CODE = 1
 DEFAULT_STORAGE = "./sweep_results"
+_ADDRESS_RE = re.compile(r"^(?:ray://)?(?P<host>[^:/\s]+):(?P<port>\d{1,5})$")
+_HOSTNAME_RE = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
 
 err_console = Console(stderr=True)
 out_console = Console()
 
 
 def _fail(message: str, code: int = BAD_INPUT_EXIT_CODE) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    """Print `message` unwrapped (paths stay copyable) and return the exit to raise."""
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -40,13 +47,21 @@ def _load(spec_path: Path, overrides: list[str] | None) -> Any:
         raise _fail(str(error)) from None
 
 
+def _add_column(table: Table, column: str) -> None:
+    """Numbers right-aligned; the cell id folded onto more lines, never cut to 'default…'."""
+    if column == "cell":
+        table.add_column(column, justify="left", overflow="fold", min_width=20)
+    else:
+        table.add_column(column, justify="right")
+
+
 def _print_dry_run(spec: Any) -> None:
     from sweeps.cost import estimate_cost
 
     estimate = estimate_cost(spec)
     table = Table(title=f"sweep {spec.name}: {len(spec.cells())} cells")
     for column in ("cell", "trials", "epochs/trial", "trial-epochs", "device-hours"):
-        table.add_column(column, justify="left" if column == "cell" else "right")
+        _add_column(table, column)
     for cell in estimate.cells:
         hours = "?" if cell.device_hours is None else f"{cell.device_hours:.2f}"
         table.add_row(
@@ -73,13 +88,44 @@ def _print_summary(spec: Any, summary: Any) -> None:
     )
 
 
+def _check_address(address: str | None) -> None:
+    """`--address` must be `auto`, `local`, HOST:PORT or ray://HOST:PORT, and reachable."""
+    if address is None or address in ("auto", "local"):
+        return
+    match = _ADDRESS_RE.match(address)
+    if match is None or not _valid_host(match["host"]) or not 1 <= int(match["port"]) <= 65535:
+        raise _fail(
+            f"--address {address!r} is not a Ray address; allowed: auto (the cluster running on "
+            "this machine), local, HOST:PORT (the head's GCS, e.g. 10.0.0.5:6379) or "
+            "ray://HOST:PORT (Ray Client, e.g. ray://10.0.0.5:10001)"
+        )
+    try:
+        socket.create_connection((match["host"], int(match["port"])), timeout=5).close()
+    except OSError as error:
+        raise _fail(
+            f"--address {address}: nothing answers at {match['host']}:{match['port']} "
+            f"({error.strerror or error}); start the cluster (`ray up cluster.yaml`) or forward its "
+            "port, or leave --address out to run on a local Ray"
+        ) from None
+
+
 def _launch(spec: Any, address: str | None, progress: bool) -> None:
     from sweeps.launch import SweepError, run_sweep
+    from sweeps.spec import SpecError, check_data_roots
 
+    _check_address(address)
+    if address is None and "RAY_ADDRESS" not in os.environ:
+        # on a cluster the workers' disks may differ from this one; the trial checks them there
+        try:
+            check_data_roots(spec)
+        except SpecError as error:
+            raise _fail(str(error)) from None
     try:
         summary = run_sweep(spec, address=address, progress=progress)
     except SweepError as error:
         raise _fail(str(error)) from None
+    except ConnectionError as error:
+        raise _fail(f"--address {address}: {error}") from None
     _print_summary(spec, summary)
     if not summary.complete:
         raise _fail(
@@ -174,7 +220,7 @@ def status(
         f"best {metric}",
         "best lr",
     ):
-        table.add_column(column, justify="left" if column == "cell" else "right")
+        _add_column(table, column)
     for row in rows:
         best = "-" if row.best_value is None else f"{row.best_value:.2f}"
         best_lr = "-" if row.best_lr is None else f"{row.best_lr:.3g}"
@@ -202,6 +248,24 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _valid_host(host: str) -> bool:
+    """An IP address or an RFC 1123 host name."""
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return bool(_HOSTNAME_RE.match(host))
+
+
+def _server_env() -> dict[str, str]:
+    """The MLflow server's environment: without its GenAI job runner unless asked for.
+
+    MLflow 3 starts about seven busy job-consumer processes by default; a sweep dashboard
+    uses none of them. Setting MLFLOW_SERVER_ENABLE_JOB_EXECUTION yourself overrides this.
+    """
+    return {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
+
+
 def ui(
     tracking_uri: Annotated[
         str,
@@ -212,22 +276,45 @@ def ui(
     host: Annotated[
         str, typer.Option("--host", help="bind address; loopback by default")
     ] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 5000,
+    port: Annotated[int, typer.Option("--port", help="TCP port, 1-65535")] = 5000,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            help="server processes (MLflow's own default is 4; one serves a person and starts "
+            "reliably on a busy machine)",
+        ),
+    ] = 1,
 ) -> None:
     """Serve the MLflow dashboard for a sweep's tracking store (bound to 127.0.0.1)."""
+    if not _valid_host(host):
+        raise _fail(
+            f"--host {host!r} is not an IP address or host name; allowed: 127.0.0.1 (default, "
+            "this machine only), another local address such as 0.0.0.0, or a host name"
+        )
+    if not 1 <= port <= 65535:
+        raise _fail(f"--port {port} is out of range; allowed: an integer in [1, 65535]")
+    if workers < 1:
+        raise _fail(f"--workers {workers}: allowed: an integer >= 1")
     if tracking_uri.startswith(("http://", "https://")):
-        raise _fail(f"--tracking-uri {tracking_uri} is already a server: open it in a browser")
+        raise _fail(
+            f"--tracking-uri {tracking_uri} is already a server: open it in a browser; allowed "
+            "here: a local store, sqlite:///PATH or file:///PATH"
+        )
     if tracking_uri.startswith("sqlite:///"):
         database = tracking_uri.removeprefix("sqlite:///")
         if not Path(database).is_file():
             raise _fail(
-                f"--tracking-uri: no MLflow database at {os.path.abspath(database)} (run a sweep first)"
+                f"--tracking-uri: no MLflow database at {os.path.abspath(database)}; allowed: "
+                "sqlite:///PATH of an existing store (a sweep's tracking_uri; run a sweep first)"
             )
     if not _is_loopback(host):
         err_console.print(
             f"[bold yellow]warning:[/] binding MLflow to {host}: the server has no authentication and "
-            "anyone who can reach this port can read and change your runs; prefer SSH port forwarding",
+            "anyone who can reach this port can read and change your runs; prefer SSH port forwarding "
+            "(ssh -L 5000:127.0.0.1:5000 HOST) to a loopback-bound server",
             highlight=False,
+            soft_wrap=True,
         )
     command = [
         sys.executable,
@@ -240,14 +327,15 @@ def ui(
         host,
         "--port",
         str(port),
+        "--workers",
+        str(workers),
     ]
     out_console.print(
         f"MLflow dashboard on http://{host}:{port}  (Ctrl-C to stop)", highlight=False
     )
-    try:
-        raise typer.Exit(subprocess.call(command))
-    except KeyboardInterrupt:
-        raise typer.Exit(0) from None
+    sys.stdout.flush()
+    # become the server: Ctrl-C and `kill` reach it directly and no orphan is left behind
+    os.execve(sys.executable, command, _server_env())
 
 
 def register(app: typer.Typer) -> None:

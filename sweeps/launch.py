@@ -29,6 +29,15 @@ ARTIFACTS_DIR = "mlflow_artifacts"
 DRIVER_CPUS = 0.01
 """CPU reserved by each trial's driver: it only waits on its TorchTrainer, so the workers
 get the cores (a whole CPU per driver would halve the trials a 2-core machine can run)."""
+TRAIN_ENV_VARS = {
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25",
+    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
+}
+"""Ray Train V2 settings for every trial (`ray/train/v2/_internal/constants.py`; a value already
+set in this process's environment wins). Train polls a trial's workers every 2 s by default, and
+each epoch's report and the end of training wait for the next poll; the preemption watcher is
+one more actor process per trial that only flags node drains to `ray.train.get_preemption_info`,
+which the trials do not use. Measured in `benchmarks/trial_overhead.py` (BENCHMARKS.md)."""
 
 
 class SweepError(RuntimeError):
@@ -145,14 +154,28 @@ def check_resume_compatible(old: SweepSpec, new: SweepSpec, location: SweepLocat
 
 
 def git_commit() -> str:
-    """The current git commit of the working directory, or 'unknown'."""
+    """The commit of the checkout this code runs from, '+dirty' if tracked files changed.
+
+    Asked of the package's own directory, not the working directory: a sweep launched from
+    elsewhere still records the code it ran. 'unknown' outside a git checkout.
+    """
+    checkout = str(Path(__file__).resolve().parent.parent)
     try:
-        output = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
+        head, status = (
+            subprocess.run(
+                ["git", "-C", checkout, *args],
+                capture_output=True,
+                text=True,
+                timeout=5,
+                check=True,
+            ).stdout.strip()
+            for args in (["rev-parse", "HEAD"], ["status", "--porcelain", "--untracked-files=no"])
         )
-        return output.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+    if not head:
+        return "unknown"
+    return f"{head}+dirty" if status else head
 
 
 def prepare(spec: SweepSpec) -> tuple[SweepLocation, SweepSpec | None]:
@@ -206,7 +229,7 @@ def build_tuner(
     """A new Tuner for the sweep, or the restored one when the experiment exists."""
     from ray import tune
 
-    from sweeps.search import SweepSearcher
+    from sweeps.search import SweepSearcher, search_algorithm
 
     trainable = _trainable(spec, location)
     if restore:
@@ -219,10 +242,16 @@ def build_tuner(
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
-            search_alg=SweepSearcher(spec, spec_file=location.spec_file),
+            search_alg=search_algorithm(
+                SweepSearcher(spec, spec_file=location.spec_file),
+                spec.resources.max_concurrent_trials,
+            ),
             scheduler=_scheduler(spec),
             num_samples=-1,
-            max_concurrent_trials=spec.resources.max_concurrent_trials,
+            # One trial-driver process for many trials (no process start + imports per trial).
+            # Not with early stopping: Tune would hand a stopped trial's actor to the next trial
+            # and fail that trial if the stopped one's TorchTrainer does not end within 2 s.
+            reuse_actors=spec.early_stopping is None,
         ),
         run_config=tune.RunConfig(
             name=spec.name,
@@ -263,9 +292,21 @@ def run_sweep(spec: SweepSpec, address: str | None = None, progress: bool = True
 
     location, old = prepare(spec)
     restore = old is not None and tune.Tuner.can_restore(location.experiment_dir)
-    ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
     try:
         write_text_atomic(location.spec_file, spec.to_yaml())
+    except OSError as error:
+        raise SweepError(
+            f"storage_path: cannot write {location.spec_file} ({error.strerror or error}); "
+            "the sweep's stored files are unchanged"
+        ) from None
+    env_vars = {key: os.environ.get(key, value) for key, value in TRAIN_ENV_VARS.items()}
+    ray.init(
+        address=address,
+        ignore_reinit_error=True,
+        log_to_driver=False,
+        runtime_env={"env_vars": env_vars},
+    )
+    try:
         callbacks = [
             MlflowSweepCallback(
                 tracking_uri=spec.tracking_uri,

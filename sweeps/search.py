@@ -21,6 +21,9 @@ the ask/tell API:
 - State (studies, groups, trial ids, results) is pickled by `save` and brought back by
   `restore`, so `Tuner.restore` continues every study where it stopped. `extend` adopts a
   newer spec that only extends the old one.
+- Tune wraps a `Searcher` in a `SearchGenerator` that saves a "finished" flag with the
+  experiment; `SweepSearchGenerator` drops that flag on restore, so a sweep that had finished
+  asks its searcher again and an extended spec gets its new trials.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
-from ray.tune.search import Searcher
+from ray.tune.search import ConcurrencyLimiter, Searcher, SearchGenerator
 
 from sparseopt.config import TrainConfig
 from sweeps.spec import Cell, SweepSpec, spec_changes_that_alter_existing, spec_diff_text
@@ -500,3 +503,25 @@ class SweepSearcher(Searcher):
             if value is not None and sign * value > best_score:
                 best, best_score = group, sign * value
         return best
+
+
+class SweepSearchGenerator(SearchGenerator):
+    """Tune's `SearchGenerator` for a `SweepSearcher`, which asks the searcher again after a restore.
+
+    Tune restores a generator's saved "finished" flag, so a sweep that had finished would come
+    back finished and never ask for the trials an extended spec adds. The searcher knows when
+    nothing is left (it answers `Searcher.FINISHED` again), so the flag is not restored.
+    """
+
+    def set_state(self, state: dict) -> None:
+        """Restore the generator's counters, leaving it unfinished (see the class docstring)."""
+        super().set_state({**state, "finished": False})
+
+
+def search_algorithm(searcher: SweepSearcher, max_concurrent_trials: int) -> SweepSearchGenerator:
+    """The search algorithm for `TuneConfig(search_alg=...)`, limited to N trials at a time.
+
+    The same wrapping Tune applies to a `Searcher` given `max_concurrent_trials` (so leave that
+    `TuneConfig` field unset), with `SweepSearchGenerator` as the outer layer.
+    """
+    return SweepSearchGenerator(ConcurrencyLimiter(searcher, max_concurrent=max_concurrent_trials))

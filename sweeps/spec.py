@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import copy
 import difflib
+import functools
 import math
 import os
 import re
-import types
-import typing
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +32,14 @@ from pydantic import (
     model_validator,
 )
 
-from sparseopt.config import TrainConfig, apply_overrides, set_dotted
+from sparseopt.config import (
+    DataConfig,
+    HamConfig,
+    TrainConfig,
+    apply_overrides,
+    load_yaml_mapping,
+    set_dotted,
+)
 
 METHODS: tuple[str, ...] = ("dense", "static", "set", "rigl")
 MODIFIERS: tuple[str, ...] = ("sparseopt", "corrected", "ham", "renorm")
@@ -66,10 +72,38 @@ GRID_CONTROLLED: tuple[str, ...] = (
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 _URI_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_SECRET_KEY_RE = re.compile(
+    r"password|passwd|secret|token|credential|api[_-]?key|access[_-]?key|private[_-]?key",
+    re.IGNORECASE,
+)
+_SECRET_VALUE_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/@\s]+@|\bAKIA[0-9A-Z]{16}\b")
+CREDENTIALS_HINT = (
+    "a spec is stored with the sweep and logged to MLflow, so it must hold no secrets; give "
+    "credentials through the environment instead (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or "
+    "an instance profile for S3; MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD or "
+    "MLFLOW_TRACKING_TOKEN for an MLflow server)"
+)
 
 
 class SpecError(ValueError):
     """A sweep spec that does not validate; the message lists every problem by field path."""
+
+
+def credential_paths(payload: Any, path: str = "") -> Iterator[str]:
+    """Dotted paths of keys named like a secret and of values that embed one (URI user info,
+    AWS access key ids)."""
+    if isinstance(payload, Mapping):
+        for key, value in payload.items():
+            child = f"{path}.{key}" if path else str(key)
+            if _SECRET_KEY_RE.search(str(key)):
+                yield child
+            else:
+                yield from credential_paths(value, child)
+    elif isinstance(payload, list | tuple):
+        for index, value in enumerate(payload):
+            yield from credential_paths(value, f"{path}[{index}]")
+    elif isinstance(payload, str) and _SECRET_VALUE_RE.search(payload):
+        yield path
 
 
 def _check_name(value: str, what: str) -> str:
@@ -134,22 +168,9 @@ def _validated_arm(name: str) -> str:
     return name
 
 
-def _validated_sparsity(value: float) -> float:
-    if not 0.0 < value < 1.0:
-        raise ValueError(f"must be in the open interval (0, 1), got {value}")
-    return value
-
-
-def _validated_budget(value: int) -> int:
-    if not 1 <= value <= MAX_EPOCHS:
-        raise ValueError(f"epoch budget must be an integer in [1, {MAX_EPOCHS}], got {value}")
-    return value
-
-
-def _validated_seed(value: int) -> int:
-    if value < 0:
-        raise ValueError(f"seed must be an integer >= 0, got {value}")
-    return value
+Sparsity = Annotated[float, Field(gt=0.0, lt=1.0)]
+Budget = Annotated[int, Field(ge=1, le=MAX_EPOCHS)]
+Seed = Annotated[int, Field(ge=0)]
 
 
 def _reject_duplicates(values: list[Any], normalise: Any = None) -> list[Any]:
@@ -180,9 +201,9 @@ class GridConfig(_Strict):
     """The fixed factors: every arm × sparsity × budget is a cell, run on every seed."""
 
     arms: list[Annotated[str, AfterValidator(_validated_arm)]] = Field(min_length=1)
-    sparsities: list[Annotated[float, AfterValidator(_validated_sparsity)]] = Field(min_length=1)
-    budgets: list[Annotated[int, AfterValidator(_validated_budget)]] = Field(min_length=1)
-    seeds: list[Annotated[int, AfterValidator(_validated_seed)]] = Field(min_length=1)
+    sparsities: list[Sparsity] = Field(min_length=1)
+    budgets: list[Budget] = Field(min_length=1)
+    seeds: list[Seed] = Field(min_length=1)
 
     @field_validator("arms")
     @classmethod
@@ -320,7 +341,7 @@ def _check_search(search: SearchConfig) -> None:
 class SecondStage(_Strict):
     """Re-run each cell's best lr on fresh seeds (stage `final`)."""
 
-    seeds: list[Annotated[int, AfterValidator(_validated_seed)]] = Field(min_length=1)
+    seeds: list[Seed] = Field(min_length=1)
 
     @field_validator("seeds")
     @classmethod
@@ -343,6 +364,20 @@ class Resources(_Strict):
     gpus_per_worker: float = Field(0.0, ge=0.0)
     max_concurrent_trials: int = Field(1, ge=1)
     max_failures: int = Field(1, ge=0)
+
+    @model_validator(mode="after")
+    def _schedulable(self) -> Resources:
+        if self.cpus_per_worker == 0 and self.gpus_per_worker == 0:
+            raise ValueError(
+                "cpus_per_worker and gpus_per_worker are both 0: a worker needs some resource; "
+                "allowed: cpus_per_worker > 0 (e.g. 0.5) or gpus_per_worker > 0"
+            )
+        if self.gpus_per_worker > 1 and not float(self.gpus_per_worker).is_integer():
+            raise ValueError(
+                f"gpus_per_worker {self.gpus_per_worker}: Ray accepts a fraction below 1 or a "
+                "whole number of GPUs; allowed: a number in [0, 1) or an integer"
+            )
+        return self
 
 
 def _flatten_overrides(payload: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -395,7 +430,7 @@ class Cell:
             payload, "sparse.regrow_scores", "corrected" if "corrected" in self.modifiers else "raw"
         )
         set_dotted(payload, "sparse.grad_renorm", "renorm" in self.modifiers)
-        ham = (base_ham if isinstance(base_ham, dict) else {}) if "ham" in self.modifiers else None
+        ham = (base_ham if base_ham is not None else {}) if "ham" in self.modifiers else None
         set_dotted(payload, "sparse.ham", ham)
         set_dotted(payload, "epochs", self.budget)
         set_dotted(payload, "seed", seed)
@@ -422,6 +457,14 @@ class SweepSpec(BaseModel):
     resources: Resources = Resources()
 
     _cells: list[Cell] | None = PrivateAttr(default=None)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_credentials(cls, payload: Any) -> Any:
+        found = list(credential_paths(payload))
+        if found:
+            raise ValueError(f"{', '.join(found)}: looks like a credential; {CREDENTIALS_HINT}")
+        return payload
 
     @field_validator("name")
     @classmethod
@@ -485,6 +528,7 @@ class SweepSpec(BaseModel):
                         f"second_stage.seeds[{index}]: seed {seed} is also in grid.seeds; "
                         "second-stage seeds must be fresh (not used by the search)"
                     )
+        self._check_base_ham()
         lr = self.search.lr.representative()
         weight_decay = (
             self.search.weight_decay.representative() if self.search.weight_decay else None
@@ -497,6 +541,22 @@ class SweepSpec(BaseModel):
                 raise ValueError(self._attribute(error, cell)) from None
             self._check_warmup(config, cell)
         return self
+
+    def _check_base_ham(self) -> None:
+        """`base.sparse.ham` configures the ham arms; check it even when no arm uses it yet."""
+        sparse = self.base.get("sparse")
+        ham = sparse.get("ham") if isinstance(sparse, Mapping) else None
+        if ham is None:
+            return
+        try:
+            HamConfig.model_validate(ham)
+        except ValidationError as error:
+            lines = [
+                f"{_join_path(('base', 'sparse', 'ham', *item['loc']))}: "
+                f"{describe_error(item, HamConfig, tuple(item['loc']))}"
+                for item in error.errors()
+            ]
+            raise ValueError("\n".join(lines)) from None
 
     def _check_warmup(self, config: TrainConfig, cell: Cell) -> None:
         """The lr warmup must end before the shortest budget does (the scheduler rejects it)."""
@@ -521,7 +581,7 @@ class SweepSpec(BaseModel):
             from_workload = any(_touches(dotted, key) for key in overrides)
             root = f"workloads.{cell.workload}" if from_workload else "base"
             path = _join_path((root, *item["loc"]))
-            message = _describe(item, TrainConfig, item["loc"])
+            message = describe_error(item, TrainConfig, tuple(item["loc"]))
             lines.append(f"{path}: {message} (in cell {cell.cell_id})")
         return "\n".join(lines)
 
@@ -582,48 +642,114 @@ def _join_path(loc: tuple[Any, ...]) -> str:
     return text
 
 
-def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
-    """Walk field annotations along `loc` to the model that owns the last key (for key lists)."""
-    current: Any = model
+@functools.cache
+def _schema(model: type[BaseModel]) -> dict[str, Any]:
+    return model.model_json_schema()
+
+
+def _resolve(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in node:
+        node = defs[node["$ref"].rsplit("/", 1)[-1]]
+    return node
+
+
+def _options(node: dict[str, Any], defs: dict[str, Any]) -> list[dict[str, Any]]:
+    """The non-null alternatives of a (possibly `X | None`) schema node, resolved."""
+    node = _resolve(node, defs)
+    if "anyOf" not in node:
+        return [node]
+    return [_resolve(option, defs) for option in node["anyOf"] if option.get("type") != "null"]
+
+
+def _schema_at(model: type[BaseModel], loc: tuple[Any, ...]) -> dict[str, Any] | None:
+    """The JSON-schema node of the field at `loc` (list indexes and dict keys followed)."""
+    schema = _schema(model)
+    defs = schema.get("$defs", {})
+    node: dict[str, Any] | None = schema
     for part in loc:
-        if isinstance(part, int):
-            continue
-        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+        if node is None:
             return None
-        info = current.model_fields.get(str(part))
-        if info is None:
-            return None
-        current = _model_in(info.annotation)
-    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+        step = None
+        for option in _options(node, defs):
+            if isinstance(part, int) and "items" in option:
+                step = option["items"]
+            elif part in option.get("properties", {}):
+                step = option["properties"][part]
+            elif isinstance(option.get("additionalProperties"), dict):
+                step = option["additionalProperties"]
+            if step is not None:
+                break
+        node = step
+    return None if node is None else _resolve(node, defs)
 
 
-def _model_in(annotation: Any) -> Any:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType, list, tuple, Annotated):
-        for arg in typing.get_args(annotation):
-            found = _model_in(arg)
-            if found is not None:
-                return found
-    return None
+def _number(value: Any) -> str:
+    return str(value) if isinstance(value, int) else format_number(value)
 
 
-def _describe(item: Any, root: type[BaseModel], loc: tuple[Any, ...]) -> str:
+def _allowed(node: dict[str, Any], defs: dict[str, Any]) -> str:
+    """What a schema node accepts, in words: `an integer in [1, 10000]`, `one of 'a', 'b'`."""
+    node = _resolve(node, defs)
+    if "anyOf" in node:
+        return " or ".join(_allowed(option, defs) for option in node["anyOf"])
+    if "enum" in node or "const" in node:
+        return "one of " + ", ".join(repr(value) for value in node.get("enum", [node.get("const")]))
+    kind = node.get("type")
+    if kind in ("integer", "number"):
+        noun = "an integer" if kind == "integer" else "a number"
+        low, high = (
+            node.get("minimum", node.get("exclusiveMinimum")),
+            node.get("maximum", node.get("exclusiveMaximum")),
+        )
+        left = "(" if "exclusiveMinimum" in node else "["
+        right = ")" if "exclusiveMaximum" in node else "]"
+        if low is not None and high is not None:
+            return f"{noun} in {left}{_number(low)}, {_number(high)}{right}"
+        if low is not None:
+            return f"{noun} {'>' if left == '(' else '>='} {_number(low)}"
+        if high is not None:
+            return f"{noun} {'<' if right == ')' else '<='} {_number(high)}"
+        return noun
+    if kind == "array":
+        size = "a non-empty list" if node.get("minItems", 0) >= 1 else "a list"
+        return f"{size}, each item {_allowed(node.get('items', {}), defs)}"
+    if kind == "object" and "properties" in node:
+        return f"a mapping with keys {', '.join(node['properties'])}"
+    return {
+        "boolean": "true or false",
+        "string": "a string",
+        "object": "a mapping",
+        "null": "null",
+    }.get(kind, "see the schema")
+
+
+_SELF_EXPLAINED = ("value_error", "assertion_error", "literal_error", "enum", "extra_forbidden")
+
+
+def describe_error(item: Any, model: type[BaseModel], loc: tuple[Any, ...]) -> str:
+    """A pydantic error item's message plus what the field allows (its keys or values)."""
     message = item["msg"].removeprefix("Value error, ")
+    defs = _schema(model).get("$defs", {})
     if item["type"] == "extra_forbidden":
-        owner = _model_at(root, tuple(loc[:-1]))
-        if owner is not None:
-            message += f"; allowed keys: {', '.join(owner.model_fields)}"
+        owner = _schema_at(model, tuple(loc[:-1]))
+        keys = [
+            key for option in _options(owner or {}, defs) for key in option.get("properties", {})
+        ]
+        if keys:
+            message += f"; allowed keys: {', '.join(keys)}"
+    elif item["type"] not in _SELF_EXPLAINED:
+        node = _schema_at(model, loc)
+        if node is not None:
+            message += f" (allowed: {_allowed(node, defs)})"
     return message
 
 
-def format_validation_error(error: ValidationError) -> str:
-    """One line per problem: `field.path[i]: message (allowed ...)`."""
+def format_validation_error(error: ValidationError, model: type[BaseModel] | None = None) -> str:
+    """One line per problem: `field.path[i]: message (allowed ...)`; `model` defaults to SweepSpec."""
     lines = []
     for item in error.errors():
         loc = tuple(item["loc"])
-        message = _describe(item, SweepSpec, loc)
+        message = describe_error(item, model or SweepSpec, loc)
         if not loc:
             lines.append(message)
         elif message.startswith(("[", ".")):
@@ -657,11 +783,40 @@ def resolve_spec_path(path: str | os.PathLike[str]) -> Path:
 
 def load_spec(path: str | os.PathLike[str], overrides: list[str] | None = None) -> SweepSpec:
     """Read a YAML spec, apply `key.sub=value` overrides (values parsed as YAML), validate."""
-    with open(resolve_spec_path(path)) as handle:
-        loaded = yaml.safe_load(handle) or {}
-    if not isinstance(loaded, dict):
-        raise SpecError(f"{path}: expected a mapping at the top level, got {type(loaded).__name__}")
+    loaded = load_yaml_mapping(str(resolve_spec_path(path)))
     return parse_spec(apply_overrides(loaded, overrides or []))
+
+
+def data_root_problem(data: DataConfig) -> str | None:
+    """Why `data.root` cannot serve `data.name` on this machine (None when it can or needn't)."""
+    if data.name not in ("cifar100", "imagenet") or not data.root:
+        return None
+    if data.name == "cifar100" and data.download:
+        return None
+    root = Path(data.root).expanduser()
+    if root.is_dir():
+        return None
+    allowed = (
+        "an existing directory holding cifar-100-python/, or data.download=true to fetch it"
+        if data.name == "cifar100"
+        else "an existing directory holding ImageFolder trees train/<class>/ and val/<class>/"
+    )
+    return (
+        f"data.root: {root} does not exist (data.name={data.name!r}, "
+        f"data.download={str(data.download).lower()}); allowed: {allowed}"
+    )
+
+
+def check_data_roots(spec: SweepSpec) -> None:
+    """Raise SpecError when a workload reads a dataset root missing on this machine."""
+    lr = spec.search.lr.representative()
+    for workload, overrides in spec.workloads.items():
+        cell = next(cell for cell in spec.cells() if cell.workload == workload)
+        problem = data_root_problem(cell.train_config(spec.grid.seeds[0], lr).data)
+        if problem is not None:
+            from_workload = any(_touches("data.root", key) for key in overrides)
+            root = f"workloads.{workload}" if from_workload else "base"
+            raise SpecError(f"{root}.{problem}")
 
 
 # ---- comparing two versions of a spec (resume with an edited spec) -------------------------

@@ -5,15 +5,25 @@ Ray's stock `MLflowLoggerCallback` opens a new run for every resumed trial and l
 restored or retried trial re-attaches to its run, and logs each epoch once with
 `step = epoch`. Epochs a trial replays from its checkpoint (the `history` it sends on its
 first report after a restart) fill in anything the tracker missed while the driver was down.
-If the tracking server is unreachable mid-sweep, pending epochs are buffered and retried on
-the next event instead of failing the sweep.
+
+Every MLflow call runs on one background sender thread fed by an outbox the Tune hooks append
+to: an unreachable tracking server (whose client retries each call for minutes) never blocks
+Tune's event loop, which would stall every trial at its next report. A trial's outbox is sent
+in order and an item leaves it only once MLflow has taken it. Metrics carry the time Tune
+received them, so a resent batch is deduplicated by the store, and epochs MLflow already has
+are skipped, so a replay never duplicates a step. The outbox is part of the callback's Tune
+state: what is still unsent when the sweep stops (after `DRAIN_TIMEOUT_S` more of retries) is
+sent when the sweep is resumed.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -41,7 +51,18 @@ EPOCH_METRICS: tuple[str, ...] = (
 WITNESS_METRIC = "train_loss"
 ROLE_TAG = "sparsesweep.role"
 STATUS_TAG = "sparsesweep.status"
+RESUMED_TAG = "sparsesweep.resumed_from_epoch"
+SKIPPED_TAG = "sparsesweep.skipped_checkpoints"
+DRAIN_TIMEOUT_S = 30.0
+"""How long the end of a sweep waits for MLflow to take what is still buffered."""
+RETRY_INTERVAL_S = 5.0
+"""How often the sender retries while the tracking server is unreachable."""
+PROBE_TIMEOUT_S = 5.0
 _BATCH_LIMIT = 900
+_TAG_LIMIT = 5000
+_REJECTED_CODES = frozenset(
+    {"INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "INVALID_STATE", "BAD_REQUEST"}
+)
 
 
 def flatten(payload: dict[str, Any], prefix: str = "") -> dict[str, str]:
@@ -99,9 +120,10 @@ def trial_tags(meta: dict[str, Any], train: dict[str, Any], git_commit: str) -> 
 
 
 def epoch_entries(result: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """The per-epoch metric dicts a Tune result carries: replayed history, then itself."""
+    """The per-epoch metric dicts a Tune result carries: replayed history, then itself (unless
+    it is the NaN placeholder of the epoch the trial diverged in)."""
     yield from result.get("history") or ()
-    if "epoch" in result:
+    if "epoch" in result and not result.get("diverged"):
         yield result
 
 
@@ -120,24 +142,43 @@ class MlflowSweepCallback(Callback):
         artifact_location: str | None = None,
         git_commit: str = "unknown",
         spec_file: str | None = None,
+        drain_timeout_s: float = DRAIN_TIMEOUT_S,
     ) -> None:
         self._tracking_uri = tracking_uri
         self._experiment_name = experiment_name
         self._artifact_location = artifact_location
         self._git_commit = git_commit
         self._spec_file = spec_file
+        self._drain_timeout_s = drain_timeout_s
         self._spec_text: str | None = None
         self._client: Any = None
         self._experiment_id: str | None = None
         self._trial_runs: dict[str, str] = {}
         self._cell_runs: dict[str, str] = {}
+        self._configs: dict[str, dict[str, Any]] = {}
+        self._outbox: dict[str, list[tuple[str, Any]]] = {}
+        self._cells_to_end = False
+        self._resumes: dict[str, tuple[int, tuple[str, ...]]] = {}
         self._logged_epochs: dict[str, set[int]] = {}
-        self._pending: dict[str, list[dict[str, Any]]] = {}
+        self._failing_since: float | None = None
+        self._init_threading()
+
+    def _init_threading(self) -> None:
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._sender: threading.Thread | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_client"] = None
+        for name in ("_client", "_lock", "_wake", "_stop", "_sender"):
+            state.pop(name)
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._client = None
+        self._init_threading()
 
     @property
     def client(self) -> Any:
@@ -148,57 +189,245 @@ class MlflowSweepCallback(Callback):
             self._client = MlflowClient(tracking_uri=self._tracking_uri)
         return self._client
 
-    # ----------------------------------------------------------------- Tune hooks
+    # ----------------------------------------------------------------- Tune hooks (Tune's thread)
     def setup(self, **info: Any) -> None:
         if self._spec_file:
             self._spec_text = read_text(self._spec_file)
         self.experiment_id()
+        self._start_sender()
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._guarded("start", trial, lambda: self._start(trial))
+        self._post(trial, "start", trial.trial_id)
 
     def on_trial_result(
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
     ) -> None:
-        self._pending.setdefault(trial.trial_id, []).extend(
-            {key: entry[key] for key in ("epoch", *EPOCH_METRICS) if key in entry}
+        received = int(time.time() * 1000)
+        entries = [
+            {
+                **{key: entry[key] for key in ("epoch", *EPOCH_METRICS) if key in entry},
+                "timestamp": received,
+            }
             for entry in epoch_entries(result)
-        )
-        self._guarded("result", trial, lambda: self._flush(trial))
+        ]
+        if entries:
+            self._post(trial, "epochs", entries)
+        self._note_resume(trial, result)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._guarded("complete", trial, lambda: self._finish(trial, errored=False))
+        self._post(trial, "end", _outcome(trial, errored=False))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._guarded("error", trial, lambda: self._finish(trial, errored=True))
+        self._post(trial, "end", _outcome(trial, errored=True))
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
-        for trial in trials:
-            if self._pending.get(trial.trial_id):
-                self._guarded("final flush", trial, lambda trial=trial: self._flush(trial))
-        unsent = sum(len(items) for items in self._pending.values())
-        if unsent:
+        with self._lock:
+            self._cells_to_end = True
+        self._start_sender()
+        if not self.drain(self._drain_timeout_s):
+            epochs, others, pending_trials = self._unsent()
             logger.warning(
-                "MLflow: %d epoch records could not be sent to %s; they are kept in the trials' "
-                "checkpoints and are replayed when the sweep is resumed",
-                unsent,
+                "MLflow at %s did not take %d epoch records and %d run updates of %d trials "
+                "within %g s after the sweep stopped. They are kept in the sweep's saved state "
+                "and sent when the sweep is resumed (`sparsesweep resume %s`, or the same run "
+                "command); every trial's checkpoints also hold its full metric history.",
                 self._tracking_uri,
+                epochs,
+                others,
+                pending_trials,
+                self._drain_timeout_s,
+                self._experiment_name,
             )
-        for run_id in self._cell_runs.values():
-            self._guarded(
-                "end cell",
-                None,
-                lambda run_id=run_id: self.client.set_terminated(run_id, "FINISHED"),
-            )
+        self._stop.set()
+        self._wake.set()
 
     def get_state(self) -> dict[str, Any]:
-        return {"trial_runs": dict(self._trial_runs), "cell_runs": dict(self._cell_runs)}
+        with self._lock:
+            outbox = {trial_id: list(items) for trial_id, items in self._outbox.items() if items}
+            return {
+                "trial_runs": dict(self._trial_runs),
+                "cell_runs": dict(self._cell_runs),
+                "configs": {trial_id: self._configs[trial_id] for trial_id in outbox},
+                "outbox": outbox,
+                "cells_to_end": self._cells_to_end,
+            }
 
     def set_state(self, state: dict[str, Any]) -> None:
-        self._trial_runs = dict(state.get("trial_runs", {}))
-        self._cell_runs = dict(state.get("cell_runs", {}))
+        with self._lock:
+            self._trial_runs = dict(state.get("trial_runs", {}))
+            self._cell_runs = dict(state.get("cell_runs", {}))
+            self._configs = dict(state.get("configs", {}))
+            self._outbox = {key: list(items) for key, items in state.get("outbox", {}).items()}
+            self._cells_to_end = bool(state.get("cells_to_end", False))
 
-    # ----------------------------------------------------------------- internals
+    # ----------------------------------------------------------------- outbox
+    def drain(self, timeout_s: float) -> bool:
+        """Wake the sender and wait up to `timeout_s` for an empty outbox; True if it emptied."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if self._unsent() == (0, 0, 0):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            self._wake.set()
+            time.sleep(0.1)
+
+    def _post(self, trial: Any, kind: str, payload: Any) -> None:
+        with self._lock:
+            self._configs.setdefault(trial.trial_id, trial.config)
+            self._outbox.setdefault(trial.trial_id, []).append((kind, payload))
+        self._wake.set()
+
+    def _note_resume(self, trial: Any, result: dict[str, Any]) -> None:
+        """Tag where a restarted attempt resumed and which corrupted checkpoints it skipped."""
+        resume = (
+            int(result.get("resumed_from_epoch") or 0),
+            tuple(result.get("skipped_checkpoints") or ()),
+        )
+        if resume == (0, ()) or self._resumes.get(trial.trial_id) == resume:
+            return
+        self._resumes[trial.trial_id] = resume
+        epoch, skipped = resume
+        tags = {RESUMED_TAG: str(epoch)}
+        if skipped:
+            tags[SKIPPED_TAG] = "\n".join(skipped)[:_TAG_LIMIT]
+            logger.warning(
+                "trial %s skipped corrupted checkpoints and resumed from epoch %d: %s",
+                trial.trial_id,
+                epoch,
+                "; ".join(skipped),
+            )
+        self._post(trial, "tags", tags)
+
+    def _unsent(self) -> tuple[int, int, int]:
+        """(epoch records, other updates, trials) still in the outbox, counting cell ends."""
+        with self._lock:
+            items = [item for queue in self._outbox.values() for item in queue]
+            trials = sum(1 for queue in self._outbox.values() if queue)
+            epochs = sum(len(payload) for kind, payload in items if kind == "epochs")
+            others = len(items) - sum(1 for kind, _ in items if kind == "epochs")
+            return epochs, others + (len(self._cell_runs) if self._cells_to_end else 0), trials
+
+    # ----------------------------------------------------------------- sender thread
+    def _start_sender(self) -> None:
+        self._stop.clear()
+        if self._sender is None or not self._sender.is_alive():
+            self._sender = threading.Thread(
+                target=self._send_loop, name="mlflow-sweep-sender", daemon=True
+            )
+            self._sender.start()
+
+    def _send_loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(RETRY_INTERVAL_S)
+            self._wake.clear()
+            try:
+                self._check_reachable()
+                self._send_all()
+            except Exception as error:  # any tracking failure must not stop training
+                if self._failing_since is None:
+                    self._failing_since = time.monotonic()
+                    epochs, others, _ = self._unsent()
+                    logger.warning(
+                        "MLflow at %s failed (%s); training goes on, %d epoch records and %d "
+                        "run updates are buffered and retried every %.0f s",
+                        self._tracking_uri,
+                        error,
+                        epochs,
+                        others,
+                        RETRY_INTERVAL_S,
+                    )
+                continue
+            if self._failing_since is not None:
+                logger.warning(
+                    "MLflow at %s is reachable again after %.0f s; the buffered records are sent",
+                    self._tracking_uri,
+                    time.monotonic() - self._failing_since,
+                )
+                self._failing_since = None
+
+    def _check_reachable(self) -> None:
+        """Raise ConnectionError when an HTTP tracking server does not answer at all.
+
+        One quick probe per round: MLflow's client retries a refused call for minutes, which
+        would hold back every record (and the end of the sweep) long after the server is back.
+        Any HTTP answer counts as reachable, so servers without `/health` work too.
+        """
+        if not self._tracking_uri.startswith(("http://", "https://")):
+            return
+        url = self._tracking_uri.rstrip("/") + "/health"
+        try:
+            urllib.request.urlopen(url, timeout=PROBE_TIMEOUT_S).close()
+        except urllib.error.HTTPError:
+            return
+        except OSError as error:
+            raise ConnectionError(f"{url} does not answer ({error})") from None
+
+    def _send_all(self) -> None:
+        """Send every trial's outbox in order, then end the cell runs if the sweep ended."""
+        with self._lock:
+            pending = [trial_id for trial_id, queue in self._outbox.items() if queue]
+        for trial_id in pending:
+            while True:
+                with self._lock:
+                    queue = self._outbox.get(trial_id)
+                    if not queue:
+                        break
+                    kind = queue[0][0]
+                    count = 1
+                    if kind == "epochs":
+                        while count < len(queue) and queue[count][0] == "epochs":
+                            count += 1
+                    items = queue[:count]
+                    config = self._configs[trial_id]
+                try:
+                    self._send(trial_id, config, kind, [payload for _, payload in items])
+                except Exception as error:
+                    if not _rejected(error):
+                        raise
+                    logger.error(
+                        "MLflow rejected the %s update of trial %s (%s); it is dropped",
+                        kind,
+                        trial_id,
+                        error,
+                    )
+                with self._lock:
+                    del self._outbox[trial_id][:count]
+                    if not self._outbox[trial_id] and trial_id in self._trial_runs:
+                        del self._outbox[trial_id]
+                        self._configs.pop(trial_id, None)
+        with self._lock:
+            cells_to_end, cell_runs = self._cells_to_end, list(self._cell_runs.values())
+        if cells_to_end:
+            for run_id in cell_runs:
+                self.client.set_terminated(run_id, "FINISHED")
+            with self._lock:
+                self._cells_to_end = False
+
+    def _send(self, trial_id: str, config: dict[str, Any], kind: str, payloads: list[Any]) -> None:
+        run_id = self._attach(trial_id, config)
+        if kind == "start":
+            self.client.update_run(run_id, status="RUNNING")
+            self.client.set_tag(run_id, STATUS_TAG, "running")
+            self.client.set_tag(run_id, "ray_trial_id", trial_id)
+            self.client.update_run(self._cell_run(config["meta"]), status="RUNNING")
+        elif kind == "tags":
+            from mlflow.entities import RunTag
+
+            tags = {key: value for payload in payloads for key, value in payload.items()}
+            self.client.log_batch(run_id, tags=[RunTag(key, value) for key, value in tags.items()])
+        elif kind == "epochs":
+            self._log_epochs(run_id, [entry for payload in payloads for entry in payload])
+        elif kind == "end":
+            (status, label, checkpoint_path), *_ = payloads
+            self.client.set_tag(run_id, STATUS_TAG, label)
+            if checkpoint_path:
+                self.client.set_tag(run_id, "checkpoint_path", checkpoint_path)
+                self.client.log_text(run_id, checkpoint_path, "final_checkpoint_path.txt")
+            self.client.set_terminated(run_id, status)
+        else:
+            raise ValueError(f"unknown outbox item {kind!r}")
+
     def experiment_id(self) -> str:
         """The sweep's experiment, created on first use with an explicit artifact location."""
         if self._experiment_id is None:
@@ -212,19 +441,6 @@ class MlflowSweepCallback(Callback):
             else:
                 self._experiment_id = found.experiment_id
         return self._experiment_id
-
-    def _guarded(self, what: str, trial: Any, action: Any) -> None:
-        """Run an MLflow action; a tracking outage is logged, never fatal to the sweep."""
-        try:
-            action()
-        except Exception as error:  # any tracking failure must not kill training
-            name = getattr(trial, "trial_id", "-")
-            logger.warning(
-                "MLflow %s for trial %s failed (%s); will retry on the next event",
-                what,
-                name,
-                error,
-            )
 
     def _find_run(self, tags: dict[str, str]) -> str | None:
         clauses = " and ".join(f"tags.`{key}` = '{value}'" for key, value in tags.items())
@@ -250,20 +466,21 @@ class MlflowSweepCallback(Callback):
             run_id = run.info.run_id
             if self._spec_text:
                 self.client.log_text(run_id, self._spec_text, "sweep_spec.yaml")
-        self._cell_runs[cell] = run_id
+        with self._lock:
+            self._cell_runs[cell] = run_id
         return run_id
 
-    def _attach(self, trial: Any) -> str:
+    def _attach(self, trial_id: str, config: dict[str, Any]) -> str:
         """The trial's run id: remembered, found by config hash, or newly created."""
-        run_id = self._trial_runs.get(trial.trial_id)
+        run_id = self._trial_runs.get(trial_id)
         if run_id is not None:
             return run_id
-        meta, train = trial.config["meta"], trial.config["train"]
+        meta, train = config["meta"], config["train"]
         run_id = self._find_run({ROLE_TAG: "trial", "config_hash": meta["config_hash"]})
         if run_id is None:
             tags = trial_tags(meta, train, self._git_commit)
             tags["mlflow.parentRunId"] = self._cell_run(meta)
-            tags["ray_trial_id"] = trial.trial_id
+            tags["ray_trial_id"] = trial_id
             run = self.client.create_run(
                 self.experiment_id(), run_name=trial_run_name(meta), tags=tags
             )
@@ -273,18 +490,11 @@ class MlflowSweepCallback(Callback):
             params = [Param(key, value[:6000]) for key, value in flatten(train).items()]
             for chunk in _chunks(params, 100):
                 self.client.log_batch(run_id, params=chunk)
-            self.client.log_dict(run_id, trial.config, "trial_config.json")
+            self.client.log_dict(run_id, config, "trial_config.json")
             self._logged_epochs[run_id] = set()
-        self._trial_runs[trial.trial_id] = run_id
+        with self._lock:
+            self._trial_runs[trial_id] = run_id
         return run_id
-
-    def _start(self, trial: Any) -> None:
-        """Attach the trial to its run and mark it (and its cell) running again."""
-        run_id = self._attach(trial)
-        self.client.update_run(run_id, status="RUNNING")
-        self.client.set_tag(run_id, STATUS_TAG, "running")
-        self.client.set_tag(run_id, "ray_trial_id", trial.trial_id)
-        self.client.update_run(self._cell_run(trial.config["meta"]), status="RUNNING")
 
     def _logged(self, run_id: str) -> set[int]:
         if run_id not in self._logged_epochs:
@@ -292,48 +502,42 @@ class MlflowSweepCallback(Callback):
             self._logged_epochs[run_id] = {int(point.step) for point in history}
         return self._logged_epochs[run_id]
 
-    def _flush(self, trial: Any) -> None:
-        """Send the trial's pending epochs that MLflow does not have yet, in batches."""
-        pending = self._pending.get(trial.trial_id)
-        if not pending:
-            return
+    def _log_epochs(self, run_id: str, entries: list[dict[str, Any]]) -> None:
+        """Log the epochs MLflow does not have yet, whole epochs per batch (so a batch that
+        failed half-way cannot leave an epoch that looks logged but is not)."""
         from mlflow.entities import Metric
 
-        run_id = self._attach(trial)
         logged = self._logged(run_id)
-        now = int(time.time() * 1000)
-        fresh: dict[int, dict[str, Any]] = {}
-        for entry in pending:
+        fresh: dict[int, list[Metric]] = {}
+        for entry in entries:
             epoch = int(entry["epoch"])
-            if epoch not in logged:
-                fresh[epoch] = entry
-        metrics = [
-            Metric(key, float(entry[key]), now, epoch)
-            for epoch, entry in sorted(fresh.items())
-            for key in EPOCH_METRICS
-            if key in entry
-        ]
-        for chunk in _chunks(metrics, _BATCH_LIMIT):
-            self.client.log_batch(run_id, metrics=chunk)
-        logged.update(fresh)
-        self._pending[trial.trial_id] = []
+            metrics = [
+                Metric(key, float(entry[key]), int(entry["timestamp"]), epoch)
+                for key in EPOCH_METRICS
+                if key in entry
+            ]
+            if metrics and epoch not in logged:
+                fresh.setdefault(epoch, metrics)
+        per_batch = max(1, _BATCH_LIMIT // len(EPOCH_METRICS))
+        for epochs in _chunks(sorted(fresh), per_batch):
+            batch = [metric for epoch in epochs for metric in fresh[epoch]]
+            self.client.log_batch(run_id, metrics=batch)
+            logged.update(epochs)
 
-    def _finish(self, trial: Any, errored: bool) -> None:
-        """End the trial's run as FINISHED, KILLED (stopped early) or FAILED (error/diverged)."""
-        self._flush(trial)
-        run_id = self._attach(trial)
-        last = trial.last_result or {}
-        budget = int(trial.config["meta"]["budget"])
-        if errored:
-            status, label = "FAILED", "failed"
-        elif last.get("diverged"):
-            status, label = "FAILED", "diverged"
-        elif int(last.get("epoch", 0)) >= budget:
-            status, label = "FINISHED", "finished"
-        else:
-            status, label = "KILLED", "stopped"
-        self.client.set_tag(run_id, STATUS_TAG, label)
-        if last.get("checkpoint_path"):
-            self.client.set_tag(run_id, "checkpoint_path", str(last["checkpoint_path"]))
-            self.client.log_text(run_id, str(last["checkpoint_path"]), "final_checkpoint_path.txt")
-        self.client.set_terminated(run_id, status)
+
+def _rejected(error: Exception) -> bool:
+    """True when MLflow refused a request as invalid: resending it cannot help."""
+    return getattr(error, "error_code", None) in _REJECTED_CODES
+
+
+def _outcome(trial: Any, errored: bool) -> tuple[str, str, str | None]:
+    """(MLflow status, sparsesweep status, checkpoint path) of an ended trial."""
+    last = trial.last_result or {}
+    checkpoint_path = str(last["checkpoint_path"]) if last.get("checkpoint_path") else None
+    if errored:
+        return "FAILED", "failed", checkpoint_path
+    if last.get("diverged"):
+        return "FAILED", "diverged", checkpoint_path
+    if int(last.get("epoch", 0)) >= int(trial.config["meta"]["budget"]):
+        return "FINISHED", "finished", checkpoint_path
+    return "KILLED", "stopped", checkpoint_path

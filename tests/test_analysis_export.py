@@ -221,8 +221,11 @@ def test_server_export_matches_the_sqlite_export(store, exported, tmp_path: Path
             "127.0.0.1",
             "--port",
             str(port),
+            "--workers",
+            "1",
         ],
         cwd=tmp_path,
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},  # no job runners
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
@@ -240,7 +243,11 @@ def test_server_export_matches_the_sqlite_export(store, exported, tmp_path: Path
         remote = build_tables(fetch_experiment(f"http://127.0.0.1:{port}", EXPERIMENT))
     finally:
         os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=30)
     assert_tables_identical(remote.trials, exported.tables.trials)
     assert_tables_identical(remote.epochs, exported.tables.epochs)
 

@@ -29,8 +29,9 @@ def assert_bad_input(result, *fragments: str) -> None:
     assert result.exit_code == 2, result.output
     assert isinstance(result.exception, SystemExit)
     assert "Traceback" not in result.output
+    output = " ".join(result.output.split())  # rich wraps long messages
     for fragment in fragments:
-        assert fragment in result.output
+        assert fragment in output, output
 
 
 def test_masks_json_structure_and_totals(app, runner):
@@ -167,3 +168,48 @@ def test_train_missing_config_file(app, runner, tmp_path):
     assert_bad_input(
         runner.invoke(app, ["train", "--config", str(tmp_path / "none.yaml")]), "--config"
     )
+
+
+def test_fanin_of_fresh_masks_and_of_a_checkpoint(tmp_path):
+    import torch
+
+    from sparseopt.checkpoint import save_checkpoint
+    from sweeps.cli_fanin import register as register_fanin
+
+    application = typer.Typer()
+    register_fanin(application)
+    application.command("noop")(lambda: None)  # a second command keeps `fanin` a subcommand
+    runner = CliRunner()
+    fresh = runner.invoke(
+        application, ["fanin", "--model", "small_cnn", "--sparsity", "0.95", "--json"]
+    )
+    assert fresh.exit_code == 0, fresh.output
+    rows = json.loads(fresh.stdout)
+    assert [row["rows"] for row in rows] == [16, 32, 64, 10]
+    assert all(row["f_min"] <= 1.0 <= row["f_max"] for row in rows)
+
+    mask = torch.tensor([[1, 1, 1, 1], [1, 0, 0, 0]], dtype=torch.bool)
+    payload = {"epoch": 3, "sparse_state": {"masks": {"fc.weight": mask}}}
+    save_checkpoint(tmp_path / "run" / "checkpoint_2026-01-01_00-00-00.000000", payload)
+    stored = runner.invoke(application, ["fanin", "--checkpoint", str(tmp_path / "run"), "--json"])
+    assert stored.exit_code == 0, stored.output
+    (row,) = json.loads(stored.stdout)
+    assert (row["layer"], row["mean_k"], row["cv_k"]) == ("fc.weight", 2.5, 0.6)
+
+    dense = {"epoch": 1, "sparse_state": None}
+    save_checkpoint(tmp_path / "dense", dense)
+    sweep_runs = tmp_path / "train_runs"
+    save_checkpoint(sweep_runs / "trial-abc123" / "checkpoint_2026-01-01_00-00-00.000000", payload)
+    save_checkpoint(sweep_runs / "trial-dense0" / "checkpoint_2026-01-01_00-00-00.000000", dense)
+    listed = runner.invoke(application, ["fanin", "--runs", str(sweep_runs)])
+    assert listed.exit_code == 0, listed.output
+    (line,) = listed.stdout.splitlines()  # the dense trial has no masks: no line
+    assert json.loads(line)["config_hash"] == "abc123"
+    assert json.loads(line)["layers"][0]["cv_k"] == 0.6
+    missing = runner.invoke(application, ["fanin", "--checkpoint", str(tmp_path / "dense")])
+    assert_bad_input(missing, "no sparse masks")
+    assert_bad_input(
+        runner.invoke(application, ["fanin", "--checkpoint", str(tmp_path / "nope")]),
+        "no such file",
+    )
+    assert_bad_input(runner.invoke(application, ["fanin", "--sparsity", "1.0"]), "(0, 1)")

@@ -294,7 +294,10 @@ def test_load_spec_overrides_and_bundled_names(tmp_path: Any) -> None:
         load_spec(tmp_path / "missing.yaml")
 
 
-@pytest.mark.parametrize("name", ["quickstart", "cifar100_small", "imagenet_small"])
+BUNDLED_SPECS = sorted(path.stem for path in CONFIGS_DIR.glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", BUNDLED_SPECS)
 def test_bundled_specs_validate(name: str) -> None:
     spec = load_spec(name)
     assert spec.name == name
@@ -310,6 +313,27 @@ def test_quickstart_matches_its_comment() -> None:
     assert "40 Tune trials" in (CONFIGS_DIR / "quickstart.yaml").read_text()
     config = spec.cells()[0].train_config(0, 0.1)
     assert (config.data.name, config.model.name) == ("digits", "small_cnn")
+
+
+@pytest.mark.parametrize(
+    ("name", "budgets", "trials"),
+    [
+        ("paper_cifar100_resnet20", [100, 200, 300, 500], 384),
+        ("paper_imagenet_resnet50", [90, 180, 270], 108),
+    ],
+)
+def test_paper_specs_encode_the_papers_grid(name: str, budgets: list[int], trials: int) -> None:
+    spec = load_spec(name)
+    assert sorted(spec.grid.arms) == ["rigl", "rigl+sparseopt", "set", "set+sparseopt"]
+    assert spec.grid.sparsities == [0.9, 0.95, 0.97]
+    assert spec.grid.budgets == budgets
+    assert spec.expected_trials() == trials
+    assert f"= {trials} trials" in (CONFIGS_DIR / f"{name}.yaml").read_text()
+    for cell in spec.cells():
+        config = cell.train_config(spec.grid.seeds[0], spec.search.lr.representative())
+        assert config.schedule.kind == "warmup_cosine" and config.schedule.warmup_epochs == 5
+        assert config.epochs == cell.budget and config.sparse.distribution == "erk"
+    assert estimate_cost(spec).device_hours["gpu"] > 0
 
 
 def test_placeholder_roots_are_overridable() -> None:

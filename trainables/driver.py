@@ -3,7 +3,9 @@
 Ray Train V2 inside Tune: the trial is a function trainable that builds the trainer and
 calls `fit()`; rank 0's metrics reach Tune through `TuneReportCallback`. The inner run has
 a deterministic name (the trial's config hash), so a restarted driver finds the trial's
-latest checkpoint and the workers resume from it.
+latest checkpoint and the workers resume from it. A trial that fails for good (a worker
+error past `max_failures`) first reports the metric history of its newest checkpoint: the
+report of an epoch trained just before a worker died can die with it.
 """
 
 from __future__ import annotations
@@ -11,9 +13,11 @@ from __future__ import annotations
 from typing import Any
 
 import ray.train
+import ray.tune
 from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
+from trainables.checkpoints import load_newest, run_directory, stored_checkpoints
 from trainables.runtime import TrialRuntime, train_run_name
 from trainables.worker import train_loop_per_worker
 
@@ -41,7 +45,23 @@ def build_trainer(config: dict[str, Any], runtime: TrialRuntime) -> TorchTrainer
 
 def run_trial(config: dict[str, Any], runtime: TrialRuntime) -> None:
     """Tune function trainable: train one trial to its budget (or resume it)."""
-    build_trainer(config, runtime).fit()
+    try:
+        build_trainer(config, runtime).fit()
+    except ray.train.TrainingFailedError:
+        report_checkpointed_history(config, runtime)
+        raise
+
+
+def report_checkpointed_history(config: dict[str, Any], runtime: TrialRuntime) -> None:
+    """Report the history of the trial's newest loadable checkpoint to Tune (if it has one)."""
+    filesystem, run_dir = run_directory(
+        runtime.train_storage_path, train_run_name(config["meta"]["config_hash"])
+    )
+    payload, _ = load_newest(stored_checkpoints(filesystem, run_dir))
+    if payload is None or not payload["history"]:
+        return
+    history = list(payload["history"])
+    ray.tune.report({**history[-1], "history": history, "diverged": False})
 
 
 def _in_tune() -> bool:

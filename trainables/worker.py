@@ -4,7 +4,10 @@ Per epoch: train, evaluate on the validation and test splits, report the epoch's
 (all-reduced, identical on every rank) and, from rank 0, a checkpoint holding the whole
 training state plus the metric history. A restarted trial resumes from the latest
 checkpoint and replays that history in its first report, so the tracker can fill in an
-epoch whose checkpoint was written just before the driver died.
+epoch whose checkpoint was written just before the driver died. Every report of an attempt
+also says where the attempt started (`resumed_from_epoch`, 0 for a fresh start) and which
+corrupted checkpoints it skipped (`skipped_checkpoints`), so a fallback to an older checkpoint
+or a restart from scratch is never silent.
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ import hashlib
 import logging
 import shutil
 import tempfile
-from pathlib import Path
 from typing import Any
 
 import ray.train
@@ -21,19 +23,27 @@ import ray.train.torch
 import torch
 import torch.distributed as dist
 
-from sparseopt.checkpoint import (
-    CheckpointError,
-    load_latest_checkpoint,
-    restore_training_state,
-    save_checkpoint,
-    training_payload,
-)
+from sparseopt.checkpoint import restore_training_state, save_checkpoint, training_payload
 from sparseopt.config import TrainConfig
 from sparseopt.engine import DivergedError
 from sparseopt.recipe import Run, build_run, train_and_evaluate
-from trainables.checkpoints import previous_checkpoints
+from trainables.checkpoints import load_newest, resume_candidates
+from trainables.faults import fault_hook
 
 logger = logging.getLogger(__name__)
+
+DIVERGED_METRICS: tuple[str, ...] = (
+    "train_loss",
+    "train_acc1",
+    "val_loss",
+    "val_acc1",
+    "val_acc5",
+    "test_loss",
+    "test_acc1",
+    "test_acc5",
+)
+"""Reported as NaN for the epoch a trial diverged in: Tune rejects a result without the
+searched metric (failing the whole sweep), and a NaN is what the searcher leaves out."""
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
@@ -43,19 +53,23 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     rank, world_size = context.get_world_rank(), context.get_world_size()
     run = build_run(cfg, rank=rank, world_size=world_size, device=_worker_device())
 
-    start_epoch, history = _resume(run)
+    config_hash = str(loop_config["meta"]["config_hash"])
+    start_epoch, history, resume = _resume(run)
     replay = list(history)
     if start_epoch >= cfg.epochs:
         final = dict(history[-1]) if history else {"epoch": start_epoch}
-        ray.train.report({**final, "history": replay, "diverged": False})
+        ray.train.report({**final, **resume, "history": replay, "diverged": False})
         return
 
     for epoch in range(start_epoch, cfg.epochs):
         try:
-            metrics = train_and_evaluate(run, epoch)
+            metrics = train_and_evaluate(run, epoch, on_step=fault_hook(config_hash, epoch, rank))
         except DivergedError as error:
             logger.warning("trial diverged in epoch %d: %s", epoch + 1, error)
-            ray.train.report({"epoch": epoch + 1, "diverged": True, "history": replay})
+            nan = dict.fromkeys(DIVERGED_METRICS, float("nan"))
+            ray.train.report(
+                {"epoch": epoch + 1, **nan, **resume, "history": replay, "diverged": True}
+            )
             return
         metrics["masks_in_sync"] = masks_in_sync(run.sparse_state.masks)
         history.append(metrics)
@@ -72,7 +86,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             )
             save_checkpoint(checkpoint_dir, payload, keep=1)
         checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
-        ray.train.report({**metrics, "history": replay, "diverged": False}, checkpoint=checkpoint)
+        ray.train.report(
+            {**metrics, **resume, "history": replay, "diverged": False}, checkpoint=checkpoint
+        )
         if checkpoint_dir:
             shutil.rmtree(checkpoint_dir, ignore_errors=True)
         replay = []
@@ -97,37 +113,29 @@ def _worker_device() -> torch.device:
     return torch.device("cpu")
 
 
-def _resume(run: Run) -> tuple[int, list[dict[str, Any]]]:
-    """Restore from the trial's latest loadable checkpoint: (completed epochs, history)."""
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is None:
-        return 0, []
-    with checkpoint.as_directory() as directory:
-        payload = _load_with_fallback(Path(directory))
-        if payload is None:
-            return 0, []
-        restore_training_state(
-            payload,
-            model=run.module,
-            optimizer=run.optimizer,
-            scheduler=run.scheduler,
-            sparse_state=run.sparse_state,
-        )
-    logger.info("resumed from epoch %d", payload["epoch"])
-    return int(payload["epoch"]), list(payload["history"])
+def _resume(run: Run) -> tuple[int, list[dict[str, Any]], dict[str, Any]]:
+    """Restore from the trial's newest loadable checkpoint.
 
-
-def _load_with_fallback(directory: Path) -> dict[str, Any] | None:
-    """The newest good checkpoint: this one, else an older one of the same trial, else none."""
-    for candidate in [directory, *previous_checkpoints(directory)]:
-        try:
-            payload = load_latest_checkpoint(candidate)
-        except CheckpointError as error:
-            logger.warning("skipping corrupted checkpoint %s: %s", candidate, error)
-            continue
-        if payload is not None:
-            return payload
-    logger.warning(
-        "no loadable checkpoint next to %s; restarting the trial from scratch", directory
+    Returns the completed epochs, the metric history, and the attempt's resume keys
+    (`resumed_from_epoch`, `skipped_checkpoints`) that every report carries.
+    """
+    storage = ray.train.get_context().get_storage()
+    payload, skipped = load_newest(resume_candidates(storage, ray.train.get_checkpoint()))
+    if payload is None:
+        if skipped:
+            logger.warning("no loadable checkpoint left; restarting the trial from scratch")
+        return 0, [], {"resumed_from_epoch": 0, "skipped_checkpoints": skipped}
+    restore_training_state(
+        payload,
+        model=run.module,
+        optimizer=run.optimizer,
+        scheduler=run.scheduler,
+        sparse_state=run.sparse_state,
     )
-    return None
+    epoch = int(payload["epoch"])
+    logger.info("resumed from epoch %d", epoch)
+    return (
+        epoch,
+        list(payload["history"]),
+        {"resumed_from_epoch": epoch, "skipped_checkpoints": skipped},
+    )

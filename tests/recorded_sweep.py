@@ -1,0 +1,62 @@
+"""Record a finished sweep in MLflow without Ray: the sweep's own searcher hands out the trial
+configs and its own tracking callback (`MlflowSweepCallback`) logs them, fed the hooks and
+results Tune would feed it. Cheap (no training) and the same code path as a real sweep."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+from sweeps.launch import locate
+from sweeps.search import SweepSearcher
+from sweeps.spec import SweepSpec
+from sweeps.store import write_text_atomic
+from sweeps.tracking import MlflowSweepCallback, trial_run_name
+
+
+@dataclass(frozen=True)
+class RecordedSweep:
+    """Where the sweep was logged and what each trial logged."""
+
+    experiment_id: str
+    val_acc1: dict[str, list[float]]  # trial run name -> val_acc1 at epochs 1..budget
+    config_hashes: list[str]
+
+
+def record_sweep(
+    spec: SweepSpec, val_acc1: Callable[[int, int], float], git_commit: str = "0123abc"
+) -> RecordedSweep:
+    """Run every trial of `spec` through the callback; `val_acc1(trial_number, epoch)`."""
+    location = locate(spec)
+    write_text_atomic(location.spec_file, spec.to_yaml())
+    searcher = SweepSearcher(spec)
+    callback = MlflowSweepCallback(
+        tracking_uri=spec.tracking_uri,
+        experiment_name=spec.name,
+        artifact_location=location.artifact_location,
+        git_commit=git_commit,
+        spec_file=location.spec_file,
+    )
+    callback.setup()
+    trials: list[SimpleNamespace] = []
+    logged: dict[str, list[float]] = {}
+    while (config := searcher.suggest(f"trial_{len(trials) + 1:05d}")) != SweepSearcher.FINISHED:
+        assert config is not None, "the searcher waits on a trial that never completes"
+        number = len(trials) + 1
+        trial = SimpleNamespace(trial_id=f"trial_{number:05d}", config=config, last_result={})
+        trials.append(trial)
+        callback.on_trial_start(0, trials, trial)
+        budget = int(config["meta"]["budget"])
+        for epoch in range(1, budget + 1):
+            result = {"epoch": epoch, "val_acc1": val_acc1(number, epoch), "train_loss": 1 / epoch}
+            trial.last_result = result
+            callback.on_trial_result(0, trials, trial, result)
+        callback.on_trial_complete(0, trials, trial)
+        searcher.on_trial_complete(trial.trial_id, trial.last_result)
+        logged[trial_run_name(config["meta"])] = [
+            val_acc1(number, epoch) for epoch in range(1, budget + 1)
+        ]
+    callback.on_experiment_end(trials)
+    hashes = [trial.config["meta"]["config_hash"] for trial in trials]
+    return RecordedSweep(callback.experiment_id(), logged, hashes)

@@ -1,0 +1,212 @@
+"""Helpers for the integration tests that run whole sweeps in subprocesses and inject faults.
+
+Each sweep runs as `python -m sweeps run SPEC` in its own session with its own Ray temp dir
+(`RAY_TMPDIR`), so it never joins another Ray cluster on the machine and the test can kill it,
+and everything it started, by process group.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sweeps.search import SweepSearcher
+from sweeps.spec import load_spec
+from sweeps.tracking import EPOCH_METRICS
+from trainables.faults import FAULT_PLAN_ENV
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_spec(tmp_path: Path, spec: dict[str, Any], tracking_uri: str | None = None) -> Path:
+    """Write `spec` with storage (and, unless given, an SQLite store) under `tmp_path`."""
+    full = dict(
+        spec,
+        storage_path=str(tmp_path / "results"),
+        tracking_uri=tracking_uri or f"sqlite:///{tmp_path / 'mlflow.db'}",
+    )
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(full))
+    return path
+
+
+def planned_trials(spec_path: Path) -> list[dict[str, Any]]:
+    """The trial configs an uninterrupted searcher hands out for the spec, in order."""
+    searcher = SweepSearcher(load_spec(spec_path))
+    configs = []
+    while True:
+        trial_id = f"t{len(configs)}"
+        config = searcher.suggest(trial_id)
+        if config == SweepSearcher.FINISHED:
+            return configs
+        assert config is not None
+        configs.append(config)
+        searcher.on_trial_complete(trial_id, {"val_acc1": 50.0, "epoch": config["meta"]["budget"]})
+
+
+def write_fault_plan(path: Path, faults: dict[str, dict[str, Any]]) -> Path:
+    """A fault plan for `trainables.faults` (config hash -> fault)."""
+    path.write_text(json.dumps(faults))
+    return path
+
+
+@contextlib.contextmanager
+def ray_temp_dir() -> Iterator[str]:
+    """A private, short Ray temp dir (Unix socket paths must stay under 108 bytes)."""
+    directory = tempfile.mkdtemp(prefix="rt", dir="/tmp")
+    try:
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def sweep_env(ray_tmp: str, fault_plan: Path | None = None) -> dict[str, str]:
+    """Environment of a sweep subprocess: the repo importable, private Ray, optional faults."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_TMPDIR": ray_tmp}
+    env.pop("RAY_ADDRESS", None)
+    env.pop(FAULT_PLAN_ENV, None)
+    if fault_plan is not None:
+        env[FAULT_PLAN_ENV] = str(fault_plan)
+    return env
+
+
+def start_sweep(spec_path: Path, cwd: Path, env: dict[str, str]) -> subprocess.Popen:
+    """`python -m sweeps run SPEC --no-progress` in a new session (output: text on stdout)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "sweeps", "run", str(spec_path), "--no-progress"],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        env=env,
+    )
+
+
+def finish(process: subprocess.Popen, timeout_s: float) -> str:
+    """Wait for a sweep subprocess and return its output; kill its session in any case."""
+    try:
+        output, _ = process.communicate(timeout=timeout_s)
+    finally:
+        kill_group(process)
+    return output
+
+
+def kill_group(process: subprocess.Popen) -> None:
+    """SIGKILL a process and every process of its session (Ray's daemons and workers)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=60)
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float, what: str, process=None) -> None:
+    """Poll `condition` until true; fail naming `what` (with the sweep's output if it died)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        if process is not None and process.poll() is not None:
+            raise AssertionError(
+                f"the sweep exited before {what}:\n{process.stdout.read()[-4000:]}"
+            )
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_mlflow_server(database: Path, port: int, log: Path) -> subprocess.Popen:
+    """`mlflow server` on 127.0.0.1:port over an SQLite store, in its own session; waits for /health."""
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{database}",
+            "--artifacts-destination",
+            str(database.parent / "server-artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        cwd=database.parent,
+        stdout=log.open("a"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+    def healthy() -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    try:
+        wait_for(healthy, 600, f"the MLflow server on port {port}", server)
+    except BaseException:
+        kill_group(server)
+        raise
+    return server
+
+
+def trial_runs(tracking_uri: str, experiment: str) -> dict[str, Any]:
+    """The sweep's trial runs by config hash; fails on a duplicate run for one trial."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return {}
+    runs = client.search_runs(
+        [found.experiment_id], "tags.`sparsesweep.role` = 'trial'", max_results=1000
+    )
+    by_hash = {run.data.tags["config_hash"]: run for run in runs}
+    assert len(by_hash) == len(runs), "duplicate MLflow runs for one trial"
+    return by_hash
+
+
+def logged_steps(tracking_uri: str, run_id: str) -> dict[str, list[int]]:
+    """Every logged step of every epoch metric of a run, sorted (a duplicate shows twice)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    return {
+        key: sorted(point.step for point in client.get_metric_history(run_id, key))
+        for key in EPOCH_METRICS
+    }
+
+
+def tune_rows(experiment_dir: Path) -> dict[str, list[dict[str, Any]]]:
+    """Tune's result rows of every trial, by config hash, in the order they were reported."""
+    rows: dict[str, list[dict[str, Any]]] = {}
+    for result_file in experiment_dir.glob("*/result.json"):
+        for line in result_file.read_text().splitlines():
+            if line.strip():
+                row = json.loads(line)
+                rows.setdefault(row["config"]["meta"]["config_hash"], []).append(row)
+    return rows

@@ -1,0 +1,216 @@
+"""The MLflow dashboard in a real browser: `sparsesweep ui` serves a finished tiny sweep, and
+headless Chromium (Debian's, driven by Playwright) finds its cell runs, a cell's trial runs
+with their tags, and a trial's per-epoch `val_acc1` chart.
+
+The store is written by the sweep's own tracking callback (`MlflowSweepCallback`), fed the
+trial configs the sweep's searcher hands out, as Tune would feed it. Screenshots are saved
+under `test-artifacts/dashboard/` at the repository root (git-ignored).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from recorded_sweep import record_sweep
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+ARTIFACTS = REPO / "test-artifacts" / "dashboard"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+BUDGET = 2
+SPEC = {
+    "name": "dashboard",
+    "base": {
+        "data": {"name": "digits"},
+        "model": {"name": "mlp"},
+        "schedule": {"warmup_epochs": 0},
+    },
+    "grid": {
+        "arms": ["rigl", "rigl+sparseopt"],
+        "sparsities": [0.9],
+        "budgets": [BUDGET],
+        "seeds": [0, 1],
+    },
+    "search": {"lr": {"grid": [0.1]}},
+}
+CELL = "rigl+sparseopt s=0.9 e=2"
+OTHER_CELL = "rigl s=0.9 e=2"
+UI_TIMEOUT_MS = 120_000
+
+
+@dataclass(frozen=True)
+class Store:
+    """A finished sweep in MLflow: where it is, and what each trial logged."""
+
+    tracking_uri: str
+    experiment_id: str
+    val_acc1: dict[str, list[float]]  # trial run name -> val_acc1 at epochs 1..BUDGET
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
+    """The finished sweep, logged by the sweep's own tracking callback; 4 FINISHED trial runs."""
+    from mlflow.tracking import MlflowClient
+
+    from sweeps.spec import parse_spec
+
+    root = tmp_path_factory.mktemp("dashboard")
+    spec = parse_spec(
+        {
+            **SPEC,
+            "storage_path": str(root / "results"),
+            "tracking_uri": f"sqlite:///{root / 'mlflow.db'}",
+        }
+    )
+    recorded = record_sweep(spec, lambda number, epoch: 40.0 + 10.0 * epoch + number)
+    runs = MlflowClient(spec.tracking_uri).search_runs(
+        [recorded.experiment_id], "tags.`sparsesweep.role` = 'trial'"
+    )
+    assert sorted(run.info.status for run in runs) == ["FINISHED"] * 4
+    return Store(spec.tracking_uri, recorded.experiment_id, recorded.val_acc1)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_healthy(url: str, process: subprocess.Popen, log: Path, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"`sparsesweep ui` exited with {process.returncode}:\n{log.read_text()}")
+        with (
+            contextlib.suppress(urllib.error.URLError, OSError),
+            urllib.request.urlopen(f"{url}/health", timeout=2) as response,
+        ):
+            if response.status == 200:
+                return
+        time.sleep(0.5)
+    pytest.fail(f"`sparsesweep ui` did not answer /health in {timeout_s} s:\n{log.read_text()}")
+
+
+@contextlib.contextmanager
+def dashboard(tracking_uri: str, workdir: Path) -> Iterator[str]:
+    """`sparsesweep ui` on a free loopback port, in its own process group; yields its URL."""
+    port = free_port()
+    log = workdir / "ui.log"
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "sweeps",
+                "ui",
+                "--tracking-uri",
+                tracking_uri,
+                "--port",
+                str(port),
+            ],
+            cwd=workdir,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_healthy(url, process, log, timeout_s=180)
+        yield url
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=10)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+
+
+def test_dashboard_shows_the_sweep_runs_tags_and_epoch_metrics(
+    store: Store, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: run `make browser` (apt-get install chromium) first")
+    shutil.rmtree(ARTIFACTS, ignore_errors=True)
+    ARTIFACTS.mkdir(parents=True)
+    children = sorted(name for name in store.val_acc1 if name.startswith(f"{CELL} "))
+    others = sorted(name for name in store.val_acc1 if name.startswith(f"{OTHER_CELL} "))
+    assert len(children) == len(others) == 2
+    browser_env = {
+        **os.environ,
+        "XDG_CONFIG_HOME": str(tmp_path / "xdg-config"),
+        "XDG_CACHE_HOME": str(tmp_path / "xdg-cache"),
+    }
+    with dashboard(store.tracking_uri, tmp_path) as url, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS, env=browser_env
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page.set_default_timeout(UI_TIMEOUT_MS)
+            expect.set_options(timeout=UI_TIMEOUT_MS)
+
+            page.goto(f"{url}/#/experiments/{store.experiment_id}/runs")
+            expect(page.get_by_text(OTHER_CELL, exact=True)).to_be_visible()
+            cell_row = page.get_by_role("row").filter(has=page.get_by_text(CELL, exact=True))
+            expect(page.get_by_text(children[0], exact=True)).to_have_count(0)  # collapsed
+            cell_row.locator('button[data-component-id*="runnamecellrenderer"]').click()
+            for name in children:
+                expect(page.get_by_text(name, exact=True)).to_be_visible()
+            for name in others:  # the other cell stays collapsed
+                expect(page.get_by_text(name, exact=True)).to_have_count(0)
+            page.screenshot(path=ARTIFACTS / "runs.png")
+
+            page.get_by_text(children[0], exact=True).click()
+            expect(page.get_by_role("heading", name=children[0])).to_be_visible()
+            for tag in (
+                "cell: default/rigl+sparseopt/s=0.9/e=2",
+                "arm: rigl+sparseopt",
+                "preconditioner: sparseopt",
+                "sparsesweep.status: finished",
+                "git_commit: 0123abc",
+            ):
+                expect(page.get_by_text(tag, exact=True)).to_be_visible()
+            page.screenshot(path=ARTIFACTS / "run.png", full_page=True)
+
+            page.get_by_role("tab", name="Model metrics").click()
+            card = page.get_by_test_id("experiment-view-compare-runs-card").filter(
+                has=page.get_by_text("val_acc1", exact=True)
+            )
+            expect(card.locator("path.point")).to_have_count(BUDGET)
+            traces = card.locator(".js-plotly-plot").evaluate(
+                "plot => plot.data.map(t => ({x: Array.from(t.x), y: Array.from(t.y)}))"
+            )
+            page.screenshot(path=ARTIFACTS / "val_acc1.png", full_page=True)
+        finally:
+            browser.close()
+    assert traces, "the val_acc1 chart has no data"
+    for trace in traces:
+        assert trace == {"x": list(range(1, BUDGET + 1)), "y": store.val_acc1[children[0]]}
+    print(f"dashboard screenshots: {ARTIFACTS}")
