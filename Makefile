@@ -54,10 +54,12 @@ results: venv
 		$(BIN)/sparsesweep run sweeps/configs/$$sweep.yaml && \
 		$(BIN)/sparsesweep report -e $$sweep -o results/$${sweep#results_} || exit 1; \
 	done
-	$(BIN)/sparsesweep fanin --runs $(RUNS)/results_digits_budget/train_runs \
-		> results/digits_budget/fanin.jsonl
-	$(BIN)/python results/fanin_vs_accuracy.py results/digits_budget/fanin.jsonl \
-		results/digits_budget/data/trials > results/digits_budget/fanin_table.md
+	for sweep in digits_budget digits_budget_set; do \
+		$(BIN)/sparsesweep fanin --runs $(RUNS)/results_$$sweep/train_runs \
+			> results/$$sweep/fanin.jsonl && \
+		$(BIN)/python results/fanin_vs_accuracy.py results/$$sweep/fanin.jsonl \
+			results/$$sweep/data/trials > results/$$sweep/fanin_table.md || exit 1; \
+	done
 
 ui: venv
 	$(BIN)/sparsesweep ui

@@ -92,11 +92,15 @@ def accuracy_vs_budget(comparison: Comparison) -> Figure:
     if final.empty:
         return _empty("no finished runs yet")
     families = sorted(final.groupby(list(_FAMILY)).groups)
-    sparsities = sorted(final["sparsity"].unique())
+    sparsities = {
+        family: sorted(final[_matches(final, family)]["sparsity"].unique()) for family in families
+    }
     colors = _colors(final["arm"].unique().tolist())
-    figure, axes = _grid(len(families), len(sparsities))
+    figure, axes = _grid(len(families), max(len(values) for values in sparsities.values()))
     for row, family in enumerate(families):
-        for col, sparsity in enumerate(sparsities):
+        for ax in axes[row][len(sparsities[family]) :]:
+            ax.set_visible(False)  # this family ran fewer sparsities (dense: only s=0)
+        for col, sparsity in enumerate(sparsities[family]):
             ax = axes[row][col]
             panel = final[_matches(final, family) & (final["sparsity"] == sparsity)]
             for arm, line in panel.groupby("arm"):
@@ -109,9 +113,8 @@ def accuracy_vs_budget(comparison: Comparison) -> Figure:
             ax.set_title(_label((*family, sparsity)), fontsize=9)
             ax.set_xlabel("epoch budget")
             ax.set_ylabel(f"final {ACCURACY} (%)")
-            if not panel.empty:
-                ax.set_xticks(sorted(panel["budget"].unique()))
-                ax.legend(fontsize=7)
+            ax.set_xticks(sorted(panel["budget"].unique()))
+            ax.legend(fontsize=7)
     figure.tight_layout()
     return figure
 
@@ -130,13 +133,19 @@ def accuracy_vs_epoch(comparison: Comparison) -> Figure:
     if curves.empty:
         return _empty("no per-epoch curves yet")
     groups = sorted(curves.groupby(list(GROUP)).groups)
-    budgets = sorted(curves["budget"].unique())
     colors = _colors(curves["arm"].unique().tolist())
-    figure, axes = _grid(len(groups), len(budgets))
+    in_groups = {
+        group: curves[_matches(curves, group[:4]) & (curves["sparsity"] == group[4])]
+        for group in groups
+    }
+    budgets = {group: sorted(frame["budget"].unique()) for group, frame in in_groups.items()}
+    figure, axes = _grid(len(groups), max(len(values) for values in budgets.values()))
     for row, group in enumerate(groups):
-        in_group = curves[_matches(curves, group[:4]) & (curves["sparsity"] == group[4])]
+        in_group = in_groups[group]
         run_group = runs[_matches(runs, group[:4]) & (runs["sparsity"] == group[4])]
-        for col, budget in enumerate(budgets):
+        for ax in axes[row][len(budgets[group]) :]:
+            ax.set_visible(False)  # this group ran fewer budgets than another
+        for col, budget in enumerate(budgets[group]):
             ax = axes[row][col]
             panel = in_group[in_group["budget"] == budget]
             for (arm, _), line in run_group[run_group["budget"] == budget].groupby(
@@ -151,8 +160,7 @@ def accuracy_vs_epoch(comparison: Comparison) -> Figure:
             ax.set_xlabel("epoch")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_ylabel(f"{ACCURACY} (%)")
-            if not panel.empty:
-                ax.legend(fontsize=7)
+            ax.legend(fontsize=7)
     figure.tight_layout()
     return figure
 

@@ -139,7 +139,10 @@ def start_server(root: Path) -> tuple[subprocess.Popen, str]:
         "--workers=1",  # uvicorn's multi-worker supervisor kills children slow to start
     ]
     log = open(root / "server.log", "wb")  # noqa: SIM115 - kept open for the server's lifetime
-    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # as `sparsesweep ui`
+    server = subprocess.Popen(
+        command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
     uri = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and server.poll() is None:

@@ -266,6 +266,33 @@ def _server_env() -> dict[str, str]:
     return {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
 
 
+def _parse_allowed_hosts(value: str) -> list[str]:
+    """Split `--allowed-hosts`; each entry is a host name, an IP or a `*.` wildcard of a name."""
+    names = [name.strip() for name in value.split(",")]
+    for name in names:
+        if not (_valid_host(name) or (name.startswith("*.") and _valid_host(name[2:]))):
+            raise _fail(
+                f"--allowed-hosts: {name!r} is not a host name; allowed: comma-separated host "
+                "names or IPs without a port (mlflow.example.org,10.0.0.5) or wildcards of a "
+                "name (*.example.org)"
+            )
+    return names
+
+
+def _host_patterns(names: list[str]) -> list[str]:
+    """MLflow's default allowed Host headers plus each name with and without a port.
+
+    MLflow replaces its defaults (localhost, private IPs) by `--allowed-hosts` and matches the
+    Host header with its port, so both are added here.
+    """
+    from mlflow.server.security_utils import get_default_allowed_hosts
+
+    return [
+        *get_default_allowed_hosts(),
+        *(f"{name}{port}" for name in names for port in ("", ":*")),
+    ]
+
+
 def ui(
     tracking_uri: Annotated[
         str,
@@ -285,6 +312,14 @@ def ui(
             "reliably on a busy machine)",
         ),
     ] = 1,
+    allowed_hosts: Annotated[
+        str | None,
+        typer.Option(
+            "--allowed-hosts",
+            help="comma-separated host names (wildcards like *.example.org allowed) a browser may "
+            "use to reach the server, on top of MLflow's default localhost and private IPs",
+        ),
+    ] = None,
 ) -> None:
     """Serve the MLflow dashboard for a sweep's tracking store (bound to 127.0.0.1)."""
     if not _valid_host(host):
@@ -296,6 +331,7 @@ def ui(
         raise _fail(f"--port {port} is out of range; allowed: an integer in [1, 65535]")
     if workers < 1:
         raise _fail(f"--workers {workers}: allowed: an integer >= 1")
+    extra_hosts = _parse_allowed_hosts(allowed_hosts) if allowed_hosts is not None else []
     if tracking_uri.startswith(("http://", "https://")):
         raise _fail(
             f"--tracking-uri {tracking_uri} is already a server: open it in a browser; allowed "
@@ -312,7 +348,8 @@ def ui(
         err_console.print(
             f"[bold yellow]warning:[/] binding MLflow to {host}: the server has no authentication and "
             "anyone who can reach this port can read and change your runs; prefer SSH port forwarding "
-            "(ssh -L 5000:127.0.0.1:5000 HOST) to a loopback-bound server",
+            "(ssh -L 5000:127.0.0.1:5000 HOST) to a loopback-bound server; a browser reaching it "
+            "by a public host name needs --allowed-hosts NAME (MLflow answers 403 otherwise)",
             highlight=False,
             soft_wrap=True,
         )
@@ -330,6 +367,8 @@ def ui(
         "--workers",
         str(workers),
     ]
+    if extra_hosts:
+        command += ["--allowed-hosts", ",".join(_host_patterns(extra_hosts))]
     out_console.print(
         f"MLflow dashboard on http://{host}:{port}  (Ctrl-C to stop)", highlight=False
     )

@@ -7,6 +7,7 @@ run and checkpoints) and, for a file-based MLflow store, `mlflow_artifacts/`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import subprocess
@@ -91,7 +92,8 @@ def check_storage(location: SweepLocation) -> None:
     """A local storage path must be creatable and writable (checked with a probe file)."""
     if is_remote(location.experiment_dir):
         return
-    directory = Path(location.experiment_dir)
+    directory = Path(location.experiment_dir).absolute()
+    created = _missing_directories(location)
     try:
         directory.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-probe-"):
@@ -101,6 +103,10 @@ def check_storage(location: SweepLocation) -> None:
             f"storage_path: cannot write to {directory} ({error.strerror or error}); "
             "choose a writable directory with --set storage_path=DIR"
         ) from None
+    finally:  # a check leaves nothing behind: a sweep that then fails to start leaves no folder
+        for path in created:
+            with contextlib.suppress(OSError):
+                path.rmdir()
 
 
 def check_tracking(tracking_uri: str, timeout_s: float = 5.0) -> None:
@@ -282,6 +288,22 @@ def summarise(results: Any, expected: int) -> SweepSummary:
     return summary
 
 
+def _missing_directories(location: SweepLocation) -> list[Path]:
+    """The local experiment folder and those of its parents that do not exist yet, deepest first."""
+    directory = Path(location.experiment_dir).absolute()
+    return [path for path in (directory, *directory.parents) if not path.exists()]
+
+
+def _remove_new_sweep(location: SweepLocation, created: list[Path]) -> None:
+    """Undo a new sweep's first write (its spec file and the folders made for it)."""
+    if is_remote(location.spec_file):
+        return
+    Path(location.spec_file).unlink(missing_ok=True)
+    for path in created:
+        with contextlib.suppress(OSError):
+            path.rmdir()  # only ever an empty folder
+
+
 def run_sweep(spec: SweepSpec, address: str | None = None, progress: bool = True) -> SweepSummary:
     """Run (or resume) the sweep to completion and return its summary."""
     import ray
@@ -292,6 +314,7 @@ def run_sweep(spec: SweepSpec, address: str | None = None, progress: bool = True
 
     location, old = prepare(spec)
     restore = old is not None and tune.Tuner.can_restore(location.experiment_dir)
+    created = [] if is_remote(location.experiment_dir) else _missing_directories(location)
     try:
         write_text_atomic(location.spec_file, spec.to_yaml())
     except OSError as error:
@@ -300,12 +323,17 @@ def run_sweep(spec: SweepSpec, address: str | None = None, progress: bool = True
             "the sweep's stored files are unchanged"
         ) from None
     env_vars = {key: os.environ.get(key, value) for key, value in TRAIN_ENV_VARS.items()}
-    ray.init(
-        address=address,
-        ignore_reinit_error=True,
-        log_to_driver=False,
-        runtime_env={"env_vars": env_vars},
-    )
+    try:
+        ray.init(
+            address=address,
+            ignore_reinit_error=True,
+            log_to_driver=False,
+            runtime_env={"env_vars": env_vars},
+        )
+    except BaseException:
+        if old is None:  # e.g. no cluster at --address: a new sweep leaves nothing behind
+            _remove_new_sweep(location, created)
+        raise
     try:
         callbacks = [
             MlflowSweepCallback(

@@ -194,7 +194,9 @@ class SweepSearcher(Searcher):
             logger.warning("on_trial_complete for unknown trial %s: ignored", trial_id)
             return
         value: float | None = None
-        if not error:
+        if not error and (result or {}).get("diverged"):
+            value = self._diverged_value()
+        elif not error:
             final = (result or {}).get(self._metric)
             if isinstance(final, int | float) and math.isfinite(final):
                 value = float(final)
@@ -469,6 +471,13 @@ class SweepSearcher(Searcher):
             tid in self._outcomes for tid in group.members.values()
         )
 
+    def _diverged_value(self) -> float:
+        """What a diverged seed scores: 0 % for an accuracy (as the analysis counts it), inf for a loss.
+
+        Its last finite value would rank an lr that blows up as if it had stopped early.
+        """
+        return math.inf if self._mode == "min" else 0.0
+
     def _group_value(self, group: _Group) -> float | None:
         """Mean of the finished, successful seeds' values (None if none succeeded)."""
         outcomes = (self._outcomes.get(tid) for tid in group.members.values())
@@ -500,7 +509,7 @@ class SweepSearcher(Searcher):
             if group.stage != SEARCH or not group.told:
                 continue
             value = self._group_value(group)
-            if value is not None and sign * value > best_score:
+            if value is not None and (best is None or sign * value > best_score):
                 best, best_score = group, sign * value
         return best
 

@@ -540,6 +540,7 @@ class SweepSpec(BaseModel):
             except ValidationError as error:
                 raise ValueError(self._attribute(error, cell)) from None
             self._check_warmup(config, cell)
+            self._check_validation_split(config, cell)
         return self
 
     def _check_base_ham(self) -> None:
@@ -571,6 +572,19 @@ class SweepSpec(BaseModel):
                 f"the budget grid.budgets[{index}] = {cell.budget} does; lower the warmup "
                 "(e.g. --set base.schedule.warmup_epochs=0.5) or raise the budget"
             )
+
+    def _check_validation_split(self, config: TrainConfig, cell: Cell) -> None:
+        """A `val_*` search metric needs a validation split to measure it on."""
+        if not self.search.metric.startswith("val_") or config.data.val_fraction > 0:
+            return
+        overrides = self.workloads[cell.workload]
+        from_workload = any(_touches("data.val_fraction", key) for key in overrides)
+        root = f"workloads.{cell.workload}" if from_workload else "base"
+        raise ValueError(
+            f"{root}.data.val_fraction: 0 leaves no validation split, but search.metric is "
+            f"{self.search.metric!r}; allowed: a val_fraction in (0, 1) (e.g. 0.1), or a "
+            f"search.metric that is not measured on it ({', '.join(METRICS[3:])})"
+        )
 
     def _attribute(self, error: ValidationError, cell: Cell) -> str:
         """Name the base/workload path that produced a TrainConfig error."""

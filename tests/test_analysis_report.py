@@ -90,3 +90,37 @@ def test_report_of_a_sweep_with_nothing_finished_yet(tmp_path: Path) -> None:
     assert "No SparseOpt arm has finished runs next to its baseline yet." in text
     for name in FIGURES:
         assert (tmp_path / "report" / "plots" / f"{name}.png").stat().st_size > 1_000
+
+
+def test_figures_have_a_panel_per_group_that_ran_and_no_empty_ones() -> None:
+    """Dense runs only s=0 and SET only s>0, with different budgets: no empty axes anywhere."""
+    from analysis_fixtures import records_for
+
+    from analysis.compare import compare
+    from analysis.export import build_tables
+    from analysis.plots import accuracy_vs_budget, accuracy_vs_epoch
+
+    trials = [Trial("dense", 0.0, 2, seed, 90.0 + seed) for seed in range(2)]
+    for sparsity in (0.9, 0.95):
+        for budget in (2, 4):
+            trials += [Trial("set", sparsity, budget, seed, 80.0 + seed) for seed in range(2)]
+    tables = build_tables(records_for(trials))
+    comparison = compare(tables.trials.to_pandas(), tables.epochs.to_pandas())
+
+    def panels(figure) -> list[str]:
+        visible = [ax for ax in figure.axes if ax.get_visible()]
+        assert all(ax.get_lines() for ax in visible), "a visible panel has no data"
+        return sorted(ax.get_title() for ax in visible)
+
+    assert panels(accuracy_vs_budget(comparison)) == [
+        "digits/small_cnn/dense s=0",
+        "digits/small_cnn/set s=0.9",
+        "digits/small_cnn/set s=0.95",
+    ]
+    assert panels(accuracy_vs_epoch(comparison)) == [
+        "digits/small_cnn/dense s=0 e=2",
+        "digits/small_cnn/set s=0.9 e=2",
+        "digits/small_cnn/set s=0.9 e=4",
+        "digits/small_cnn/set s=0.95 e=2",
+        "digits/small_cnn/set s=0.95 e=4",
+    ]

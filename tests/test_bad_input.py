@@ -230,6 +230,11 @@ ROWS: list[Row] = [
         ("base.schedule.warmup_epochs", "grid.budgets[0] = 1", "lower the warmup"),
     ),
     Row(
+        "val_metric_without_validation_split",
+        run({"base.data.val_fraction": 0}),
+        ("base.data.val_fraction", "search.metric is 'val_acc1'", "allowed: a val_fraction"),
+    ),
+    Row(
         "workload_sets_grid_field",
         run({"workloads": {"w": {"epochs": 3}}}),
         ("workloads.w.epochs", "may not set any of: epochs, seed"),
@@ -371,6 +376,16 @@ ROWS: list[Row] = [
     Row("ui_port_zero", command("ui", "--port", "0"), ("--port 0", "an integer in [1, 65535]")),
     Row("ui_port_text", command("ui", "--port", "abc"), ("'--port'", "valid integer")),
     Row("ui_workers_zero", command("ui", "--workers", "0"), ("--workers 0", "an integer >= 1")),
+    Row(
+        "ui_allowed_hosts_with_port",
+        command("ui", "--allowed-hosts", "mlflow.example.org:5000"),
+        ("--allowed-hosts: 'mlflow.example.org:5000'", "without a port"),
+    ),
+    Row(
+        "ui_allowed_hosts_everything",
+        command("ui", "--allowed-hosts", "*"),
+        ("--allowed-hosts: '*'", "wildcards of a name (*.example.org)"),
+    ),
     Row(
         "ui_host_invalid",
         command("ui", "--host", "not a host"),

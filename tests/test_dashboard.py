@@ -93,6 +93,21 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
     return Store(spec.tracking_uri, recorded.experiment_id, recorded.val_acc1)
 
 
+ALLOWED_HOST = "mlflow.example.org"
+
+
+def host_header_status(url: str, host: str) -> int:
+    """The HTTP status the server answers to its runs-search API under a given Host header."""
+    request = urllib.request.Request(
+        f"{url}/api/2.0/mlflow/experiments/search?max_results=1", headers={"Host": host}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -130,6 +145,8 @@ def dashboard(tracking_uri: str, workdir: Path) -> Iterator[str]:
                 tracking_uri,
                 "--port",
                 str(port),
+                "--allowed-hosts",
+                ALLOWED_HOST,
             ],
             cwd=workdir,
             stdout=output,
@@ -210,6 +227,17 @@ def test_dashboard_shows_the_sweep_runs_tags_and_epoch_metrics(
             page.screenshot(path=ARTIFACTS / "val_acc1.png", full_page=True)
         finally:
             browser.close()
+        port = url.rsplit(":", 1)[1]
+        host_statuses = {
+            host: host_header_status(url, host)
+            for host in (f"127.0.0.1:{port}", f"{ALLOWED_HOST}:{port}", f"evil.example:{port}")
+        }
+    # MLflow's DNS-rebinding guard: localhost stays allowed, --allowed-hosts adds a name
+    assert host_statuses == {
+        f"127.0.0.1:{port}": 200,
+        f"{ALLOWED_HOST}:{port}": 200,
+        f"evil.example:{port}": 403,
+    }
     assert traces, "the val_acc1 chart has no data"
     for trace in traces:
         assert trace == {"x": list(range(1, BUDGET + 1)), "y": store.val_acc1[children[0]]}

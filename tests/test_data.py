@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pickle
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -12,7 +14,6 @@ import torch
 from PIL import Image
 from torchvision import datasets as tv_datasets
 
-from sparseopt import data as data_module
 from sparseopt.config import DataConfig
 from sparseopt.data import (
     CIFAR100_MEAN,
@@ -114,7 +115,7 @@ def test_cifar100_download_happens_once_under_the_lock(tmp_path, monkeypatch):
         threading.Event().wait(0.2)  # hold the lock while "extracting"
         write_tiny_cifar100(Path(root))
 
-    monkeypatch.setattr(data_module.tv_datasets, "CIFAR100", fake_download)
+    monkeypatch.setattr(tv_datasets, "CIFAR100", fake_download)
     errors = []
 
     def worker():
@@ -260,3 +261,21 @@ def test_loader_rejects_indivisible_or_too_large_batches():
         build_loaders(splits, DataConfig(name="digits", batch_size=100), 0, 3, seed=0)
     with pytest.raises(ValueError, match=r"data\.batch_size=4096"):
         build_loaders(splits, DataConfig(name="digits", batch_size=4096), 0, 1, seed=0)
+
+
+def test_digits_workers_never_import_torchvision():
+    """A digits/synthetic trial's worker must not pay torchvision's import (~1.7 CPU-s, torch._dynamo)."""
+    probe = (
+        "import sys\n"
+        "import trainables.worker\n"
+        "from sparseopt.config import DataConfig, ModelConfig\n"
+        "from sparseopt.data import build_datasets\n"
+        "from sparseopt.models import build_model\n"
+        "splits = build_datasets(DataConfig(name='digits'), seed=0)\n"
+        "build_model(ModelConfig(name='small_cnn'), **splits.meta)\n"
+        "print(sorted(name for name in sys.modules if name.split('.')[0] == 'torchvision'))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"

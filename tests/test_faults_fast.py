@@ -313,3 +313,23 @@ def test_disk_full_while_storing_the_spec_changes_nothing(
     assert "No space left on device" in output and "sweep_spec.yaml" in output
     assert snapshot(storage) == before
     assert not ray.is_initialized()
+
+
+def test_no_cluster_at_the_address_leaves_no_sweep_folder(
+    app, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`ray.init` failing (`--address auto` with no cluster): exit 2, a new sweep leaves nothing."""
+    import ray
+
+    def no_cluster(**kwargs: Any) -> None:
+        assert kwargs["address"] == "auto"
+        raise ConnectionError("Could not find any running Ray instance.")
+
+    monkeypatch.setattr(ray, "init", no_cluster)
+    storage = tmp_path / "results" / "nested"
+    path = write_spec(tmp_path, storage)
+    result = CliRunner().invoke(app, ["run", str(path), "--address", "auto"])
+    assert result.exit_code == 2, result.output
+    assert "--address auto: Could not find any running Ray" in result.output.replace("\n", "")
+    assert not (tmp_path / "results").exists()
+    assert not (tmp_path / "m.db").exists()

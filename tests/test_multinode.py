@@ -77,6 +77,7 @@ class LocalCluster:
         """Our environment without any RAY_* setting, plus this cluster's token; venv first."""
         env = {key: value for key, value in os.environ.items() if not key.startswith("RAY_")}
         env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=self.token)
+        env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"  # as `sparsesweep ui`: no job runner
         env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"  # as if the venv were active
         return env
 

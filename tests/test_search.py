@@ -187,6 +187,47 @@ def test_failed_seeds_are_left_out_and_all_failed_is_fail() -> None:
     assert driver.suggest()[1] == Searcher.FINISHED
 
 
+@pytest.mark.parametrize(("metric", "worst"), [("val_acc1", 0.0), ("val_loss", math.inf)])
+def test_a_diverged_seed_scores_the_worst_value_not_its_last_finite_one(metric, worst) -> None:
+    """As the analysis counts it (0 % accuracy): an lr that blows up must not rank as a good one."""
+    spec = make_spec(
+        grid={"arms": ["rigl"], "sparsities": [0.9], "budgets": [2], "seeds": [0, 1]},
+        search={"lr": {"grid": [0.1, 1.0]}, "trials_per_cell": None, "metric": metric},
+        second_stage={"seeds": [7]},
+    )
+    searcher = SweepSearcher(spec, metric=metric)
+    driver = Driver(searcher)
+    handed = driver.drain()
+    cell = spec.cells()[0].cell_id
+    good = 50.0 if metric == "val_acc1" else 1.0
+    best_last = 99.0 if metric == "val_acc1" else 0.01  # the diverging lr's epoch-1 value
+    for trial_id, config in handed:
+        if config["meta"]["lr"] == 1.0:
+            searcher.on_trial_result(trial_id, {metric: best_last, "epoch": 1})
+            searcher.on_trial_complete(trial_id, {metric: math.nan, "epoch": 2, "diverged": True})
+        else:
+            searcher.on_trial_complete(trial_id, {metric: good, "epoch": 2, "diverged": False})
+    values = {t.params["lr"]: t.value for t in searcher.study(cell).trials}
+    assert values == {0.1: good, 1.0: worst}
+    progress = searcher.progress()[cell]
+    assert (progress.best_lr, progress.best_value, progress.failed) == (0.1, good, 0)
+    second = driver.drain()
+    assert [(c["meta"]["lr"], c["meta"]["seed"]) for _, c in second] == [(0.1, 7)]
+
+
+def test_every_lr_diverged_still_picks_one_for_the_second_stage() -> None:
+    spec = make_spec(
+        grid={"arms": ["rigl"], "sparsities": [0.9], "budgets": [2], "seeds": [0]},
+        search={"lr": {"grid": [0.1, 1.0]}, "trials_per_cell": None, "metric": "val_loss"},
+        second_stage={"seeds": [7]},
+    )
+    searcher = SweepSearcher(spec, metric="val_loss")
+    driver = Driver(searcher)
+    for trial_id, _ in driver.drain():
+        searcher.on_trial_complete(trial_id, {"val_loss": math.nan, "diverged": True})
+    assert [(c["meta"]["lr"], c["meta"]["seed"]) for _, c in driver.drain()] == [(0.1, 7)]
+
+
 def test_grid_sampler_covers_the_grid_exactly() -> None:
     spec = make_spec(
         search={

@@ -224,3 +224,23 @@ def test_ui_warns_when_reachable_beyond_this_machine(
     assert option(argv, "--host") == host
     warning = "the server has no authentication"
     assert (warning in " ".join(result.output.split())) is warned
+
+
+def test_ui_allowed_hosts_extend_mlflows_defaults(server_calls: list) -> None:
+    result = CliRunner().invoke(
+        app, ["ui", "--host", "0.0.0.0", "--allowed-hosts", "mlflow.example.org,*.corp.example"]
+    )
+    assert result.exit_code == 0, result.output
+    ((argv, _),) = server_calls
+    patterns = option(argv, "--allowed-hosts").split(",")
+    for pattern in ("mlflow.example.org", "mlflow.example.org:*", "*.corp.example:*"):
+        assert pattern in patterns
+    for default in ("localhost:*", "127.0.0.1:*", "10.*"):  # MLflow's defaults are kept
+        assert default in patterns
+    assert "*" not in patterns
+
+
+def test_ui_without_allowed_hosts_leaves_mlflows_defaults(server_calls: list) -> None:
+    assert CliRunner().invoke(app, ["ui"]).exit_code == 0
+    ((argv, _),) = server_calls
+    assert "--allowed-hosts" not in argv

@@ -181,6 +181,16 @@ INVALID: list[tuple[str, dict[str, Any], list[str]]] = [
         ["base.schedule.warmup_epochs", "grid.budgets[0]"],
     ),
     ("storage path empty", payload(storage_path=""), ["storage_path"]),
+    (
+        "no validation split for a val metric",
+        payload(base__data={"name": "digits", "val_fraction": 0.0}),
+        ["base.data.val_fraction", "search.metric is 'val_acc1'", "test_acc1"],
+    ),
+    (
+        "a workload drops the validation split",
+        payload(workloads={"w": {"data.val_fraction": 0}}),
+        ["workloads.w.data.val_fraction", "(0, 1)"],
+    ),
 ]
 
 
