@@ -318,9 +318,9 @@ def test_bundled_specs_validate(name: str) -> None:
 
 def test_quickstart_matches_its_comment() -> None:
     spec = load_spec("quickstart")
-    assert len(spec.cells()) == 10
-    assert spec.expected_trials() == 40
-    assert "40 Tune trials" in (CONFIGS_DIR / "quickstart.yaml").read_text()
+    assert len(spec.cells()) == 6
+    assert spec.expected_trials() == 24
+    assert "24 Tune trials" in (CONFIGS_DIR / "quickstart.yaml").read_text()
     config = spec.cells()[0].train_config(0, 0.1)
     assert (config.data.name, config.model.name) == ("digits", "small_cnn")
 
@@ -416,9 +416,9 @@ def test_cost_of_quickstart_from_the_table() -> None:
     spec = load_spec("quickstart")
     estimate = estimate_cost(spec)
     per_epoch = EPOCH_COSTS[("digits", "small_cnn")].seconds
-    assert estimate.total_trials == spec.expected_trials() == 40
-    assert estimate.total_trial_epochs == 4 * (2 + 4) * 5  # 4 trials per cell, 5 cells per budget
-    trial_seconds = 4 * 5 * (2 * per_epoch + TRIAL_OVERHEAD_S) + 4 * 5 * (
+    assert estimate.total_trials == spec.expected_trials() == 24
+    assert estimate.total_trial_epochs == 4 * (2 + 4) * 3  # 4 trials per cell, 3 cells per budget
+    trial_seconds = 4 * 3 * (2 * per_epoch + TRIAL_OVERHEAD_S) + 4 * 3 * (
         4 * per_epoch + TRIAL_OVERHEAD_S
     )
     assert estimate.wall_hours == pytest.approx(
