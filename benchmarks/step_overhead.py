@@ -1,4 +1,7 @@
-"""Training-step overhead of sparseopt's optimizer hooks on ResNet-20 (CIFAR-100 shapes).
+"""Training-step overhead of sparseopt's optimizer hooks on ResNet-20 or ResNet-50.
+
+`--model resnet20`: CIFAR-100 shapes, fp32. `--model resnet50`: ImageNet shapes (224 px, 1000
+classes), bf16 autocast on CUDA and channels_last, as the paper's ImageNet spec trains.
 
 Arms, run interleaved step by step on the same batch (rotating their order every step):
 plain dense PyTorch, static sparse, RigL + SparseOpt. Reports median full-step time
@@ -7,6 +10,7 @@ dense. Then times one RigL topology update: optimizer.step of an arm that update
 minus that of an arm that never updates, and its amortized cost at delta_t = 100.
 
     python benchmarks/step_overhead.py --steps 30 --batch-size 128 --device cpu
+    python benchmarks/step_overhead.py --model resnet50 --device cuda --steps 50
 """
 
 from __future__ import annotations
@@ -21,9 +25,17 @@ import torch
 from torch import nn
 
 import sparseopt
-from sparseopt.models import resnet20
+from sparseopt.engine import autocast_context
+from sparseopt.models import resnet20, resnet50
 
 AMORTIZE_DELTA_T = 100
+MODELS: dict[str, dict] = {
+    "resnet20": {"build": lambda: resnet20(num_classes=100), "classes": 100, "size": 32,
+                 "precision": "fp32", "channels_last": False, "title": "ResNet-20 (100 classes)"},
+    "resnet50": {"build": lambda: resnet50(num_classes=1000), "classes": 1000, "size": 224,
+                 "precision": "bf16", "channels_last": True,
+                 "title": "ResNet-50 (1000 classes, 224 px, bf16 autocast on CUDA, channels_last)"},
+}  # fmt: skip
 
 
 def _sync(device: torch.device) -> None:
@@ -35,12 +47,15 @@ class Arm:
     """One model + optimizer (+ optional sparse state) with its own step timings."""
 
     def __init__(
-        self, name: str, device: torch.device, attach: Callable | None, seed: int = 0
+        self, name: str, device: torch.device, attach: Callable | None, model: str, seed: int = 0
     ) -> None:
         torch.manual_seed(seed)
         self.name = name
         self.device = device
-        self.model = resnet20(num_classes=100).to(device)
+        self.recipe = MODELS[model]
+        self.model = self.recipe["build"]().to(device)
+        if self.recipe["channels_last"]:
+            self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = torch.optim.SGD(
             self.model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4
         )
@@ -52,7 +67,9 @@ class Arm:
         _sync(self.device)
         start = time.perf_counter()
         self.optimizer.zero_grad(set_to_none=True)
-        nn.functional.cross_entropy(self.model(x), y).backward()
+        with autocast_context(self.device, self.recipe["precision"]):
+            logits = self.model(x)
+        nn.functional.cross_entropy(logits.float(), y).backward()
         _sync(self.device)
         before_step = time.perf_counter()
         self.optimizer.step()
@@ -70,18 +87,24 @@ def run(
     device: torch.device,
     sparsity: float,
     update_repeats: int,
+    model: str = "resnet20",
 ) -> str:
     """Run the benchmark and return the Markdown report."""
+    recipe = MODELS[model]
     generator = torch.Generator().manual_seed(0)
-    x = torch.randn(batch_size, 3, 32, 32, generator=generator).to(device)
-    y = torch.randint(0, 100, (batch_size,), generator=generator).to(device)
+    size = recipe["size"]
+    x = torch.randn(batch_size, 3, size, size, generator=generator).to(device)
+    if recipe["channels_last"]:
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, recipe["classes"], (batch_size,), generator=generator).to(device)
     never = 10**9
     arms = [
-        Arm("dense (plain PyTorch)", device, None),
+        Arm("dense (plain PyTorch)", device, None, model),
         Arm(
             f"static s={sparsity}",
             device,
             lambda m, o: sparseopt.attach(m, o, method="static", sparsity=sparsity),
+            model,
         ),
         Arm(
             f"RigL+SparseOpt s={sparsity}",
@@ -95,6 +118,7 @@ def run(
                 total_steps=never,
                 delta_t=never,
             ),
+            model,
         ),
     ]
     for index in range(warmup + steps):
@@ -103,9 +127,9 @@ def run(
             arm.step(x, y, record=index >= warmup)
 
     updating = Arm("update", device, lambda m, o: sparseopt.attach(
-        m, o, method="rigl", sparsity=sparsity, preconditioner="sparseopt", total_steps=never, delta_t=1))  # fmt: skip
+        m, o, method="rigl", sparsity=sparsity, preconditioner="sparseopt", total_steps=never, delta_t=1), model)  # fmt: skip
     steady = Arm("no update", device, lambda m, o: sparseopt.attach(
-        m, o, method="rigl", sparsity=sparsity, preconditioner="sparseopt", total_steps=never, delta_t=never))  # fmt: skip
+        m, o, method="rigl", sparsity=sparsity, preconditioner="sparseopt", total_steps=never, delta_t=never), model)  # fmt: skip
     for index in range(1 + update_repeats):
         for arm in (updating, steady) if index % 2 else (steady, updating):
             arm.step(x, y, record=index >= 1)
@@ -115,7 +139,7 @@ def run(
     dense_step = statistics.median(arms[0].step_times)
     dense_opt = statistics.median(arms[0].opt_times)
     lines = [
-        f"ResNet-20 (100 classes), batch {batch_size}, device {device}, torch {torch.__version__}, "
+        f"{recipe['title']}, batch {batch_size}, device {device}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} CPU threads, {steps} timed steps per arm (median), interleaved.",
         "",
         "| arm | step ms | step ratio vs dense | optimizer.step ms | hook overhead ms | hook overhead / dense step |",
@@ -151,6 +175,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     parser.add_argument("--sparsity", type=float, default=0.95)
     parser.add_argument("--update-repeats", type=int, default=5, help="timed RigL updates")
+    parser.add_argument("--model", choices=sorted(MODELS), default="resnet20")
     args = parser.parse_args()
     print(
         run(
@@ -160,6 +185,7 @@ def main() -> None:
             torch.device(args.device),
             args.sparsity,
             args.update_repeats,
+            args.model,
         )
     )
 

@@ -435,9 +435,10 @@ def test_cost_overrides_and_gpu_scaling() -> None:
     # 4 cells x 9 trials x 100 epochs x 20 s, each trial on half a GPU
     assert measured.device_hours["gpu"] == pytest.approx(4 * 9 * 100 * 20.0 * 0.5 / 3600)
     table = estimate_cost(spec, trial_overhead_s=0.0)
-    # 8 s on a whole GPU = 16 s on half of one: the same GPU-hours
-    assert table.device_hours["gpu"] == pytest.approx(4 * 9 * 100 * 8.0 / 3600)
-    assert table.wall_hours == pytest.approx(4 * 9 * 100 * 16.0 / 3600 / 8)
+    # N s on a whole GPU = 2N s on half of one: the same GPU-hours
+    whole_gpu = EPOCH_COSTS[("cifar100", "resnet20")].seconds
+    assert table.device_hours["gpu"] == pytest.approx(4 * 9 * 100 * whole_gpu / 3600)
+    assert table.wall_hours == pytest.approx(4 * 9 * 100 * 2 * whole_gpu / 3600 / 8)
 
 
 def test_cost_reports_unknown_pairs_and_bad_keys() -> None:
