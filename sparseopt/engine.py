@@ -189,6 +189,19 @@ def evaluate(
     )
 
 
+SPLIT_METRICS: tuple[str, ...] = (
+    "train_loss",
+    "train_acc1",
+    "val_loss",
+    "val_acc1",
+    "val_acc5",
+    "test_loss",
+    "test_acc1",
+    "test_acc5",
+)
+"""The per-split loss and accuracy keys of `epoch_metrics` (val/test ones when those splits exist)."""
+
+
 def epoch_metrics(
     epoch: int,
     train: TrainStats,

@@ -11,6 +11,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from sparseopt.checkpoint import restore_training_state, training_payload
 from sparseopt.config import OptimConfig, TrainConfig
 from sparseopt.data import DatasetSplits, Loaders, build_datasets, build_loaders, set_epoch
 from sparseopt.engine import epoch_metrics, evaluate, seed_everything, train_one_epoch
@@ -157,3 +158,30 @@ def train_and_evaluate(
         sparsity=run.sparse_state.sparsity(),
         itop_rate=run.sparse_state.itop_rate(),
     )
+
+
+def run_payload(
+    run: Run, epoch: int, history: list[dict[str, Any]], extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The checkpoint payload of `run` after `epoch` completed epochs (unwrapped module)."""
+    return training_payload(
+        model=run.module,
+        optimizer=run.optimizer,
+        scheduler=run.scheduler,
+        sparse_state=run.sparse_state,
+        epoch=epoch,
+        history=history,
+        extra=extra,
+    )
+
+
+def restore_run(run: Run, payload: dict[str, Any]) -> tuple[int, list[dict[str, Any]]]:
+    """Load a `run_payload` into `run`; return its completed epochs and metric history."""
+    restore_training_state(
+        payload,
+        model=run.module,
+        optimizer=run.optimizer,
+        scheduler=run.scheduler,
+        sparse_state=run.sparse_state,
+    )
+    return int(payload["epoch"]), list(payload["history"])

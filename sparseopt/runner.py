@@ -20,13 +20,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from sparseopt.checkpoint import (
     load_latest_checkpoint,
-    restore_training_state,
     save_checkpoint,
-    training_payload,
     write_atomic,
 )
 from sparseopt.config import TrainConfig
-from sparseopt.recipe import Run, build_run, train_and_evaluate
+from sparseopt.recipe import Run, build_run, restore_run, run_payload, train_and_evaluate
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
@@ -109,15 +107,7 @@ def run_training(
     history: list[dict[str, Any]] = []
     start_epoch = 0
     if payload is not None:
-        restore_training_state(
-            payload,
-            model=run.module,
-            optimizer=run.optimizer,
-            scheduler=run.scheduler,
-            sparse_state=run.sparse_state,
-        )
-        history = list(payload["history"])
-        start_epoch = int(payload["epoch"])
+        start_epoch, history = restore_run(run, payload)
     write_atomic(out / METRICS_FILE, "".join(_metrics_line(m) for m in history).encode())
     stop = cfg.epochs if until_epoch is None else min(cfg.epochs, until_epoch)
     console = Console(quiet=not progress)
@@ -135,15 +125,7 @@ def run_training(
             history.append(metrics)
             save_checkpoint(
                 out / CHECKPOINT_DIR,
-                training_payload(
-                    model=run.module,
-                    optimizer=run.optimizer,
-                    scheduler=run.scheduler,
-                    sparse_state=run.sparse_state,
-                    epoch=epoch + 1,
-                    history=history,
-                    extra={"config_hash": cfg.config_hash()},
-                ),
+                run_payload(run, epoch + 1, history, extra={"config_hash": cfg.config_hash()}),
                 keep=cfg.keep_checkpoints,
             )
             with open(out / METRICS_FILE, "a") as handle:

@@ -92,8 +92,7 @@ def check_storage(location: SweepLocation) -> None:
     """A local storage path must be creatable and writable (checked with a probe file)."""
     if is_remote(location.experiment_dir):
         return
-    directory = Path(location.experiment_dir).absolute()
-    created = _missing_directories(location)
+    directory = Path(location.experiment_dir)
     try:
         directory.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-probe-"):
@@ -103,10 +102,6 @@ def check_storage(location: SweepLocation) -> None:
             f"storage_path: cannot write to {directory} ({error.strerror or error}); "
             "choose a writable directory with --set storage_path=DIR"
         ) from None
-    finally:  # a check leaves nothing behind: a sweep that then fails to start leaves no folder
-        for path in created:
-            with contextlib.suppress(OSError):
-                path.rmdir()
 
 
 def check_tracking(tracking_uri: str, timeout_s: float = 5.0) -> None:
@@ -290,6 +285,8 @@ def summarise(results: Any, expected: int) -> SweepSummary:
 
 def _missing_directories(location: SweepLocation) -> list[Path]:
     """The local experiment folder and those of its parents that do not exist yet, deepest first."""
+    if is_remote(location.experiment_dir):
+        return []
     directory = Path(location.experiment_dir).absolute()
     return [path for path in (directory, *directory.parents) if not path.exists()]
 
@@ -312,9 +309,9 @@ def run_sweep(spec: SweepSpec, address: str | None = None, progress: bool = True
     from sweeps.progress import RichProgressCallback
     from sweeps.tracking import MlflowSweepCallback
 
+    created = _missing_directories(locate(spec))  # before `prepare` makes the folder
     location, old = prepare(spec)
     restore = old is not None and tune.Tuner.can_restore(location.experiment_dir)
-    created = [] if is_remote(location.experiment_dir) else _missing_directories(location)
     try:
         write_text_atomic(location.spec_file, spec.to_yaml())
     except OSError as error:

@@ -563,9 +563,7 @@ class SweepSpec(BaseModel):
         """The lr warmup must end before the shortest budget does (the scheduler rejects it)."""
         warmup = config.schedule.warmup_epochs
         if config.schedule.kind == "warmup_cosine" and warmup >= cell.budget:
-            overrides = self.workloads[cell.workload]
-            from_workload = any(_touches("schedule.warmup_epochs", key) for key in overrides)
-            root = f"workloads.{cell.workload}" if from_workload else "base"
+            root = self._source(cell, "schedule.warmup_epochs")
             index = self.grid.budgets.index(cell.budget)
             raise ValueError(
                 f"{root}.schedule.warmup_epochs: {warmup} epochs of warmup must end before "
@@ -577,23 +575,23 @@ class SweepSpec(BaseModel):
         """A `val_*` search metric needs a validation split to measure it on."""
         if not self.search.metric.startswith("val_") or config.data.val_fraction > 0:
             return
-        overrides = self.workloads[cell.workload]
-        from_workload = any(_touches("data.val_fraction", key) for key in overrides)
-        root = f"workloads.{cell.workload}" if from_workload else "base"
+        root = self._source(cell, "data.val_fraction")
         raise ValueError(
             f"{root}.data.val_fraction: 0 leaves no validation split, but search.metric is "
             f"{self.search.metric!r}; allowed: a val_fraction in (0, 1) (e.g. 0.1), or a "
             f"search.metric that is not measured on it ({', '.join(METRICS[3:])})"
         )
 
+    def _source(self, cell: Cell, dotted: str) -> str:
+        """Where a cell's value at `dotted` comes from: `workloads.NAME` if it overrides it, else `base`."""
+        from_workload = any(_touches(dotted, key) for key in self.workloads[cell.workload])
+        return f"workloads.{cell.workload}" if from_workload else "base"
+
     def _attribute(self, error: ValidationError, cell: Cell) -> str:
         """Name the base/workload path that produced a TrainConfig error."""
-        overrides = self.workloads[cell.workload]
         lines = []
         for item in error.errors():
-            dotted = ".".join(str(part) for part in item["loc"])
-            from_workload = any(_touches(dotted, key) for key in overrides)
-            root = f"workloads.{cell.workload}" if from_workload else "base"
+            root = self._source(cell, ".".join(str(part) for part in item["loc"]))
             path = _join_path((root, *item["loc"]))
             message = describe_error(item, TrainConfig, tuple(item["loc"]))
             lines.append(f"{path}: {message} (in cell {cell.cell_id})")

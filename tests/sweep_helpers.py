@@ -22,8 +22,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import typer
 import yaml
 
+from sweeps import cli_sweep
 from sweeps.search import SweepSearcher
 from sweeps.spec import load_spec
 from sweeps.tracking import EPOCH_METRICS
@@ -106,6 +108,25 @@ def finish(process: subprocess.Popen, timeout_s: float) -> str:
     return output
 
 
+ONE_TRIAL_SPEC: dict[str, Any] = {
+    "base": {
+        "data": {"name": "digits"},
+        "model": {"name": "mlp"},
+        "schedule": {"warmup_epochs": 0},
+    },
+    "grid": {"arms": ["rigl"], "sparsities": [0.9], "budgets": [1], "seeds": [0]},
+    "search": {"lr": {"grid": [0.1]}},
+}
+"""A one-cell, one-trial spec without a name (CLI tests add name, storage and tracking)."""
+
+
+def sweep_cli_app() -> typer.Typer:
+    """The sweep commands (`run`, `resume`, `status`, `ui`) on a fresh Typer app."""
+    application = typer.Typer()
+    cli_sweep.register(application)
+    return application
+
+
 def kill_group(process: subprocess.Popen) -> None:
     """SIGKILL a process and every process of its session (Ray's daemons and workers)."""
     with contextlib.suppress(ProcessLookupError):
@@ -120,9 +141,8 @@ def wait_for(condition: Callable[[], bool], timeout_s: float, what: str, process
         if condition():
             return
         if process is not None and process.poll() is not None:
-            raise AssertionError(
-                f"the sweep exited before {what}:\n{process.stdout.read()[-4000:]}"
-            )
+            output = process.stdout.read()[-4000:] if process.stdout else "(see its log)"
+            raise AssertionError(f"the process exited before {what}:\n{output}")
         time.sleep(0.5)
     raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
 
@@ -154,6 +174,7 @@ def start_mlflow_server(database: Path, port: int, log: Path) -> subprocess.Pope
             "1",
         ],
         cwd=database.parent,
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},  # as `sparsesweep ui`
         stdout=log.open("a"),
         stderr=subprocess.STDOUT,
         start_new_session=True,

@@ -4,13 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pandas as pd
@@ -24,6 +19,7 @@ from analysis_fixtures import (
     records_for,
 )
 from mlflow.tracking import MlflowClient
+from sweep_helpers import free_port, kill_group, start_mlflow_server
 
 from analysis.errors import BadInputError, EmptyExperimentError, UnknownExperimentError
 from analysis.export import build_tables, export_experiment, read_tables
@@ -200,54 +196,16 @@ def test_analysis_imports_neither_torch_nor_ray() -> None:
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_server_export_matches_the_sqlite_export(store, exported, tmp_path: Path) -> None:
     """The http path (search_runs + the server's bulk history endpoint) gives the same tables."""
-    port = _free_port()
-    mlflow = Path(sys.executable).parent / "mlflow"
-    server = subprocess.Popen(
-        [
-            str(mlflow),
-            "server",
-            "--backend-store-uri",
-            store[0],
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        cwd=tmp_path,
-        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},  # no job runners
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    port = free_port()
+    database = Path(store[0].removeprefix("sqlite:///"))
+    server = start_mlflow_server(database, port, tmp_path / "server.log")
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
-                    break
-            except OSError:
-                assert time.monotonic() < deadline, "mlflow server did not start"
-                assert server.poll() is None, "mlflow server exited"
-                time.sleep(0.5)
         remote = build_tables(fetch_experiment(f"http://127.0.0.1:{port}", EXPERIMENT))
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(timeout=30)
+        kill_group(server)
     assert_tables_identical(remote.trials, exported.tables.trials)
     assert_tables_identical(remote.epochs, exported.tables.epochs)
 

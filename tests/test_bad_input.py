@@ -23,6 +23,7 @@ import ray
 import yaml
 from typer.testing import CliRunner
 
+from sparseopt.config import set_dotted
 from sweeps.cli import app
 from sweeps.launch import SPEC_FILE
 from sweeps.spec import load_spec
@@ -55,17 +56,10 @@ class Row:
 
 
 def spec_with(changes: dict[str, Any]) -> dict[str, Any]:
-    """GOOD with dotted-key replacements (`None` deletes the key)."""
+    """GOOD with dotted-key replacements."""
     spec = copy.deepcopy(GOOD)
     for dotted, value in changes.items():
-        *parents, last = dotted.split(".")
-        node = spec
-        for key in parents:
-            node = node.setdefault(key, {})
-        if value is None:
-            node.pop(last, None)
-        else:
-            node[last] = value
+        set_dotted(spec, dotted, value)
     return spec
 
 

@@ -12,27 +12,17 @@ from pathlib import Path
 import pytest
 import typer
 import yaml
+from sweep_helpers import ONE_TRIAL_SPEC, sweep_cli_app
 from typer.testing import CliRunner
 
 from sweeps import cli_sweep
 
-GOOD = {
-    "name": "cli",
-    "base": {
-        "data": {"name": "digits"},
-        "model": {"name": "mlp"},
-        "schedule": {"warmup_epochs": 0},
-    },
-    "grid": {"arms": ["rigl"], "sparsities": [0.9], "budgets": [1], "seeds": [0]},
-    "search": {"lr": {"grid": [0.1]}},
-}
+GOOD = {"name": "cli", **ONE_TRIAL_SPEC}
 
 
 @pytest.fixture
 def app() -> typer.Typer:
-    application = typer.Typer()
-    cli_sweep.register(application)
-    return application
+    return sweep_cli_app()
 
 
 def write(tmp_path: Path, spec: dict) -> Path:

@@ -13,7 +13,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import pytest
 from recorded_sweep import record_sweep
+from sweep_helpers import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -106,12 +106,6 @@ def host_header_status(url: str, host: str) -> int:
             return response.status
     except urllib.error.HTTPError as error:
         return error.code
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def wait_healthy(url: str, process: subprocess.Popen, log: Path, timeout_s: float) -> None:

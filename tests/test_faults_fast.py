@@ -19,10 +19,10 @@ import pytest
 import typer
 import yaml
 from mlflow.tracking import MlflowClient
+from sweep_helpers import ONE_TRIAL_SPEC, sweep_cli_app
 from typer.testing import CliRunner
 
 from sparseopt.config import TrainConfig
-from sweeps import cli_sweep
 from sweeps.tracking import EPOCH_METRICS, MlflowSweepCallback
 from trainables.faults import FAULT_PLAN_ENV, fault_hook, marker_path
 
@@ -240,23 +240,12 @@ def test_diverged_epoch_placeholder_is_not_logged(tmp_path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- storage
-GOOD = {
-    "name": "stored",
-    "base": {
-        "data": {"name": "digits"},
-        "model": {"name": "mlp"},
-        "schedule": {"warmup_epochs": 0},
-    },
-    "grid": {"arms": ["rigl"], "sparsities": [0.9], "budgets": [1], "seeds": [0]},
-    "search": {"lr": {"grid": [0.1]}},
-}
+GOOD = {"name": "stored", **ONE_TRIAL_SPEC}
 
 
 @pytest.fixture
 def app() -> typer.Typer:
-    application = typer.Typer()
-    cli_sweep.register(application)
-    return application
+    return sweep_cli_app()
 
 
 def write_spec(tmp_path: Path, storage: Path) -> Path:

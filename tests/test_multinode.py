@@ -19,7 +19,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,7 @@ from typing import Any
 
 import pytest
 import yaml
+from sweep_helpers import free_port, kill_group
 
 pytestmark = pytest.mark.slow
 
@@ -54,12 +54,6 @@ SPEC = {
 EXPECTED_TRIALS = 2
 GRACE_S = 5  # then SIGKILL: Ray's daemons take longer than 20 s to exit on SIGTERM
 NODE_START_ATTEMPTS = 3
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((LOOPBACK, 0))
-        return probe.getsockname()[1]
 
 
 @dataclass
@@ -211,13 +205,6 @@ class LocalCluster:
                 process.wait(timeout=max(deadline - time.monotonic(), 0.1))
         for process in processes:
             kill_group(process)
-
-
-def kill_group(process: subprocess.Popen) -> None:
-    """SIGKILL a process's whole group (it was started in its own session) and reap it."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait(timeout=30)
 
 
 @pytest.fixture

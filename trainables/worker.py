@@ -23,27 +23,14 @@ import ray.train.torch
 import torch
 import torch.distributed as dist
 
-from sparseopt.checkpoint import restore_training_state, save_checkpoint, training_payload
+from sparseopt.checkpoint import save_checkpoint
 from sparseopt.config import TrainConfig
-from sparseopt.engine import DivergedError
-from sparseopt.recipe import Run, build_run, train_and_evaluate
+from sparseopt.engine import SPLIT_METRICS, DivergedError
+from sparseopt.recipe import Run, build_run, restore_run, run_payload, train_and_evaluate
 from trainables.checkpoints import load_newest, resume_candidates
 from trainables.faults import fault_hook
 
 logger = logging.getLogger(__name__)
-
-DIVERGED_METRICS: tuple[str, ...] = (
-    "train_loss",
-    "train_acc1",
-    "val_loss",
-    "val_acc1",
-    "val_acc5",
-    "test_loss",
-    "test_acc1",
-    "test_acc5",
-)
-"""Reported as NaN for the epoch a trial diverged in: Tune rejects a result without the
-searched metric (failing the whole sweep), and a NaN is what the searcher leaves out."""
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
@@ -66,7 +53,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             metrics = train_and_evaluate(run, epoch, on_step=fault_hook(config_hash, epoch, rank))
         except DivergedError as error:
             logger.warning("trial diverged in epoch %d: %s", epoch + 1, error)
-            nan = dict.fromkeys(DIVERGED_METRICS, float("nan"))
+            # NaN, not absent: Tune rejects a result without the searched metric (failing the
+            # whole sweep); the searcher and the report score a diverged trial themselves.
+            nan = dict.fromkeys(SPLIT_METRICS, float("nan"))
             ray.train.report(
                 {"epoch": epoch + 1, **nan, **resume, "history": replay, "diverged": True}
             )
@@ -76,15 +65,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         checkpoint_dir = None
         if rank == 0:
             checkpoint_dir = tempfile.mkdtemp(prefix="sparsesweep-ckpt-")
-            payload = training_payload(
-                model=run.module,
-                optimizer=run.optimizer,
-                scheduler=run.scheduler,
-                sparse_state=run.sparse_state,
-                epoch=epoch + 1,
-                history=history,
-            )
-            save_checkpoint(checkpoint_dir, payload, keep=1)
+            save_checkpoint(checkpoint_dir, run_payload(run, epoch + 1, history), keep=1)
         checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
         ray.train.report(
             {**metrics, **resume, "history": replay, "diverged": False}, checkpoint=checkpoint
@@ -125,17 +106,10 @@ def _resume(run: Run) -> tuple[int, list[dict[str, Any]], dict[str, Any]]:
         if skipped:
             logger.warning("no loadable checkpoint left; restarting the trial from scratch")
         return 0, [], {"resumed_from_epoch": 0, "skipped_checkpoints": skipped}
-    restore_training_state(
-        payload,
-        model=run.module,
-        optimizer=run.optimizer,
-        scheduler=run.scheduler,
-        sparse_state=run.sparse_state,
-    )
-    epoch = int(payload["epoch"])
+    epoch, history = restore_run(run, payload)
     logger.info("resumed from epoch %d", epoch)
     return (
         epoch,
-        list(payload["history"]),
+        history,
         {"resumed_from_epoch": epoch, "skipped_checkpoints": skipped},
     )
