@@ -29,19 +29,13 @@ from typing import Any
 
 from ray.tune import Callback
 
+from sparseopt.engine import SPLIT_METRICS
 from sweeps.store import read_text
 
 logger = logging.getLogger(__name__)
 
 EPOCH_METRICS: tuple[str, ...] = (
-    "train_loss",
-    "train_acc1",
-    "val_loss",
-    "val_acc1",
-    "val_acc5",
-    "test_loss",
-    "test_acc1",
-    "test_acc5",
+    *SPLIT_METRICS,
     "lr",
     "sparsity",
     "itop_rate",
