@@ -3,10 +3,11 @@
 Rules (the report states them too):
 
 * A cell is one (group, arm, budget). If it has `stage=final` runs, those are compared.
-  Otherwise, if it ran several lr trials (`lr_trial`, each on all seeds), the lr trial with
-  the best mean over seeds of `val_acc1` at the final epoch is compared; a diverged run
-  counts as 0 % in that mean, runs that are not finished do not count; ties go to the lower
-  `lr_trial`. A cell with a single lr is compared as is.
+  Otherwise, if it ran several lr trials (`lr_trial`, each on all seeds), the one chosen by
+  the sweep's lr-selection rule (`contract.selection`, the searcher's own) is compared: the
+  best mean over seeds of the sweep's search metric at the final epoch, a diverged seed
+  scoring the worst value, failed seeds left out, lr trials with running seeds not ranked,
+  ties to the lower `lr_trial`. A cell with a single lr is compared as is.
 * Statistics use the finished runs of the chosen set only (latest run per seed); stopped,
   failed, diverged and running runs are counted and listed, never averaged in.
 * Accuracy is `test_acc1` of each budget's own run: at its final epoch (`final`) and its
@@ -24,18 +25,19 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-import numpy as np
 import pandas as pd
 
 from analysis import stats
-from analysis.schema import STATUSES
+from analysis.schema import STATUSES, metric_column
+from contract.arms import baseline_arm, is_sparseopt_arm
+from contract.names import DEFAULT_SEARCH_METRIC
+from contract.outcome import Status
+from contract.selection import best_key, group_score, seed_score
 
 GROUP: tuple[str, ...] = ("workload", "dataset", "model", "method", "sparsity")
 CELL: tuple[str, ...] = (*GROUP, "arm", "budget")
 MEASURES: tuple[str, ...] = ("final", "best")
 ACCURACY = "test_acc1"
-SELECTION_METRIC = "final_val_acc1"
-BASELINE_DROPS = ("sparseopt", "corrected")
 ALPHA = 0.05
 
 
@@ -53,17 +55,8 @@ class Comparison:
     run_curves: pd.DataFrame
     status: pd.DataFrame
     partial: bool
+    metric: str = DEFAULT_SEARCH_METRIC
     notes: list[str] = field(default_factory=list)
-
-
-def baseline_arm(arm: str) -> str:
-    """The baseline of an arm: its name without the `sparseopt` and `corrected` modifiers."""
-    return "+".join(part for part in arm.split("+") if part not in BASELINE_DROPS)
-
-
-def is_sparseopt_arm(arm: str) -> bool:
-    """True if the arm applies SparseOpt (and so has a baseline to be compared with)."""
-    return "sparseopt" in arm.split("+")
 
 
 def compare(
@@ -71,12 +64,14 @@ def compare(
     epochs: pd.DataFrame,
     target: float | None = None,
     confidence: float = stats.CONFIDENCE,
+    metric: str = DEFAULT_SEARCH_METRIC,
 ) -> Comparison:
-    """All comparison tables from the exported trials and epochs tables (as DataFrames)."""
+    """All comparison tables from the exported trials and epochs tables (as DataFrames);
+    `metric` is the sweep's search metric, which picks each cell's lr."""
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
     candidates = _comparable(trials)
-    selection, chosen = _select(candidates)
+    selection, chosen = _select(candidates, metric)
     runs = _included(chosen)
     summary = _summary(runs, chosen, selection, confidence)
     paired = _paired(runs, confidence)
@@ -91,6 +86,7 @@ def compare(
         run_curves=_run_curves(runs, epochs),
         status=_status(candidates),
         partial=bool((trials["status"] == "running").any()),
+        metric=metric,
         notes=_notes(trials, candidates, selection),
     )
 
@@ -119,7 +115,7 @@ def _lr_key(frame: pd.DataFrame) -> pd.Series:
     return pd.Series(keys, index=frame.index, dtype=object)
 
 
-def _select(candidates: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _select(candidates: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per cell, which runs are compared and why (see the module docstring)."""
     rows, chosen = [], []
     for key, cell in candidates.groupby(list(CELL), sort=True):
@@ -130,7 +126,7 @@ def _select(candidates: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         elif lr_keys.nunique() == 1:
             pick, basis, score = cell, "single lr", math.nan
         else:
-            pick, basis, score = _best_lr(cell, lr_keys)
+            pick, basis, score = _best_lr(cell, lr_keys, metric)
         rows.append(
             {
                 **dict(zip(CELL, key, strict=True)),
@@ -138,13 +134,13 @@ def _select(candidates: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
                 "lr_trials": int(lr_keys.nunique()),
                 "lr_trial": _single(pick["lr_trial"]),
                 "lr": _single(pick["lr"]),
-                "val_score": score,
+                "selection_score": score,
                 "runs": len(pick),
             }
         )
         chosen.append(pick)
     selection = pd.DataFrame(
-        rows, columns=[*CELL, "basis", "lr_trials", "lr_trial", "lr", "val_score", "runs"]
+        rows, columns=[*CELL, "basis", "lr_trials", "lr_trial", "lr", "selection_score", "runs"]
     )
     picked = pd.concat(chosen) if chosen else candidates.iloc[:0]
     return selection, picked.reset_index(drop=True)
@@ -156,21 +152,26 @@ def _single(values: pd.Series) -> float:
     return float(unique[0]) if len(unique) == 1 else math.nan
 
 
-def _best_lr(cell: pd.DataFrame, lr_keys: pd.Series) -> tuple[pd.DataFrame, str, float]:
+def _best_lr(
+    cell: pd.DataFrame, lr_keys: pd.Series, metric: str
+) -> tuple[pd.DataFrame, str, float]:
+    """The cell's lr trial under the lr-selection rule (`contract.selection`)."""
+    column = f"final_{metric_column(metric)}"
+    values = cell[column] if column in cell else pd.Series(math.nan, index=cell.index)
     scores = {}
     for lr_key in sorted(set(lr_keys)):
-        group = cell[lr_keys == lr_key]
-        finished = group[(group["status"] == "finished") & group[SELECTION_METRIC].notna()]
-        if finished.empty:
-            continue
-        diverged = int((group["status"] == "diverged").sum())
-        values = [*finished[SELECTION_METRIC].tolist(), *([0.0] * diverged)]
-        scores[lr_key] = float(np.mean(values))
-    if not scores:
-        return cell.iloc[:0], "no finished lr trial yet", math.nan
-    best = max(scores.values())
-    chosen = min(lr_key for lr_key, score in scores.items() if score == best)
-    return cell[lr_keys == chosen], "best lr on val_acc1", best
+        members = lr_keys == lr_key
+        statuses = cell.loc[members, "status"]
+        if (statuses == Status.RUNNING.value).any():
+            continue  # not ranked until every seed has ended, as in the searcher
+        scores[lr_key] = group_score(
+            seed_score(status, None if pd.isna(value) else float(value), metric)
+            for status, value in zip(statuses, values[members], strict=True)
+        )
+    chosen = best_key(scores, metric)
+    if chosen is None:
+        return cell.iloc[:0], "no ended lr trial yet", math.nan
+    return cell[lr_keys == chosen], f"best lr on {metric}", float(scores[chosen])
 
 
 def _included(chosen: pd.DataFrame) -> pd.DataFrame:

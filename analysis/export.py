@@ -37,17 +37,15 @@ from analysis.fetch import ExperimentRecords, Reader, RunRecord, fetch_experimen
 from analysis.schema import (
     IDENTITY_COLUMNS,
     PARAM_PREFIX,
-    PARENT_TAG,
     RUN_COLUMNS,
     SCHEMA_VERSION,
-    STATUS_FROM_MLFLOW,
-    STATUS_TAG,
     STATUSES,
     TAG_COLUMNS,
-    best_direction,
     metric_column,
     ordered_metric_keys,
 )
+from contract.names import DEFAULT_SEARCH_METRIC, Tag, best_direction
+from contract.outcome import STATUS_OF_MLFLOW_RUN, Status
 
 TABLES: tuple[str, ...] = ("trials", "epochs")
 _SORT_COLUMNS = (
@@ -167,9 +165,9 @@ def _parse(value: str | None, kind: pa.DataType) -> Any:
 
 def _status(run: RunRecord) -> str:
     """The sweep status tag, unless it still says running on a run MLflow has terminated."""
-    from_mlflow = STATUS_FROM_MLFLOW.get(run.status, "failed")
-    tagged = run.tags.get(STATUS_TAG)
-    if tagged in STATUSES and not (tagged == "running" and from_mlflow != "running"):
+    from_mlflow = STATUS_OF_MLFLOW_RUN.get(run.status, Status.FAILED).value
+    tagged = run.tags.get(Tag.STATUS)
+    if tagged in STATUSES and not (tagged == Status.RUNNING and from_mlflow != Status.RUNNING):
         return tagged
     return from_mlflow
 
@@ -181,7 +179,7 @@ def _run_frame(records: ExperimentRecords) -> pd.DataFrame:
             "experiment": records.name,
             "run_id": run.run_id,
             "run_name": run.run_name,
-            "parent_run_id": run.tags.get(PARENT_TAG),
+            "parent_run_id": run.tags.get(Tag.PARENT),
             "status": _status(run),
             "mlflow_status": run.status,
             "start_time": run.start_time,
@@ -343,5 +341,6 @@ def _manifest(records: ExperimentRecords, tables: SweepTables, tracking_uri: str
         "epoch_rows": tables.epochs.num_rows,
         "status_counts": dict(sorted(statuses.items())),
         "partial": statuses.get("running", 0) > 0,
+        "search_metric": records.tags.get(Tag.SEARCH_METRIC, DEFAULT_SEARCH_METRIC),
         "partitioning": "method_<method>/sparsity_<sparsity>/part-0.parquet",
     }

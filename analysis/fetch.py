@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.errors import BadInputError, UnknownExperimentError
-from analysis.schema import ROLE_TAG
+from contract.names import Role, Tag
 
 Reader = Literal["auto", "sql", "client"]
 READERS: tuple[str, ...] = ("auto", "sql", "client")
@@ -62,6 +62,7 @@ class ExperimentRecords:
     name: str
     runs: list[RunRecord]
     metrics: pd.DataFrame  # METRIC_FRAME_COLUMNS; one row per logged value; NaN kept
+    tags: dict[str, str] = field(default_factory=dict)  # the experiment's own tags
 
 
 def fetch_experiment(
@@ -156,10 +157,15 @@ class _SqliteReader:
         experiment_id = found[0][0]
         run_rows = db.execute(
             "SELECT r.run_uuid, r.name, r.status, r.start_time, r.end_time FROM runs r "
-            "JOIN tags t ON t.run_uuid = r.run_uuid AND t.key = ? AND t.value = 'trial' "
+            "JOIN tags t ON t.run_uuid = r.run_uuid AND t.key = ? AND t.value = ? "
             "WHERE r.experiment_id = ? AND r.lifecycle_stage = 'active' ORDER BY r.run_uuid",
-            (ROLE_TAG, experiment_id),
+            (Tag.ROLE, Role.TRIAL, experiment_id),
         ).fetchall()
+        experiment_tags = dict(
+            db.execute(
+                "SELECT key, value FROM experiment_tags WHERE experiment_id = ?", (experiment_id,)
+            ).fetchall()
+        )
         run_ids = [row[0] for row in run_rows]
         tags: dict[str, dict[str, str]] = {run_id: {} for run_id in run_ids}
         params: dict[str, dict[str, str]] = {run_id: {} for run_id in run_ids}
@@ -186,7 +192,7 @@ class _SqliteReader:
             for run_id, name, status, start, end in run_rows
         ]
         metrics = metric_frame(metric_rows)
-        return ExperimentRecords(str(experiment_id), experiment, runs, metrics)
+        return ExperimentRecords(str(experiment_id), experiment, runs, metrics, experiment_tags)
 
 
 class _ClientReader:
@@ -206,7 +212,9 @@ class _ClientReader:
         runs, keys = self._search_trials(found.experiment_id)
         run_ids = [run.run_id for run in runs]
         rows = [row for key in sorted(keys) for row in self._histories(run_ids, key)]
-        return ExperimentRecords(str(found.experiment_id), experiment, runs, metric_frame(rows))
+        return ExperimentRecords(
+            str(found.experiment_id), experiment, runs, metric_frame(rows), dict(found.tags)
+        )
 
     def _search_trials(self, experiment_id: str) -> tuple[list[RunRecord], set[str]]:
         runs: list[RunRecord] = []
@@ -215,7 +223,7 @@ class _ClientReader:
         while True:
             page = self._client.search_runs(
                 [experiment_id],
-                filter_string=f"tags.`{ROLE_TAG}` = 'trial'",
+                filter_string=f"tags.`{Tag.ROLE}` = '{Role.TRIAL}'",
                 max_results=_SEARCH_PAGE,
                 page_token=token,
             )

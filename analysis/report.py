@@ -26,7 +26,8 @@ from analysis.export import ExportResult, export_experiment
 from analysis.fetch import Reader
 from analysis.plots import write_figures
 from analysis.render import Block, Document, render_html, render_markdown
-from analysis.schema import ROLE_TAG, STATUSES
+from analysis.schema import STATUSES
+from contract.names import Role, Tag
 
 _FAMILY = ("workload", "dataset", "model", "method")
 _FIGURE_TITLES = {
@@ -62,7 +63,7 @@ def write_report(
     exported = export_experiment(tracking_uri, experiment, out / "data", reader=reader)
     trials = exported.tables.trials.to_pandas()
     epochs = exported.tables.epochs.to_pandas()
-    comparison = compare(trials, epochs, target=target)
+    comparison = compare(trials, epochs, target=target, metric=exported.manifest["search_metric"])
     figures = write_figures(comparison, out / "plots")
     tables = _write_tables(comparison, out / "tables")
     document = build_document(comparison, trials, exported, figures, tables, out)
@@ -84,7 +85,7 @@ def log_report(tracking_uri: str, experiment_id: str, out_dir: Path, partial: bo
 
     client = MlflowClient(tracking_uri=tracking_uri)
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-    tags = {ROLE_TAG: "report", "sparsesweep.partial": str(partial).lower()}
+    tags = {Tag.ROLE: Role.REPORT, Tag.PARTIAL: str(partial).lower()}
     run = client.create_run(experiment_id, run_name=f"report {stamp}", tags=tags)
     try:
         client.log_artifacts(run.info.run_id, str(out_dir))
@@ -212,8 +213,9 @@ def _method_section(comparison: Comparison) -> list[Block]:
                 "Accuracy is test_acc1 (%) of each epoch budget's own run: at its final epoch "
                 "(final) and its best epoch (best).",
                 "Per cell (arm × sparsity × budget): stage=final runs if any; otherwise, with "
-                "an lr search, the lr trial with the best mean over seeds of val_acc1 at the "
-                "final epoch (a diverged run counts as 0 %); otherwise the single lr.",
+                f"an lr search, the lr trial with the best mean over seeds of {comparison.metric} "
+                "(the sweep's search metric) at the final epoch, a diverged seed scoring the "
+                "worst value (the searcher's own rule); otherwise the single lr.",
                 *comparison.notes,
                 "Only finished runs enter the statistics (latest run per seed); † marks cells "
                 "with chosen runs that are running, stopped, failed or diverged.",
@@ -415,7 +417,7 @@ def _selection_section(comparison: Comparison) -> list[Block]:
             str(row.lr_trials),
             "—" if math.isnan(row.lr_trial) else str(int(row.lr_trial)),
             "—" if math.isnan(row.lr) else f"{row.lr:.4g}",
-            _fmt(row.val_score),
+            _fmt(row.selection_score),
             str(row.runs),
         ]
         for row in frame.itertuples(index=False)
@@ -429,7 +431,7 @@ def _selection_section(comparison: Comparison) -> list[Block]:
         "lr trials",
         "lr trial",
         "lr",
-        "mean val_acc1",
+        f"mean {comparison.metric}",
         "runs",
     ]
     return [Block.heading(2, "Runs compared per cell"), Block.table(headers, rows)]

@@ -21,60 +21,23 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-ROLE_TAG = "sparsesweep.role"
-STATUS_TAG = "sparsesweep.status"
-PARENT_TAG = "mlflow.parentRunId"
+from contract.names import EPOCH_METRICS, TRIAL_TAGS, TagKind
+from contract.outcome import Status
+
+STATUSES: tuple[str, ...] = tuple(status.value for status in Status if status is not Status.PENDING)
+"""The statuses a trial run can have in MLflow (a pending trial has no run yet)."""
+
 SCHEMA_VERSION = "1"
 
-METRIC_KEYS: tuple[str, ...] = (
-    "train_loss",
-    "train_acc1",
-    "val_loss",
-    "val_acc1",
-    "val_acc5",
-    "test_loss",
-    "test_acc1",
-    "test_acc5",
-    "lr",
-    "sparsity",
-    "itop_rate",
-    "epoch_time_s",
-    "samples_per_s",
-)
-HIGHER_IS_BETTER: tuple[str, ...] = ("train_acc1", "val_acc1", "val_acc5", "test_acc1", "test_acc5")
-LOWER_IS_BETTER: tuple[str, ...] = ("train_loss", "val_loss", "test_loss")
-
-STATUSES: tuple[str, ...] = ("running", "finished", "stopped", "failed", "diverged")
-STATUS_FROM_MLFLOW: dict[str, str] = {
-    "RUNNING": "running",
-    "SCHEDULED": "running",
-    "FINISHED": "finished",
-    "KILLED": "stopped",
-    "FAILED": "failed",
+METRIC_KEYS: tuple[str, ...] = EPOCH_METRICS
+_ARROW_TYPES: dict[TagKind, pa.DataType] = {
+    "str": pa.string(),
+    "bool": pa.bool_(),
+    "float": pa.float64(),
+    "int": pa.int64(),
 }
-
-TAG_COLUMNS: dict[str, pa.DataType] = {
-    "cell": pa.string(),
-    "workload": pa.string(),
-    "dataset": pa.string(),
-    "model": pa.string(),
-    "method": pa.string(),
-    "arm": pa.string(),
-    "preconditioner": pa.string(),
-    "regrow_scores": pa.string(),
-    "ham": pa.bool_(),
-    "grad_renorm": pa.bool_(),
-    "sparsity": pa.float64(),
-    "budget": pa.int64(),
-    "seed": pa.int64(),
-    "lr": pa.float64(),
-    "weight_decay": pa.float64(),
-    "stage": pa.string(),
-    "lr_trial": pa.int64(),
-    "config_hash": pa.string(),
-    "git_commit": pa.string(),
-    "ray_trial_id": pa.string(),
-}
+TAG_COLUMNS: dict[str, pa.DataType] = {name: _ARROW_TYPES[kind] for name, kind in TRIAL_TAGS.items()}
+"""One column per trial tag (`contract.names.TRIAL_TAGS`), typed by its kind."""
 
 IDENTITY_COLUMNS: tuple[str, ...] = (
     "experiment",
@@ -123,12 +86,3 @@ def metric_column(key: str) -> str:
 def ordered_metric_keys(found: set[str]) -> list[str]:
     """The conventional metric keys (always, in their documented order) then any extra keys."""
     return [*METRIC_KEYS, *sorted(found - set(METRIC_KEYS))]
-
-
-def best_direction(key: str) -> str | None:
-    """`"max"` or `"min"` for metrics that get a `best_` column, else None."""
-    if key in HIGHER_IS_BETTER:
-        return "max"
-    if key in LOWER_IS_BETTER:
-        return "min"
-    return None

@@ -11,15 +11,33 @@ minus that of an arm that never updates, and its amortized cost at delta_t = 100
 
     python benchmarks/step_overhead.py --steps 30 --batch-size 128 --device cpu
     python benchmarks/step_overhead.py --model resnet50 --device cuda --steps 50
+
+`--compare-hooks REF` instead times the sparse hooks alone, OLD (sparseopt/state.py and its
+modules at git commit REF, loaded from a `git archive` in a temporary directory as package
+`sparseopt_ref`) against NEW (this tree), interleaved in one process on the same model, optimizer
+settings and gradients. Per optimizer step, timestamps taken by extra step hooks split
+`optimizer.step` into the pre-hooks, the base update and the post-hooks; hook time = pre + post.
+Gradients are fixed random tensors copied into p.grad before each step (no forward/backward is
+needed to time the hooks); topology updates are off (RigL with delta_t beyond the run).
+
+    python benchmarks/step_overhead.py --compare-hooks f7b4bc4 --model resnet50 --steps 15
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import io
+import re
 import statistics
+import subprocess
 import sys
+import tarfile
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
 
 import torch
 from torch import nn
@@ -29,6 +47,14 @@ from sparseopt.engine import autocast_context
 from sparseopt.models import resnet20, resnet50
 
 AMORTIZE_DELTA_T = 100
+REPO = Path(__file__).resolve().parent.parent
+REF_PACKAGE = "sparseopt_ref"
+REF_MODULES = ("config", "distributions", "ham", "masks", "preconditioners", "topology", "state")
+"""The modules `sparseopt.state` needs (its package __init__ would pull in data, models, ...)."""
+OPTIMIZERS: dict[str, Callable] = {
+    "SGD momentum 0.9, wd 5e-4": lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, weight_decay=5e-4),
+    "Adam, wd 1e-4": lambda p: torch.optim.Adam(p, lr=1e-3, weight_decay=1e-4),
+}  # fmt: skip
 MODELS: dict[str, dict] = {
     "resnet20": {"build": lambda: resnet20(num_classes=100), "classes": 100, "size": 32,
                  "precision": "fp32", "channels_last": False, "title": "ResNet-20 (100 classes)"},
@@ -167,6 +193,101 @@ def run(
     return "\n".join(lines)
 
 
+def load_reference(commit: str, directory: Path) -> ModuleType:
+    """`sparseopt.state` as of git `commit`, imported as `sparseopt_ref.state` from `directory`."""
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", commit, *(f"sparseopt/{m}.py" for m in REF_MODULES)],
+        check=True,
+        capture_output=True,
+    ).stdout
+    package = directory / REF_PACKAGE
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        for member in tar.getmembers():
+            if not member.isfile():
+                continue
+            source = tar.extractfile(member).read().decode()
+            source = re.sub(
+                r"^(\s*)from sparseopt\.", rf"\1from {REF_PACKAGE}.", source, flags=re.M
+            )
+            (package / Path(member.name).name).write_text(source)
+    sys.path.insert(0, str(directory))
+    return importlib.import_module(f"{REF_PACKAGE}.state")
+
+
+class HookTimer:
+    """Times an optimizer's sparse hooks: its own step hooks registered around `attach`'s."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, device: torch.device) -> None:
+        self.device = device
+        self.marks: dict[str, float] = {}
+        optimizer.register_step_post_hook(lambda *_: self._mark("update_end"))
+
+    def after_attach(self, optimizer: torch.optim.Optimizer) -> None:
+        """Register the mark that follows `attach`'s pre-hook (call right after `attach`)."""
+        optimizer.register_step_pre_hook(lambda *_: self._mark("pre_end"))
+
+    def _mark(self, name: str) -> None:
+        _sync(self.device)
+        self.marks[name] = time.perf_counter()
+
+
+def compare_hooks(
+    commit: str, model: str, steps: int, warmup: int, sparsity: float, device: torch.device
+) -> str:
+    """Median hook time per optimizer.step, OLD (`commit`) vs NEW, per optimizer; Markdown."""
+    with tempfile.TemporaryDirectory() as directory:
+        old_state = load_reference(commit, Path(directory))
+        builds = {f"OLD ({commit})": old_state.attach, "NEW (this tree)": sparseopt.attach}
+        lines = [
+            f"{model}, RigL+SparseOpt s={sparsity} (ERK), no topology "
+            f"update, device {device}, torch {torch.__version__}, {torch.get_num_threads()} CPU "
+            f"threads, {steps} timed steps per arm (median), interleaved.",
+            "",
+            "| optimizer | hooks | optimizer.step ms | base update ms | hook ms (pre + post) | hook share of step | NEW hook speed-up |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for label, make_optimizer in OPTIMIZERS.items():
+            arms = []
+            for name, attach in builds.items():
+                torch.manual_seed(0)
+                network = MODELS[model]["build"]().to(device)
+                optimizer = make_optimizer(network.parameters())
+                timer = HookTimer(optimizer, device)
+                attach(network, optimizer, method="rigl", sparsity=sparsity,
+                       preconditioner="sparseopt", total_steps=10**9, delta_t=10**9)  # fmt: skip
+                timer.after_attach(optimizer)
+                generator = torch.Generator().manual_seed(1)
+                grads = [torch.randn(p.shape, generator=generator).to(device) for p in network.parameters()]  # fmt: skip
+                arms.append((name, network, optimizer, timer, grads, {"step": [], "hooks": []}))
+            for index in range(warmup + steps):
+                order = arms if index % 2 else arms[::-1]
+                for _name, network, optimizer, timer, grads, times in order:
+                    for param, grad in zip(network.parameters(), grads, strict=True):
+                        param.grad = grad.clone()
+                    _sync(device)
+                    start = time.perf_counter()
+                    optimizer.step()
+                    _sync(device)
+                    end = time.perf_counter()
+                    if index >= warmup:
+                        marks = timer.marks
+                        times["step"].append(end - start)
+                        times["hooks"].append(marks["pre_end"] - start + end - marks["update_end"])
+            old_hooks = statistics.median(arms[0][5]["hooks"])
+            for name, *_, times in arms:
+                step, hooks = statistics.median(times["step"]), statistics.median(times["hooks"])
+                speedup = "" if name.startswith("OLD") else f"{old_hooks / hooks:.1f}x"
+                lines.append(
+                    f"| {label} | {name} | {step * 1e3:.1f} | {(step - hooks) * 1e3:.1f} "
+                    f"| {hooks * 1e3:.1f} | {hooks / step * 100:.0f}% | {speedup} |"
+                )
+            del arms
+        lines += ["", "Command: `python " + " ".join(sys.argv) + "`"]
+        return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=30, help="timed steps per arm")
@@ -176,13 +297,22 @@ def main() -> None:
     parser.add_argument("--sparsity", type=float, default=0.95)
     parser.add_argument("--update-repeats", type=int, default=5, help="timed RigL updates")
     parser.add_argument("--model", choices=sorted(MODELS), default="resnet20")
+    parser.add_argument(
+        "--compare-hooks",
+        metavar="REF",
+        help="time the sparse hooks alone, OLD (git commit REF) vs NEW (this tree)",
+    )
     args = parser.parse_args()
+    device = torch.device(args.device)
+    if args.compare_hooks:
+        print(compare_hooks(args.compare_hooks, args.model, args.steps, args.warmup, args.sparsity, device))  # fmt: skip
+        return
     print(
         run(
             args.steps,
             args.warmup,
             args.batch_size,
-            torch.device(args.device),
+            device,
             args.sparsity,
             args.update_repeats,
             args.model,

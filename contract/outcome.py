@@ -63,7 +63,9 @@ def ended_outcome(errored: bool, last_result: Mapping[str, Any] | None, budget: 
     return Status.FINISHED if int(epoch) >= int(budget) else Status.STOPPED
 
 
-def tune_trial_status(tune_status: str, last_result: Mapping[str, Any] | None, budget: int) -> Status:
+def tune_trial_status(
+    tune_status: str, last_result: Mapping[str, Any] | None, budget: int
+) -> Status:
     """Our status of a Ray Tune trial from its status string (PENDING, RUNNING, PAUSED,
     TERMINATED, ERROR) and last result."""
     if tune_status in ("PENDING", "PAUSED"):

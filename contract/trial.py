@@ -47,7 +47,9 @@ class TrialMeta:
 
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
-            raise ValueError(f"TrialMeta.stage must be one of {', '.join(STAGES)}, got {self.stage!r}")
+            raise ValueError(
+                f"TrialMeta.stage must be one of {', '.join(STAGES)}, got {self.stage!r}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-friendly dict Tune carries in the trial config under `"meta"`."""

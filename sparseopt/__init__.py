@@ -7,8 +7,8 @@ optuna or mlflow).
 
 from sparseopt.distributions import erk_densities, layer_nonzeros, uniform_densities
 from sparseopt.ham import HamSettings, ham_step, ham_update_
-from sparseopt.masks import layer_generator, maskable_weights, random_mask
-from sparseopt.preconditioners import clip_to_unit_norm_, neuron_scale
+from sparseopt.masks import layer_generator, maskable_weights, normalized_layers, random_mask
+from sparseopt.preconditioners import clip_grads_, neuron_scale, renormalize_grads_
 from sparseopt.state import SparseSettings, SparseState, TopologyUpdate, attach, attach_from_config
 from sparseopt.topology import drop_fraction_at, is_update_step
 
@@ -19,7 +19,7 @@ __all__ = [
     "TopologyUpdate",
     "attach",
     "attach_from_config",
-    "clip_to_unit_norm_",
+    "clip_grads_",
     "drop_fraction_at",
     "erk_densities",
     "ham_step",
@@ -29,7 +29,9 @@ __all__ = [
     "layer_nonzeros",
     "maskable_weights",
     "neuron_scale",
+    "normalized_layers",
     "random_mask",
+    "renormalize_grads_",
     "uniform_densities",
 ]
 
@@ -43,7 +45,14 @@ from sparseopt.checkpoint import (
     training_payload,
 )
 from sparseopt.data import DataRootError, build_datasets, build_loaders
-from sparseopt.diagnostics import fan_in_spread, gradient_skew_curve, plot_gradient_skew
+from sparseopt.diagnostics import (
+    fan_in_spread,
+    following_batchnorms,
+    gradient_skew_curve,
+    plot_gradient_skew,
+    row_weights_vs_fan_in,
+    weight_fan_in_rows,
+)
 from sparseopt.engine import DivergedError, evaluate, seed_everything, train_one_epoch
 from sparseopt.models import build_model, mlp, resnet20, resnet50, small_cnn
 from sparseopt.recipe import Run, build_run, resolve_device
@@ -62,6 +71,7 @@ __all__ += [
     "build_scheduler",
     "evaluate",
     "fan_in_spread",
+    "following_batchnorms",
     "gradient_skew_curve",
     "load_checkpoint",
     "load_latest_checkpoint",
@@ -71,6 +81,7 @@ __all__ += [
     "resnet50",
     "resolve_device",
     "restore_training_state",
+    "row_weights_vs_fan_in",
     "run_training",
     "save_checkpoint",
     "seed_everything",
@@ -78,4 +89,5 @@ __all__ += [
     "train_one_epoch",
     "training_payload",
     "warmup_cosine",
+    "weight_fan_in_rows",
 ]

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -166,4 +166,123 @@ def fan_in_spread(masks: Mapping[str, torch.Tensor]) -> list[dict[str, float | i
                 "empty_rows": int((fan_in == 0).sum()),
             }
         )
+    return rows
+
+
+BN_EPS = 1e-5
+"""BatchNorm's eps (PyTorch's default, that of every model here): a state_dict does not hold it."""
+
+
+def following_batchnorms(
+    model_state: Mapping[str, torch.Tensor], layers: Iterable[str]
+) -> dict[str, str | None]:
+    """Layer -> the BatchNorm registered right after it, when that BN normalises the layer's
+    output channels (else None), read from a model state_dict's key order.
+
+    A checkpoint holds no graph, only the state_dict, whose keys follow module registration
+    order; in our models (resnet20, resnet50, small_cnn, mlp) every conv/linear that feeds a
+    BN is registered right before it, the same pairs `normalized_layers` reads from the graph.
+    """
+    modules = list(dict.fromkeys(key.rsplit(".", 1)[0] for key in model_state if "." in key))
+    position = {name: index for index, name in enumerate(modules)}
+    paired: dict[str, str | None] = {}
+    for layer in layers:
+        index = position.get(layer)
+        after = modules[index + 1] if index is not None and index + 1 < len(modules) else None
+        weight = model_state.get(f"{layer}.weight")
+        running_var = model_state.get(f"{after}.running_var") if after else None
+        matches = (
+            weight is not None
+            and running_var is not None
+            and running_var.shape == (weight.shape[0],)
+        )
+        paired[layer] = after if matches else None
+    return paired
+
+
+def fan_in_terciles(fan_in: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row indices of the low and high fan-in terciles: rows ranked by k_i (ties by row index),
+    the first and the last max(1, rows // 3) of them."""
+    order = torch.argsort(fan_in, stable=True)
+    size = max(1, fan_in.numel() // 3)
+    return order[:size], order[-size:]
+
+
+def pearson(x: torch.Tensor, y: torch.Tensor) -> float | None:
+    """Pearson correlation of two equally long 1-d tensors (float64); None if either is constant."""
+    if x.numel() == 0 or bool(x.max() == x.min()) or bool(y.max() == y.min()):
+        return None
+    dx, dy = x.double() - x.double().mean(), y.double() - y.double().mean()
+    scale = float(dx.norm() * dy.norm())
+    return float((dx * dy).sum()) / scale if scale > 0 else None
+
+
+def _mean_or_none(values: torch.Tensor) -> float | None:
+    return float(values.double().mean()) if values.numel() else None
+
+
+def row_weights_vs_fan_in(
+    mask: torch.Tensor,
+    weight: torch.Tensor,
+    bn_weight: torch.Tensor | None = None,
+    bn_running_var: torch.Tensor | None = None,
+    bn_eps: float = BN_EPS,
+) -> dict[str, float | None]:
+    """How one layer's row weights and its following BN's per-channel scale vary with fan-in k_i.
+
+    SparseOpt's f_i > 1 on high-fan-in rows can inflate their weights; a following BN divides
+    that growth out (its running std grows with the row), so the network does not see it, but
+    RigL's layer-wide magnitude ranking does. Keys (low/high: the `fan_in_terciles`):
+    k_low, k_high (mean k_i); w_abs_low, w_abs_high (mean |w| over the tercile's active
+    weights); row_norm_low, row_norm_high (mean row L2 norm); corr_norm_k (Pearson r of row L2
+    norm with k_i, all rows); corr_w_abs_k (r of the row's mean |w| with k_i, rows with k_i > 0);
+    with a BN: gamma_low/high (mean |gamma_i|), std_low/high (mean sqrt(running_var_i + eps)),
+    bn_scale_low/high (mean |gamma_i| / std_i: the scale BN applies to row i's output) and
+    corr_bn_scale_k. None where undefined (a constant series, a tercile without active weights).
+    """
+    rows = mask.shape[0]
+    active = mask.reshape(rows, -1).double()
+    magnitude = weight.detach().reshape(rows, -1).double().abs() * active
+    fan_in = active.sum(dim=1)
+    abs_sum = magnitude.sum(dim=1)
+    row_norm = magnitude.square().sum(dim=1).sqrt()
+    low, high = fan_in_terciles(fan_in)
+    nonempty = fan_in > 0
+    result: dict[str, float | None] = {}
+    for tercile, index in (("low", low), ("high", high)):
+        weights = float(fan_in[index].sum())
+        result[f"k_{tercile}"] = float(fan_in[index].mean())
+        result[f"w_abs_{tercile}"] = float(abs_sum[index].sum()) / weights if weights else None
+        result[f"row_norm_{tercile}"] = float(row_norm[index].mean())
+    result["corr_norm_k"] = pearson(row_norm, fan_in)
+    result["corr_w_abs_k"] = pearson(abs_sum[nonempty] / fan_in[nonempty], fan_in[nonempty])
+    if bn_weight is not None and bn_running_var is not None:
+        gamma = bn_weight.detach().double().abs()
+        std = (bn_running_var.detach().double() + bn_eps).sqrt()
+        for name, values in (("gamma", gamma), ("std", std), ("bn_scale", gamma / std)):
+            result[f"{name}_low"] = _mean_or_none(values[low])
+            result[f"{name}_high"] = _mean_or_none(values[high])
+        result["corr_bn_scale_k"] = pearson(gamma / std, fan_in)
+    return result
+
+
+def weight_fan_in_rows(
+    masks: Mapping[str, torch.Tensor], model_state: Mapping[str, torch.Tensor]
+) -> list[dict[str, float | str | None]]:
+    """`row_weights_vs_fan_in` for every masked layer of one checkpoint (its masks and model
+    state_dict), with "layer" and "bn" (the `following_batchnorms` name, or None); layers whose
+    weight the state_dict lacks are left out."""
+    norms = following_batchnorms(model_state, masks)
+    rows: list[dict[str, float | str | None]] = []
+    for name, mask in masks.items():
+        weight = model_state.get(f"{name}.weight")
+        if weight is None:
+            continue
+        bn = norms[name]
+        running_var = model_state[f"{bn}.running_var"] if bn else None
+        gamma = model_state.get(f"{bn}.weight") if bn else None
+        if running_var is not None and gamma is None:  # affine=False: gamma is 1
+            gamma = torch.ones_like(running_var)
+        stats = row_weights_vs_fan_in(mask, weight, gamma, running_var)
+        rows.append({"layer": name, "bn": bn, **stats})
     return rows

@@ -8,15 +8,29 @@ happens in the optimizer's step pre/post hooks. The forward graph is untouched, 
 Per optimizer step:
 
 - pre-step: keep |raw| or |corrected| dense gradients when a RigL update is due; multiply
-  p.grad by the SparseOpt row factors; zero p.grad off-mask; zero every optimizer-state tensor
-  shaped like the parameter off-mask; optionally clip the global gradient norm (over all
-  parameters with gradients, after masking: the norm of the update actually applied) to 1.
-- post-step: re-zero weights and optimizer state off-mask (lazily created state included);
-  HAM if enabled; the topology update when due (`sparseopt.topology`).
+  p.grad by the SparseOpt row factors f_i (capped at `f_max`; 1 on layers SparseOpt skips) and
+  zero it off-mask, in one fused pass; then optionally rescale the whole gradient (over all
+  parameters with gradients, after masking) to unit global norm (`grad_renorm`) or clip its norm
+  to `grad_clip`; then optionally scale the weight decay of each row by f_i.
+- post-step: HAM if enabled; the topology update when due (`sparseopt.topology`).
+
+Keeping masked weights and optimizer state exactly zero costs no extra pass for SGD, Adam and
+AdamW (exact types, eps > 0): they update every element from that element's own gradient,
+weight and state only, so a zero gradient on a zero weight with zero state leaves all three zero
+(momentum, nesterov, L2 and decoupled decay, amsgrad included; `tests/test_attach.py` checks it
+bit for bit against the generic path). Any other optimizer gets the generic path: optimizer state
+is zeroed off-mask before the step, weights and state after it. Weights and state are also
+re-zeroed once on the first step and after any model state_dict load, which covers weights set
+after `attach`. A topology update zeroes dropped weights, their gradients and their state;
+regrown weights start from zero weights and zero state.
 
 Masking multiplies by cached 0/1 tensors of the weight's dtype in fused `torch._foreach_mul_`
 calls (boolean `masked_fill_` is far slower on CPU); so a non-finite gradient stays non-finite,
 as it would in dense training. The caches follow `model.to(...)` and model state_dict loads.
+
+Activity counters record, per modifier in use (renorm, clip, cap, wdscale, ham), on how many
+steps it changed the update; flags computed on the device are summed there and read once by
+`activity()`, so counting adds no host sync per step.
 
 Randomness comes only from generators seeded by (seed, step, layer), so every DDP rank builds
 the same masks; RigL ranks p.grad as seen by `optimizer.step` (after DDP's all-reduce, i.e. the
@@ -25,6 +39,7 @@ mean gradient). A rank-0 broadcast of the masks after each update guards against
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -32,11 +47,19 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from contract.names import ACTIVITY_METRICS
 from sparseopt.config import SparseConfig
 from sparseopt.distributions import erk_densities, layer_nonzeros, uniform_densities
 from sparseopt.ham import HamSettings, ham_step
-from sparseopt.masks import layer_generator, maskable_weights, random_mask
-from sparseopt.preconditioners import PRECONDITIONERS, clip_to_unit_norm_, row_scale_view
+from sparseopt.masks import layer_generator, maskable_weights, normalized_layers, random_mask
+from sparseopt.preconditioners import (
+    PRECONDITIONERS,
+    RENORM_TOLERANCE,
+    clip_grads_,
+    neuron_scale,
+    renormalize_grads_,
+    row_view,
+)
 from sparseopt.topology import (
     DYNAMIC_METHODS,
     METHODS,
@@ -48,8 +71,15 @@ from sparseopt.topology import (
 
 MASK_BUFFER = "weight_mask"
 DISTRIBUTIONS = {"erk": erk_densities, "uniform": uniform_densities}
-STATE_FORMAT = "sparseopt.SparseState/1"
+SPARSEOPT_LAYERS = ("all", "normalized")
+STATE_FORMAT = "sparseopt.SparseState/2"
+LEGACY_FORMAT = "sparseopt.SparseState/1"
+"""Format of state_dicts saved before grad_clip existed: their grad_renorm=True clipped at 1."""
 INIT_STEP = 0
+ELEMENTWISE_OPTIMIZERS = (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW)
+"""Optimizers whose update of an element reads only that element's gradient, weight and state."""
+MODIFIERS = tuple(ACTIVITY_METRICS)
+"""Modifiers whose activity is counted: renorm, clip, cap, wdscale, ham."""
 
 
 @dataclass(frozen=True)
@@ -80,12 +110,48 @@ class SparseSettings:
     dense_layers: tuple[str, ...]
     dense_in_budget: bool
     seed: int
+    grad_clip: float | None = None
+    f_max: float | None = None
+    sparseopt_layers: str = "all"
+    scale_weight_decay: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """A plain, JSON-friendly dict (tuples as lists, HAM as a dict or None)."""
         payload = asdict(self)
         payload["dense_layers"] = list(self.dense_layers)
         return payload
+
+    def modifiers(self) -> tuple[str, ...]:
+        """The modifiers of `MODIFIERS` this run uses, in that order (their activity is counted)."""
+        used = {
+            "renorm": self.grad_renorm,
+            "clip": self.grad_clip is not None,
+            "cap": self.f_max is not None,
+            "wdscale": self.scale_weight_decay,
+            "ham": self.ham is not None,
+        }
+        return tuple(name for name in MODIFIERS if used[name])
+
+
+NEW_SETTINGS_DEFAULTS: dict[str, Any] = {
+    "grad_clip": None,
+    "f_max": None,
+    "sparseopt_layers": "all",
+    "scale_weight_decay": False,
+}
+"""Settings added after the first state_dict format; a saved config without them had these."""
+
+
+def _saved_settings(state_dict: Mapping[str, Any]) -> dict[str, Any]:
+    """The config of a saved state_dict in today's terms (missing keys at their defaults; a legacy
+    grad_renorm=True, which clipped the norm at 1, becomes grad_clip=1.0)."""
+    fmt = state_dict.get("format")
+    if fmt not in (STATE_FORMAT, LEGACY_FORMAT):
+        raise ValueError(f"state_dict format must be {STATE_FORMAT!r}, got {fmt!r}")
+    saved = {**NEW_SETTINGS_DEFAULTS, **dict(state_dict["config"])}
+    if fmt == LEGACY_FORMAT and saved.get("grad_renorm"):
+        saved.update(grad_renorm=False, grad_clip=1.0)
+    return saved
 
 
 def _choice(argument: str, value: object, allowed: Iterable[str]) -> str:
@@ -97,13 +163,27 @@ def _choice(argument: str, value: object, allowed: Iterable[str]) -> str:
     return str(value)
 
 
+def _positive_or_none(argument: str, value: float | None) -> float | None:
+    """`value` as a float when it is a finite number > 0, None for None; ValueError otherwise."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not math.isfinite(float(value)) or float(value) <= 0:
+        raise ValueError(f"{argument} must be None or a finite number > 0, got {value!r}")
+    return float(value)
+
+
 def _validate(
+    *,
     method: object,
     sparsity: float,
     distribution: object,
     preconditioner: object,
     regrow_scores: object,
     grad_renorm: bool,
+    grad_clip: float | None,
+    f_max: float | None,
+    sparseopt_layers: object,
+    scale_weight_decay: bool,
     ham: object,
     total_steps: int | None,
     delta_t: int,
@@ -117,6 +197,9 @@ def _validate(
     distribution = _choice("distribution", distribution, DISTRIBUTIONS)
     preconditioner = _choice("preconditioner", preconditioner, PRECONDITIONERS)
     regrow_scores = _choice("regrow_scores", regrow_scores, REGROW_SCORES)
+    sparseopt_layers = _choice("sparseopt_layers", sparseopt_layers, SPARSEOPT_LAYERS)
+    grad_clip = _positive_or_none("grad_clip", grad_clip)
+    f_max = _positive_or_none("f_max", f_max)
     if not 0.0 <= float(sparsity) < 1.0:
         raise ValueError(f"sparsity must be in [0, 1), got {sparsity!r}")
     if method == "dense" and float(sparsity) != 0.0:
@@ -135,6 +218,22 @@ def _validate(
         raise ValueError(
             "regrow_scores='corrected' needs method='rigl' and preconditioner='sparseopt' "
             f"(got method={method!r}, preconditioner={preconditioner!r}); use regrow_scores='raw'"
+        )
+    if grad_renorm and grad_clip is not None:
+        raise ValueError(
+            f"grad_renorm=True (unit global norm every step) and grad_clip={grad_clip!r} (norm at "
+            "most grad_clip) exclude each other; set one of them"
+        )
+    needing = {
+        "f_max": f_max is not None,
+        "sparseopt_layers='normalized'": sparseopt_layers == "normalized",
+        "scale_weight_decay": bool(scale_weight_decay),
+    }
+    if preconditioner != "sparseopt" and any(needing.values()):
+        options = ", ".join(name for name, used in needing.items() if used)
+        raise ValueError(
+            f"{options} modify SparseOpt and need preconditioner='sparseopt' "
+            f"(got preconditioner={preconditioner!r})"
         )
     if isinstance(dense_layers, str):
         raise ValueError(
@@ -155,6 +254,10 @@ def _validate(
         dense_layers=tuple(dense_layers),
         dense_in_budget=bool(dense_in_budget),
         seed=int(seed),
+        grad_clip=grad_clip,
+        f_max=f_max,
+        sparseopt_layers=sparseopt_layers,
+        scale_weight_decay=bool(scale_weight_decay),
     )
 
 
@@ -168,10 +271,14 @@ class _Layer:
     weight: torch.nn.Parameter
     count: int
     ever_active: torch.Tensor
+    group: int | None
     source: torch.Tensor | None = None
     keep: torch.Tensor | None = None
     scale: torch.Tensor | None = None
     grad_mult: torch.Tensor | None = None
+    decay_delta: torch.Tensor | None = None
+    capped: bool = False
+    scaled: bool = False
     updatable: bool = field(init=False)
 
     def __post_init__(self) -> None:
@@ -188,6 +295,22 @@ def _multiply_all(tensors: list[torch.Tensor], factors: list[torch.Tensor]) -> N
         torch._foreach_mul_(tensors, factors)
 
 
+def is_elementwise(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether zeros off-mask (gradient, weight, state) stay zero through `optimizer.step` with no
+    masking of state or weights: SGD, Adam and AdamW exactly (not subclasses), every eps > 0."""
+    return type(optimizer) in ELEMENTWISE_OPTIMIZERS and all(
+        float(group.get("eps", 1.0)) > 0 for group in optimizer.param_groups
+    )
+
+
+def _decoupled_decay(optimizer: torch.optim.Optimizer, group: Mapping[str, Any]) -> bool:
+    """Whether `group`'s weight decay shrinks the weights directly (AdamW) instead of entering
+    the gradient (SGD, Adam's L2)."""
+    return isinstance(optimizer, torch.optim.AdamW) or bool(
+        group.get("decoupled_weight_decay", False)
+    )
+
+
 class SparseState:
     """Masks, schedule and hooks of one sparse training run; created by `attach`."""
 
@@ -201,6 +324,11 @@ class SparseState:
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise ValueError(
                 f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}"
+            )
+        if settings.scale_weight_decay and type(optimizer) not in ELEMENTWISE_OPTIMIZERS:
+            raise ValueError(
+                "scale_weight_decay=True scales the weight decay of torch.optim.SGD, Adam and "
+                f"AdamW only (the decay sparseopt knows how to scale); got {type(optimizer).__name__}"
             )
         self.settings = settings
         self.optimizer = optimizer
@@ -221,7 +349,11 @@ class SparseState:
         self._hot: list[_Layer] = []
         self._scores: dict[str, torch.Tensor] | None = None
         self._dirty = False
+        self._remask = True
+        self._elementwise = is_elementwise(optimizer)
         self._detached_masks: dict[str, torch.Tensor] | None = None
+        self._sparseopt_layers = self._layers_with_sparseopt(model, weights)
+        self.reset_activity()
         if settings.method != "dense":
             self._build_masks(model, weights)
         self._handles = [
@@ -234,6 +366,17 @@ class SparseState:
         ]
 
     # ----------------------------------------------------------------- construction
+    def _layers_with_sparseopt(
+        self, model: torch.nn.Module, weights: dict[str, torch.nn.Parameter]
+    ) -> frozenset[str]:
+        """The maskable layers whose gradient SparseOpt scales (`sparseopt_layers`)."""
+        s = self.settings
+        if s.preconditioner != "sparseopt" or s.method == "dense":
+            return frozenset()
+        if s.sparseopt_layers == "normalized":
+            return frozenset(normalized_layers(model, weights))
+        return frozenset(weights)
+
     def _build_masks(self, model: torch.nn.Module, weights: dict[str, torch.nn.Parameter]) -> None:
         s = self.settings
         shapes = {name: tuple(w.shape) for name, w in weights.items()}
@@ -242,6 +385,11 @@ class SparseState:
         )
         counts = layer_nonzeros(shapes, densities)
         modules = dict(model.named_modules())
+        groups = {
+            id(param): index
+            for index, group in enumerate(self.optimizer.param_groups)
+            for param in group["params"]
+        }
         for name in weights:
             if hasattr(modules[name], MASK_BUFFER):
                 raise ValueError(
@@ -252,7 +400,15 @@ class SparseState:
                 generator = layer_generator(s.seed, INIT_STEP, index)
                 mask = random_mask(weight.shape, counts[name], generator).to(weight.device)
                 modules[name].register_buffer(MASK_BUFFER, mask, persistent=True)
-                layer = _Layer(name, index, modules[name], weight, counts[name], mask.clone())
+                layer = _Layer(
+                    name=name,
+                    index=index,
+                    module=modules[name],
+                    weight=weight,
+                    count=counts[name],
+                    ever_active=mask.clone(),
+                    group=groups.get(id(weight)),
+                )
                 self._layers.append(layer)
                 self._refresh(layer)
                 weight.mul_(layer.keep)
@@ -264,17 +420,28 @@ class SparseState:
         layer.source = mask
         layer.keep = mask.to(layer.weight.dtype)
         layer.ever_active = layer.ever_active.to(mask.device)
-        layer.scale = None
+        layer.scale = layer.decay_delta = None
         layer.grad_mult = layer.keep
-        if self.settings.preconditioner == "sparseopt" and layer.count < layer.weight.numel():
-            layer.scale = row_scale_view(mask, layer.weight.dtype).to(layer.weight.device)
+        layer.capped = layer.scaled = False
+        if layer.name in self._sparseopt_layers and layer.count < layer.weight.numel():
+            factors = neuron_scale(mask)
+            f_max = self.settings.f_max
+            if f_max is not None:
+                layer.capped = bool((factors > f_max).any())
+                factors = factors.clamp_max(f_max)
+            nonempty = mask.reshape(mask.shape[0], -1).any(dim=1)
+            layer.scaled = bool((factors[nonempty] != 1).any())
+            layer.scale = row_view(factors.to(layer.weight.dtype), layer.weight)
             layer.grad_mult = layer.keep * layer.scale
+            if self.settings.scale_weight_decay:
+                layer.decay_delta = layer.scale - 1
 
     def _on_model_load(self, module: torch.nn.Module, incompatible_keys: object) -> None:
         self._dirty = True
 
     def _sync_caches(self) -> None:
-        """Follow mask buffers that were replaced (`model.to`, assign-loads) or loaded in place."""
+        """Follow mask buffers that were replaced (`model.to`, assign-loads) or loaded in place;
+        weights and state are then re-zeroed off-mask before the step."""
         for layer in self._hot:
             if self._dirty or layer.mask is not layer.source:
                 if int(layer.mask.sum()) != layer.count:
@@ -284,6 +451,7 @@ class SparseState:
                     )
                 self._refresh(layer)
                 layer.ever_active |= layer.mask
+                self._remask = True
         self._dirty = False
 
     # ----------------------------------------------------------------- hot path
@@ -310,43 +478,145 @@ class SparseState:
             keeps += [layer.keep] * len(values)
         return tensors, keeps
 
-    @torch.no_grad()
-    def _pre_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-        self._sync_caches()
-        s = self.settings
-        if s.method == "rigl" and is_update_step(self.step + 1, s.delta_t, s.t_end, s.total_steps):
-            self._scores = {}
-            for layer in self._hot:
-                grad = layer.weight.grad
-                if grad is not None and layer.updatable:
-                    corrected = s.regrow_scores == "corrected"
-                    self._scores[layer.name] = (
-                        (grad * layer.scale).abs_() if corrected else grad.abs()
-                    )
-        with_grad = [layer for layer in self._hot if layer.weight.grad is not None]
-        _multiply_all(
-            [layer.weight.grad for layer in with_grad], [layer.grad_mult for layer in with_grad]
-        )
-        _multiply_all(*self._state_and_keeps())
-        if s.grad_renorm:
-            clip_to_unit_norm_(p for group in optimizer.param_groups for p in group["params"])
-
-    @torch.no_grad()
-    def _post_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-        self.step += 1
+    def _mask_weights_and_state(self) -> None:
+        """Zero every masked weight and its weight-shaped optimizer state off-mask (one fused call)."""
         state_tensors, keeps = self._state_and_keeps()
         _multiply_all(
             [layer.weight for layer in self._hot] + state_tensors,
             [layer.keep for layer in self._hot] + keeps,
         )
+
+    def _weight_decay(self, layer: _Layer) -> float:
+        """The current weight decay of `layer`'s parameter group (0 outside the optimizer)."""
+        if layer.group is None:
+            return 0.0
+        return float(self.optimizer.param_groups[layer.group].get("weight_decay", 0.0))
+
+    @torch.no_grad()
+    def _pre_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        self._sync_caches()
+        if self._remask:
+            self._mask_weights_and_state()
+            self._remask = False
+        s = self.settings
+        with_grad = [layer for layer in self._hot if layer.weight.grad is not None]
+        if s.method == "rigl" and is_update_step(self.step + 1, s.delta_t, s.t_end, s.total_steps):
+            self._keep_scores(with_grad)
+        _multiply_all(
+            [layer.weight.grad for layer in with_grad], [layer.grad_mult for layer in with_grad]
+        )
+        self._elementwise = is_elementwise(optimizer)
+        if not self._elementwise:
+            _multiply_all(*self._state_and_keeps())
+        if s.grad_renorm or s.grad_clip is not None:
+            self._normalize_gradient(optimizer)
+        if s.scale_weight_decay:
+            self._scale_weight_decay(with_grad)
+        if s.f_max is not None:
+            self._count("cap", any(layer.capped for layer in with_grad))
+
+    def _keep_scores(self, with_grad: list[_Layer]) -> None:
+        """Store RigL's regrowth scores: |raw gradient|, or |f_i * gradient| when corrected."""
+        corrected = self.settings.regrow_scores == "corrected"
+        self._scores = {}
+        for layer in with_grad:
+            if layer.updatable:
+                grad = layer.weight.grad
+                use_scale = corrected and layer.scale is not None
+                self._scores[layer.name] = (grad * layer.scale).abs_() if use_scale else grad.abs()
+
+    def _normalize_gradient(self, optimizer: torch.optim.Optimizer) -> None:
+        """Renormalise the global gradient to unit norm, or clip it at `grad_clip`; count acts."""
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"]]
+        grads = [grad for grad in grads if grad is not None]
+        if not grads:
+            return
+        if self.settings.grad_renorm:
+            norm = renormalize_grads_(grads)
+            self._count("renorm", (norm - 1.0).abs() > RENORM_TOLERANCE)
+        else:
+            max_norm = float(self.settings.grad_clip)
+            self._count("clip", clip_grads_(grads, max_norm) > max_norm)
+
+    def _scale_weight_decay(self, with_grad: list[_Layer]) -> None:
+        """Make row i's effective weight decay f_i * wd * w, for L2 decay (added to the gradient by
+        the optimizer: add (f_i - 1) * wd * w to it) or decoupled decay (AdamW shrinks w by
+        (1 - lr * wd): rescale w by (1 - lr * wd * f_i) / (1 - lr * wd) first)."""
+        decaying = [(layer, self._weight_decay(layer)) for layer in with_grad if layer.scaled]
+        decaying = [(layer, decay) for layer, decay in decaying if decay > 0]
+        self._count("wdscale", bool(decaying))
+        coupled: list[tuple[_Layer, float]] = []
+        decoupled: list[tuple[_Layer, float]] = []
+        for layer, decay in decaying:
+            group = self.optimizer.param_groups[layer.group]
+            if not _decoupled_decay(self.optimizer, group):
+                coupled.append((layer, decay))
+                continue
+            shrink = float(group["lr"]) * decay
+            if shrink == 1.0:
+                raise ValueError(
+                    "scale_weight_decay with decoupled weight decay needs lr * weight_decay != 1 "
+                    f"(got lr={group['lr']}, weight_decay={decay})"
+                )
+            decoupled.append((layer, -shrink / (1.0 - shrink)))
+        if coupled:
+            torch._foreach_addcmul_(
+                [layer.weight.grad for layer, _ in coupled],
+                [layer.weight for layer, _ in coupled],
+                [layer.decay_delta for layer, _ in coupled],
+                [decay for _, decay in coupled],
+            )
+        if decoupled:
+            ratios = torch._foreach_mul(
+                [layer.decay_delta for layer, _ in decoupled], [c for _, c in decoupled]
+            )
+            torch._foreach_add_(ratios, 1.0)
+            _multiply_all([layer.weight for layer, _ in decoupled], ratios)
+
+    @torch.no_grad()
+    def _post_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        self.step += 1
+        self._activity_steps += 1
+        if not self._elementwise:
+            self._mask_weights_and_state()
         s = self.settings
         if s.ham is not None:
-            ham_step(optimizer, s.ham)
+            changed = ham_step(optimizer, s.ham)
+            self._count("ham", False if changed is None else changed)
         if s.method in DYNAMIC_METHODS and is_update_step(
             self.step, s.delta_t, s.t_end, s.total_steps
         ):
             self._update_topology()
         self._scores = None
+
+    # ----------------------------------------------------------------- activity
+    def _count(self, modifier: str, acted: bool | torch.Tensor) -> None:
+        """Add one step's "modifier changed the update" flag: host bools on the host, device
+        flags on their device (summed there, read by `activity`)."""
+        if isinstance(acted, torch.Tensor):
+            flag = acted.to(torch.int64)
+            total = self._device_counts.get(modifier)
+            self._device_counts[modifier] = flag if total is None else total.add_(flag)
+        else:
+            self._host_counts[modifier] += int(acted)
+
+    def activity(self) -> dict[str, float]:
+        """Modifier -> fraction of the optimizer steps since `reset_activity()` on which it changed
+        the update, for the modifiers this run uses (see `SparseSettings.modifiers`); 0.0 when
+        no step ran. Reads each device counter once (the only host syncs of the counting)."""
+        steps = self._activity_steps
+        fractions = {}
+        for modifier in self.settings.modifiers():
+            device = self._device_counts.get(modifier)
+            acted = self._host_counts[modifier] + (0 if device is None else int(device))
+            fractions[modifier] = acted / steps if steps else 0.0
+        return fractions
+
+    def reset_activity(self) -> None:
+        """Start counting modifier activity afresh (e.g. at the start of each epoch)."""
+        self._activity_steps = 0
+        self._host_counts = dict.fromkeys(MODIFIERS, 0)
+        self._device_counts: dict[str, torch.Tensor] = {}
 
     # ----------------------------------------------------------------- topology
     def _update_topology(self) -> None:
@@ -437,12 +707,12 @@ class SparseState:
         }
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        """Restore a `state_dict()`; the config and the layer names/shapes must match this state."""
-        if state_dict.get("format") != STATE_FORMAT:
-            raise ValueError(
-                f"state_dict format must be {STATE_FORMAT!r}, got {state_dict.get('format')!r}"
-            )
-        ours, theirs = self.settings.to_dict(), dict(state_dict["config"])
+        """Restore a `state_dict()`; the config and the layer names/shapes must match this state.
+
+        Older state_dicts load too: settings added since are read at their defaults, and a legacy
+        grad_renorm=True (which clipped the norm at 1) as grad_clip=1.0.
+        """
+        ours, theirs = self.settings.to_dict(), _saved_settings(state_dict)
         differing = sorted(
             key for key in set(ours) | set(theirs) if ours.get(key) != theirs.get(key)
         )
@@ -474,6 +744,7 @@ class SparseState:
                 layer.weight.mul_(layer.keep)
                 self._mask_optimizer_state(layer, layer.keep)
         self.step = int(state_dict["step"])
+        self._remask = False
         last = state_dict.get("last_update")
         self.last_update = None if last is None else TopologyUpdate(**last)
         self._dirty = False
@@ -499,6 +770,10 @@ def attach(
     preconditioner: str = "none",
     regrow_scores: str = "raw",
     grad_renorm: bool = False,
+    grad_clip: float | None = None,
+    f_max: float | None = None,
+    sparseopt_layers: str = "all",
+    scale_weight_decay: bool = False,
     ham: Mapping[str, float] | object | None = None,
     total_steps: int | None = None,
     delta_t: int = 100,
@@ -517,8 +792,14 @@ def attach(
     ("erk" | "uniform", see `sparseopt.distributions`). preconditioner: "none" | "sparseopt".
     regrow_scores: RigL growth ranks |raw dense gradient| ("raw") or |f_i * g| with f from the
     pre-drop mask ("corrected"; inactive weights of a row with k_i = 0 then score 0).
-    grad_renorm: clip the global gradient norm to 1 after the preconditioner. ham: None or
-    {"alpha", "beta"}. total_steps: optimizer steps of the whole run (needed by set/rigl);
+    grad_renorm: rescale the whole gradient to unit global norm every step, after the
+    preconditioner (direction only). grad_clip: None, or clip the global gradient norm to at most
+    this value (excludes grad_renorm). f_max: None, or cap SparseOpt's factors at f_max.
+    sparseopt_layers: "all" | "normalized" (SparseOpt only on layers whose output feeds a
+    BatchNorm/GroupNorm/LayerNorm, see `normalized_layers`; others get f = 1).
+    scale_weight_decay: scale row i's weight decay by the same f_i as its gradient (SGD, Adam,
+    AdamW). f_max, "normalized" and scale_weight_decay need preconditioner="sparseopt". ham: None
+    or {"alpha", "beta"}. total_steps: optimizer steps of the whole run (needed by set/rigl);
     updates every `delta_t` steps while step < t_end * total_steps, dropping the cosine-decayed
     `drop_fraction`. dense_layers: module names kept dense, inside the budget unless
     dense_in_budget=False. seed: seeds mask generators by (seed, step, layer).
@@ -526,9 +807,25 @@ def attach(
     Defaults equal `sparseopt.config.SparseConfig`'s.
     """
     settings = _validate(
-        method, sparsity, distribution, preconditioner, regrow_scores, grad_renorm, ham,
-        total_steps, delta_t, drop_fraction, t_end, dense_layers, dense_in_budget, seed,
-    )  # fmt: skip
+        method=method,
+        sparsity=sparsity,
+        distribution=distribution,
+        preconditioner=preconditioner,
+        regrow_scores=regrow_scores,
+        grad_renorm=grad_renorm,
+        grad_clip=grad_clip,
+        f_max=f_max,
+        sparseopt_layers=sparseopt_layers,
+        scale_weight_decay=scale_weight_decay,
+        ham=ham,
+        total_steps=total_steps,
+        delta_t=delta_t,
+        drop_fraction=drop_fraction,
+        t_end=t_end,
+        dense_layers=dense_layers,
+        dense_in_budget=dense_in_budget,
+        seed=seed,
+    )
     return SparseState(model, optimizer, settings, broadcast_masks=broadcast_masks)
 
 
@@ -549,6 +846,10 @@ def attach_from_config(
         preconditioner=sparse_cfg.preconditioner,
         regrow_scores=sparse_cfg.regrow_scores,
         grad_renorm=sparse_cfg.grad_renorm,
+        grad_clip=sparse_cfg.grad_clip,
+        f_max=sparse_cfg.f_max,
+        sparseopt_layers=sparse_cfg.sparseopt_layers,
+        scale_weight_decay=sparse_cfg.scale_weight_decay,
         ham=None if sparse_cfg.ham is None else sparse_cfg.ham.model_dump(),
         total_steps=total_steps,
         delta_t=sparse_cfg.delta_t,

@@ -1,15 +1,15 @@
-"""The `sparsesweep` command line: one Typer app that gathers every layer's commands.
+"""The `sparsesweep` command line: one Typer app that gathers every command.
 
 Each command module keeps its heavy imports (torch, ray, mlflow) inside the command
-functions, so `sparsesweep --help` and the analysis commands start fast.
+functions, so `sparsesweep --help` and the analysis commands start fast. Every module shares
+`sweeps.cli_errors` (exit codes and the one error helper).
 """
 
 from __future__ import annotations
 
 import typer
 
-from analysis import cli as analysis_cli
-from sweeps import cli_fanin, cli_single, cli_sweep
+from sweeps import cli_analysis, cli_fanin, cli_run, cli_single, cli_status, cli_ui
 
 app = typer.Typer(
     name="sparsesweep",
@@ -18,10 +18,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-cli_single.register(app)
-cli_sweep.register(app)
-cli_fanin.register(app)
-analysis_cli.register(app)
+for module in (cli_single, cli_run, cli_status, cli_ui, cli_fanin, cli_analysis):
+    module.register(app)
 
 
 def main() -> None:

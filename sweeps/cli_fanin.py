@@ -1,9 +1,16 @@
-"""`sparsesweep fanin`: how unequal the per-neuron fan-ins of a model's masks are.
+"""`sparsesweep fanin`: how unequal the per-neuron fan-ins of a model's masks are, and what
+SparseOpt's factors did to the weights over training.
 
 SparseOpt rescales neuron i's gradient by f_i = sqrt(k_i / mean k); it can only matter where
 the fan-ins k_i of one layer differ. This command shows that spread for fresh masks of a model
 at a sparsity, or for the masks stored in a training checkpoint (a trial's masks after RigL/SET
-moved them). Heavy imports happen inside the command so `--help` stays fast.
+moved them). For checkpoints it also shows, per layer and per stored checkpoint (epoch), the
+row weights against k_i (mean |w| and row L2 norm of the low and high fan-in terciles, their
+correlation with k_i) and the following BatchNorm's |gamma|, running std and |gamma|/std per
+channel against k_i: f_i > 1 can inflate high-fan-in rows, BN hides that from the network, and
+RigL's layer-wide magnitude ranking then drops the low-fan-in rows' weights. In --json each
+layer row gains "history": one entry per checkpoint. Heavy imports happen inside the command
+so `--help` stays fast.
 """
 
 from __future__ import annotations
@@ -16,7 +23,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from sweeps.cli_single import DEFAULT_NUM_CLASSES, DISTRIBUTIONS, MODEL_INPUTS, _fail
+from sweeps.cli_errors import fail
+from sweeps.cli_single import DEFAULT_NUM_CLASSES, DISTRIBUTIONS, MODEL_INPUTS
 
 TRIAL_PREFIX = "trial-"
 """Ray Train run directories of a sweep are named trial-<config hash> (trainables.runtime)."""
@@ -27,8 +35,8 @@ def fanin(
         Path | None,
         typer.Option(
             "--checkpoint",
-            help="checkpoint file, a directory of them, or a trial's Ray Train run directory "
-            "(its newest checkpoint_* is read)",
+            help="checkpoint file, a directory of them, or a trial's Ray Train run directory: "
+            "the spread of the newest masks, and row weights / BN scale vs fan-in per checkpoint",
         ),
     ] = None,
     model: Annotated[
@@ -44,17 +52,20 @@ def fanin(
         typer.Option(
             "--runs",
             help="a sweep's train_runs/ directory: one JSON line per trial "
-            "(config hash + per-layer rows) from each trial's newest checkpoint",
+            "(config hash + per-layer rows of its newest masks, each with its history over "
+            "the trial's checkpoints)",
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
 ) -> None:
-    """Per-layer spread of the neurons' active fan-in k_i and of SparseOpt's f_i."""
+    """Per-layer spread of the neurons' active fan-in k_i and of SparseOpt's f_i; for checkpoints
+    also row weights and BN scale against k_i over the stored checkpoints."""
     if runs is not None:
         _print_runs(runs)
         return
+    history: dict[str, list[dict[str, Any]]] = {}
     if checkpoint is not None:
-        masks = _checkpoint_masks(checkpoint)
+        masks, history = _checkpoint_trial(checkpoint)
         title = f"fan-in spread of {checkpoint}"
     else:
         masks = _fresh_masks(model, sparsity, distribution, seed)
@@ -62,7 +73,7 @@ def fanin(
 
     from sparseopt.diagnostics import fan_in_spread
 
-    rows = fan_in_spread(masks)
+    rows = _with_history(fan_in_spread(masks), history)
     if as_json:
         typer.echo(json.dumps(rows))
         return
@@ -80,19 +91,63 @@ def fanin(
             f"{row['f_max']:.3f}",
             str(row["empty_rows"]),
         )
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    if any(history.values()):
+        console.print(_history_table(rows, f"row weights and BN scale vs fan-in k_i: {checkpoint}"))
+
+
+HISTORY_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("epoch", "epoch", "{}"),
+    ("k low", "k_low", "{:.1f}"),
+    ("k high", "k_high", "{:.1f}"),
+    ("|w| low", "w_abs_low", "{:.3g}"),
+    ("|w| high", "w_abs_high", "{:.3g}"),
+    ("‖w‖ low", "row_norm_low", "{:.3g}"),
+    ("‖w‖ high", "row_norm_high", "{:.3g}"),
+    ("r(‖w‖,k)", "corr_norm_k", "{:+.2f}"),
+    ("r(|w|,k)", "corr_w_abs_k", "{:+.2f}"),
+    ("BN", "bn", "{}"),
+    ("|γ|/σ low", "bn_scale_low", "{:.3g}"),
+    ("|γ|/σ high", "bn_scale_high", "{:.3g}"),
+    ("r(|γ|/σ,k)", "corr_bn_scale_k", "{:+.2f}"),
+)
+"""(header, history key, format) of the row-weights table; terciles of rows ranked by k_i."""
+
+
+def _history_table(rows: list[dict[str, Any]], title: str) -> Table:
+    """One table row per (layer, checkpoint) of the layers' "history" entries."""
+    table = Table(title=title)
+    table.add_column("layer")
+    for header, _, _ in HISTORY_COLUMNS:
+        table.add_column(header, justify="right")
+    for row in rows:
+        for entry in row["history"]:
+            cells = [
+                "—" if entry.get(key) is None else fmt.format(entry[key])
+                for _, key, fmt in HISTORY_COLUMNS
+            ]
+            table.add_row(str(row["layer"]), *cells)
+    return table
+
+
+def _with_history(
+    rows: list[dict[str, Any]], history: dict[str, list[dict[str, Any]]]
+) -> list[dict[str, Any]]:
+    """Each spread row with "history": its layer's per-checkpoint row-weight entries."""
+    return [{**row, "history": history.get(str(row["layer"]), [])} for row in rows]
 
 
 def _fresh_masks(model: str, sparsity: float, distribution: str, seed: int) -> dict[str, Any]:
     """The masks `sparseopt.attach` gives `model` at `sparsity` (what a trial starts from)."""
     if model not in DEFAULT_NUM_CLASSES:
-        raise _fail(f"--model must be one of {', '.join(DEFAULT_NUM_CLASSES)}; got {model!r}")
+        raise fail(f"--model must be one of {', '.join(DEFAULT_NUM_CLASSES)}; got {model!r}")
     if distribution not in DISTRIBUTIONS:
-        raise _fail(
+        raise fail(
             f"--distribution must be one of {', '.join(DISTRIBUTIONS)}; got {distribution!r}"
         )
     if not 0.0 < sparsity < 1.0:
-        raise _fail(f"--sparsity must be in (0, 1); got {sparsity}")
+        raise fail(f"--sparsity must be in (0, 1); got {sparsity}")
 
     import torch
 
@@ -117,63 +172,96 @@ def _fresh_masks(model: str, sparsity: float, distribution: str, seed: int) -> d
     return dict(state.masks)
 
 
-def _checkpoint_masks(path: Path) -> dict[str, Any]:
-    """The masks stored in `path` (see `_stored_masks`), or a bad-input exit naming it."""
+def _checkpoint_trial(path: Path) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
+    """The newest masks and the per-layer history stored under `path` (see `_read_trial`), or a
+    bad-input exit naming --checkpoint and the path."""
     from sparseopt.checkpoint import CheckpointError
 
     if not path.exists():
-        raise _fail(f"--checkpoint {path}: no such file or directory")
+        raise fail(f"--checkpoint {path}: no such file or directory")
     try:
-        masks = _stored_masks(path)
+        masks, history = _read_trial(path)
     except CheckpointError as error:
-        raise _fail(f"--checkpoint {path}: {error}") from None
+        raise fail(f"--checkpoint {path}: {error}") from None
     if masks is None:
-        raise _fail(
-            f"--checkpoint {path}: no sparse masks in it (a dense run, or not a checkpoint)"
-        )
-    return masks
+        raise fail(f"--checkpoint {path}: no sparse masks in it (a dense run, or not a checkpoint)")
+    return masks, history
 
 
-def _stored_masks(path: Path) -> dict[str, Any] | None:
-    """Masks in a checkpoint file, a checkpoint directory or a Ray Train run directory (its
-    newest checkpoint_*); None when there is no checkpoint or it holds no masks."""
-    from sparseopt.checkpoint import load_checkpoint, load_latest_checkpoint
+def _checkpoint_files(path: Path) -> list[Path]:
+    """The checkpoint files at `path`, oldest first: the file itself; in a Ray Train run directory
+    the files of each checkpoint_* directory in name (time) order; else the dir's ckpt-*.pt."""
+    from sparseopt.checkpoint import list_checkpoints
     from trainables.checkpoints import RAY_CHECKPOINT_PREFIX
 
     if path.is_file():
-        payload = load_checkpoint(path)
-    else:
-        ray_checkpoints = sorted(
-            child
-            for child in path.iterdir()
-            if child.is_dir() and child.name.startswith(RAY_CHECKPOINT_PREFIX)
-        )
-        payload = load_latest_checkpoint(ray_checkpoints[-1] if ray_checkpoints else path)
-    state = (payload or {}).get("sparse_state")
-    return dict(state["masks"]) if state and state.get("masks") else None
+        return [path]
+    ray_checkpoints = sorted(
+        child
+        for child in path.iterdir()
+        if child.is_dir() and child.name.startswith(RAY_CHECKPOINT_PREFIX)
+    )
+    if ray_checkpoints:
+        return [file for directory in ray_checkpoints for file in list_checkpoints(directory)]
+    return list_checkpoints(path)
+
+
+def _read_trial(
+    path: Path,
+) -> tuple[dict[str, Any] | None, dict[str, list[dict[str, Any]]]]:
+    """(masks of the newest loadable checkpoint with masks, or None; layer -> one row-weights
+    entry per checkpoint holding masks and model weights, oldest first). Checkpoints are read one
+    at a time; an unreadable one is skipped with a note on stderr, and `CheckpointError` is
+    raised when none was readable."""
+    from sparseopt.checkpoint import CheckpointError, load_checkpoint
+    from sparseopt.diagnostics import weight_fan_in_rows
+
+    masks: dict[str, Any] | None = None
+    history: dict[str, list[dict[str, Any]]] = {}
+    files, failures = _checkpoint_files(path), []
+    for file in files:
+        try:
+            payload = load_checkpoint(file)
+        except CheckpointError as error:
+            failures.append(str(error))
+            Console(stderr=True).print(f"skipped {error}", highlight=False)
+            continue
+        state = payload.get("sparse_state")
+        if not state or not state.get("masks"):
+            continue
+        masks = dict(state["masks"])
+        if payload.get("model"):
+            for row in weight_fan_in_rows(masks, payload["model"]):
+                entry = {"epoch": payload["epoch"], **row}
+                history.setdefault(str(entry.pop("layer")), []).append(entry)
+    if files and len(failures) == len(files):
+        raise CheckpointError("no loadable checkpoint; " + "; ".join(failures))
+    return masks, history
 
 
 def _print_runs(runs: Path) -> None:
-    """One JSON line per trial directory `trial-<config hash>` under `runs` that has masks."""
+    """One JSON line per trial directory `trial-<config hash>` under `runs` that has masks; each
+    layer row carries its "history" over the trial's checkpoints."""
     from sparseopt.checkpoint import CheckpointError
     from sparseopt.diagnostics import fan_in_spread
 
     if not runs.is_dir():
-        raise _fail(f"--runs {runs}: not a directory (expected <storage>/<sweep>/train_runs)")
+        raise fail(f"--runs {runs}: not a directory (expected <storage>/<sweep>/train_runs)")
     trials = sorted(
         path for path in runs.iterdir() if path.is_dir() and path.name.startswith(TRIAL_PREFIX)
     )
     if not trials:
-        raise _fail(f"--runs {runs}: no {TRIAL_PREFIX}<config hash> directories in it")
+        raise fail(f"--runs {runs}: no {TRIAL_PREFIX}<config hash> directories in it")
     for trial in trials:
         try:
-            masks = _stored_masks(trial)
+            masks, history = _read_trial(trial)
         except CheckpointError as error:
             Console(stderr=True).print(f"skipped {trial}: {error}", highlight=False)
             continue
         if masks is not None:  # dense trials have none
             config_hash = trial.name.removeprefix(TRIAL_PREFIX)
-            typer.echo(json.dumps({"config_hash": config_hash, "layers": fan_in_spread(masks)}))
+            layers = _with_history(fan_in_spread(masks), history)
+            typer.echo(json.dumps({"config_hash": config_hash, "layers": layers}))
 
 
 def register(app: typer.Typer) -> None:

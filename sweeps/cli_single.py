@@ -14,26 +14,18 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
-BAD_INPUT_EXIT_CODE = 2
+from sweeps.cli_errors import fail
+
 DEFAULT_NUM_CLASSES = {"resnet20": 100, "resnet50": 1000, "mlp": 10, "small_cnn": 10}
 MODEL_INPUTS = {"resnet20": (3, 32), "resnet50": (3, 224), "mlp": (1, 8), "small_cnn": (1, 8)}
 DISTRIBUTIONS = ("erk", "uniform")
 
 
-def _fail(message: str) -> typer.Exit:
-    """Print `message` to stderr, unwrapped, and return the exit for bad input (raise it)."""
-    Console(stderr=True).print(
-        f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True
-    )
-    return typer.Exit(BAD_INPUT_EXIT_CODE)
-
-
 def _validation_message(error: ValidationError, source: str) -> str:
     from sparseopt.config import TrainConfig
-    from sweeps.spec import format_validation_error
+    from sweeps.validation_errors import format_validation_error
 
     details = format_validation_error(error, TrainConfig).replace("\n", "\n  ")
     return f"invalid config ({source}):\n  {details}"
@@ -56,22 +48,22 @@ def train(
 ) -> None:
     """Train one run in-process (no Ray); re-running with the same --out resumes it."""
     from sparseopt.config import load_train_config
-    from sweeps.spec import data_root_problem
+    from sweeps.spec_checks import data_root_problem
 
     if config is not None and not config.is_file():
-        raise _fail(f"--config {config}: no such file; allowed: a TrainConfig YAML file")
+        raise fail(f"--config {config}: no such file; allowed: a TrainConfig YAML file")
     source = " + ".join(
         [*([f"--config {config}"] if config else []), *(["--set"] if overrides else [])]
     )
     try:
         cfg = load_train_config(str(config) if config else None, overrides or [])
     except ValidationError as error:
-        raise _fail(_validation_message(error, source or "defaults")) from None
+        raise fail(_validation_message(error, source or "defaults")) from None
     except (ValueError, OSError) as error:
-        raise _fail(str(error)) from None
+        raise fail(str(error)) from None
     problem = data_root_problem(cfg.data)
     if problem is not None:
-        raise _fail(problem)
+        raise fail(problem)
     out_dir = out or Path("runs") / f"{cfg.data.name}-{cfg.model.name}-{cfg.config_hash()}"
 
     from sparseopt.checkpoint import CheckpointError
@@ -84,7 +76,7 @@ def train(
         Console(stderr=True).print(f"[bold red]failed:[/] {error}", highlight=False)
         raise typer.Exit(1) from None
     except ValueError as error:
-        raise _fail(str(error)) from None
+        raise fail(str(error)) from None
     final = result.history[-1] if result.history else {}
     summary = {key: final[key] for key in ("epoch", "val_acc1", "test_acc1") if key in final}
     Console(quiet=quiet).print(f"run directory: {result.out_dir}  {json.dumps(summary)}")
@@ -113,16 +105,16 @@ def masks(
 ) -> None:
     """Per-layer shape, density and nonzeros of a model's masks at a target sparsity."""
     if model not in DEFAULT_NUM_CLASSES:
-        raise _fail(f"--model must be one of {', '.join(DEFAULT_NUM_CLASSES)}; got {model!r}")
+        raise fail(f"--model must be one of {', '.join(DEFAULT_NUM_CLASSES)}; got {model!r}")
     if distribution not in DISTRIBUTIONS:
-        raise _fail(
+        raise fail(
             f"--distribution must be one of {', '.join(DISTRIBUTIONS)}; got {distribution!r}"
         )
     if not 0.0 <= sparsity < 1.0:
-        raise _fail(f"--sparsity must be in [0, 1); got {sparsity}")
+        raise fail(f"--sparsity must be in [0, 1); got {sparsity}")
     classes = num_classes if num_classes is not None else DEFAULT_NUM_CLASSES[model]
     if classes < 1:
-        raise _fail(f"--num-classes must be >= 1; got {classes}")
+        raise fail(f"--num-classes must be >= 1; got {classes}")
 
     import sparseopt
     from sparseopt.config import ModelConfig
@@ -135,7 +127,7 @@ def masks(
     try:
         densities = density_fn(shapes, sparsity, tuple(dense_layers or ()), dense_in_budget)
     except ValueError as error:
-        raise _fail(f"--dense-layer / --sparsity: {error}") from None
+        raise fail(f"--dense-layer / --sparsity: {error}") from None
     nonzeros = sparseopt.layer_nonzeros(shapes, densities)
     report = _masks_report(shapes, densities, nonzeros)
     if as_json:
@@ -191,9 +183,9 @@ def _parse_sparsities(values: list[str]) -> list[float]:
             try:
                 number = float(item)
             except ValueError:
-                raise _fail(f"--sparsities: {item!r} is not a number") from None
+                raise fail(f"--sparsities: {item!r} is not a number") from None
             if not 0.0 <= number < 1.0:
-                raise _fail(f"--sparsities values must be in [0, 1); got {number}")
+                raise fail(f"--sparsities values must be in [0, 1); got {number}")
             parsed.append(number)
     return parsed
 

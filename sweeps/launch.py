@@ -12,15 +12,17 @@ import logging
 import os
 import subprocess
 import tempfile
-import urllib.error
-import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sweeps.spec import SweepSpec, spec_changes_that_alter_existing, spec_diff_text
-from sweeps.store import is_remote, read_spec_file, write_text_atomic
+from contract.outcome import ENDED, Status, tune_trial_status
+from contract.trial import TrialMeta
+from sweeps.spec import SweepSpec, read_spec_file
+from sweeps.spec_diff import spec_changes_that_alter_existing, spec_diff_text
+from sweeps.store import is_remote, write_text_atomic
+from sweeps.tracking_uri import TrackingUriError, check_tracking_uri
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +66,7 @@ class SweepSummary:
 
     @property
     def ended(self) -> int:
-        return sum(self.statuses[key] for key in ("finished", "stopped", "failed", "diverged"))
+        return sum(self.statuses[status.value] for status in ENDED)
 
     @property
     def complete(self) -> bool:
@@ -102,35 +104,6 @@ def check_storage(location: SweepLocation) -> None:
             f"storage_path: cannot write to {directory} ({error.strerror or error}); "
             "choose a writable directory with --set storage_path=DIR"
         ) from None
-
-
-def check_tracking(tracking_uri: str, timeout_s: float = 5.0) -> None:
-    """Fail fast, before any trial starts, if the MLflow tracking store cannot be reached."""
-    if tracking_uri.startswith(("http://", "https://")):
-        url = tracking_uri.rstrip("/") + "/health"
-        try:
-            with urllib.request.urlopen(url, timeout=timeout_s) as response:
-                if response.status != 200:
-                    raise SweepError(f"tracking_uri: {url} answered HTTP {response.status}")
-        except (urllib.error.URLError, OSError) as error:
-            raise SweepError(
-                f"tracking_uri: MLflow server {tracking_uri} is unreachable ({error}); start it "
-                "(`sparsesweep ui`) or point --set tracking_uri=... at a running one"
-            ) from None
-        return
-    if tracking_uri.startswith("sqlite:///"):
-        database = Path(tracking_uri.removeprefix("sqlite:///"))
-        parent = database.parent
-        if not parent.is_dir() or not os.access(parent, os.W_OK):
-            raise SweepError(
-                f"tracking_uri: directory {parent} of the SQLite store is missing or not writable"
-            )
-        return
-    if "://" in tracking_uri and not tracking_uri.startswith("file://"):
-        raise SweepError(
-            f"tracking_uri: unsupported scheme in {tracking_uri!r}; use sqlite:///PATH, file:///PATH "
-            "or http(s)://HOST:PORT"
-        )
 
 
 def stored_spec(location: SweepLocation) -> SweepSpec | None:
@@ -182,7 +155,10 @@ def git_commit() -> str:
 def prepare(spec: SweepSpec) -> tuple[SweepLocation, SweepSpec | None]:
     """Every check that must pass before Ray starts; returns the location and the old spec."""
     location = locate(spec)
-    check_tracking(spec.tracking_uri)
+    try:
+        check_tracking_uri(spec.tracking_uri)
+    except TrackingUriError as error:
+        raise SweepError(str(error)) from None
     old = stored_spec(location)
     if old is not None:
         check_resume_compatible(old, spec, location)
@@ -191,9 +167,14 @@ def prepare(spec: SweepSpec) -> tuple[SweepLocation, SweepSpec | None]:
 
 
 def _trainable(spec: SweepSpec, location: SweepLocation) -> Any:
+    """The Tune trainable of the sweep's executor, with its resource request.
+
+    `actor`: the trial trains in its Tune actor, which requests the worker's CPUs/GPUs.
+    `train`: the actor is a driver waiting on a `TorchTrainer` (`DRIVER_CPUS`); the workers
+    request the resources.
+    """
     from ray import tune
 
-    from trainables.driver import run_trial
     from trainables.runtime import TrialRuntime
 
     resources = spec.resources
@@ -203,8 +184,14 @@ def _trainable(spec: SweepSpec, location: SweepLocation) -> Any:
         cpus_per_worker=resources.cpus_per_worker,
         gpus_per_worker=resources.gpus_per_worker,
         max_failures=resources.max_failures,
-        keep_checkpoints=int(spec.base.get("keep_checkpoints", 2)),
     )
+    if resources.trial_executor == "actor":
+        from trainables.actor import train_in_actor
+
+        request = runtime.resources_per_worker()
+        return tune.with_resources(tune.with_parameters(train_in_actor, runtime=runtime), request)
+    from trainables.driver import run_trial
+
     return tune.with_resources(
         tune.with_parameters(run_trial, runtime=runtime), {"CPU": DRIVER_CPUS}
     )
@@ -222,6 +209,23 @@ def _scheduler(spec: SweepSpec) -> Any:
         grace_period=spec.early_stopping.grace_period,
         reduction_factor=spec.early_stopping.reduction_factor,
     )
+
+
+def _reuse_actors(spec: SweepSpec) -> bool:
+    """One trial actor for many trials (no process start and imports per trial).
+
+    Always on the actor executor: a trial stopped early is blocked in its synchronous report
+    and ends at once. On the train executor only without early stopping: Tune would hand a
+    stopped trial's actor to the next trial and fail that trial if the stopped one's
+    TorchTrainer does not end within 2 s.
+    """
+    return spec.resources.trial_executor == "actor" or spec.early_stopping is None
+
+
+def tune_retries(spec: SweepSpec) -> int:
+    """Tune's retries of a failed trial: Ray Train retries its own workers (`max_failures`
+    of its FailureConfig), so Tune retries only trials of the actor executor."""
+    return spec.resources.max_failures if spec.resources.trial_executor == "actor" else 0
 
 
 def build_tuner(
@@ -249,37 +253,61 @@ def build_tuner(
             ),
             scheduler=_scheduler(spec),
             num_samples=-1,
-            # One trial-driver process for many trials (no process start + imports per trial).
-            # Not with early stopping: Tune would hand a stopped trial's actor to the next trial
-            # and fail that trial if the stopped one's TorchTrainer does not end within 2 s.
-            reuse_actors=spec.early_stopping is None,
+            reuse_actors=_reuse_actors(spec),
         ),
         run_config=tune.RunConfig(
             name=spec.name,
             storage_path=spec.storage_path,
             callbacks=callbacks,
-            failure_config=tune.FailureConfig(max_failures=0),
+            failure_config=tune.FailureConfig(max_failures=tune_retries(spec)),
             verbose=0,
         ),
     )
 
 
-def summarise(results: Any, expected: int) -> SweepSummary:
-    """Count trials by outcome (finished / stopped early / diverged / failed)."""
+def tune_trials(experiment_dir: str) -> list[Any]:
+    """The Tune trials recorded in a sweep's experiment state (none if it has no state yet)."""
+    from ray.tune import ExperimentAnalysis
+
+    try:
+        return list(ExperimentAnalysis(experiment_dir).trials)
+    except (ValueError, FileNotFoundError):
+        return []
+
+
+def trial_status(trial: Any, tune_retries: int) -> Status:
+    """Our status of a Tune trial (`contract.outcome.tune_trial_status`).
+
+    Tune does not save a trial's state again after the failure that exhausts its retries: its
+    saved state still says PENDING (waiting for the retry). The trial's error log counts every
+    failure, so a pending trial that failed more than `tune_retries` times has failed.
+    """
+    budget = TrialMeta.of(trial.config).budget
+    status = tune_trial_status(trial.status, trial.last_result, budget)
+    if status is Status.PENDING and _recorded_failures(trial) > tune_retries:
+        return Status.FAILED
+    return status
+
+
+def _recorded_failures(trial: Any) -> int:
+    """How many failures the trial's error log on storage records (0 without one)."""
+    filename = trial.run_metadata.error_filename
+    if not filename or trial.storage is None:
+        return 0
+    path = f"{trial.storage.trial_fs_path.rstrip('/')}/{filename}"
+    try:
+        with trial.storage.storage_filesystem.open_input_stream(path) as stream:
+            text = stream.read().decode(errors="replace")
+    except (OSError, FileNotFoundError):
+        return 0
+    return sum(line.startswith("Failure # ") for line in text.splitlines())
+
+
+def summarise(trials: list[Any], expected: int, tune_retries: int) -> SweepSummary:
+    """Count a sweep's Tune trials by status."""
     summary = SweepSummary(expected=expected)
-    for result in results:
-        metrics = result.metrics or {}
-        budget = int(result.config["meta"]["budget"]) if result.config else 0
-        if result.error is not None:
-            summary.statuses["failed"] += 1
-        elif metrics.get("diverged"):
-            summary.statuses["diverged"] += 1
-        elif int(metrics.get("epoch", 0)) >= budget > 0:
-            summary.statuses["finished"] += 1
-        elif metrics:
-            summary.statuses["stopped"] += 1
-        else:
-            summary.statuses["not started"] += 1
+    for trial in trials:
+        summary.statuses[trial_status(trial, tune_retries).value] += 1
     return summary
 
 
@@ -336,6 +364,7 @@ def run_sweep(spec: SweepSpec, address: str | None = None, progress: bool = True
             MlflowSweepCallback(
                 tracking_uri=spec.tracking_uri,
                 experiment_name=spec.name,
+                search_metric=spec.search.metric,
                 artifact_location=location.artifact_location,
                 git_commit=git_commit(),
                 spec_file=location.spec_file,
@@ -343,7 +372,8 @@ def run_sweep(spec: SweepSpec, address: str | None = None, progress: bool = True
             RichProgressCallback(spec_file=location.spec_file, enabled=progress),
         ]
         tuner = build_tuner(spec, location, callbacks, restore)
-        results = tuner.fit()
-        return summarise(results, spec.expected_trials())
+        tuner.fit()
+        trials = tune_trials(location.experiment_dir)
+        return summarise(trials, spec.expected_trials(), tune_retries(spec))
     finally:
         ray.shutdown()

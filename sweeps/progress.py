@@ -8,7 +8,7 @@ from ray.tune import Callback
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from sweeps.store import read_spec_file
+from sweeps.spec import read_spec_file
 
 
 class RichProgressCallback(Callback):

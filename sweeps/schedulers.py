@@ -11,9 +11,11 @@ from typing import Any
 
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler
 
+from contract.trial import ResultKey, TrialMeta
+
 
 class CellASHAScheduler(FIFOScheduler):
-    """Routes each trial to the ASHA scheduler of its cell (`trial.config["meta"]["cell"]`)."""
+    """Routes each trial to the ASHA scheduler of its cell (`TrialMeta.cell`)."""
 
     def __init__(self, metric: str, mode: str, grace_period: int, reduction_factor: float) -> None:
         super().__init__()
@@ -29,12 +31,11 @@ class CellASHAScheduler(FIFOScheduler):
         return not (metric and metric != self._metric) and not (mode and mode != self._mode)
 
     def _cell_scheduler(self, trial: Any) -> AsyncHyperBandScheduler:
-        meta = trial.config["meta"]
-        cell = meta["cell"]
+        meta = TrialMeta.of(trial.config)
+        cell, budget = meta.cell, meta.budget
         if cell not in self._cells:
-            budget = int(meta["budget"])
             self._cells[cell] = AsyncHyperBandScheduler(
-                time_attr="epoch",
+                time_attr=ResultKey.EPOCH,
                 metric=self._metric,
                 mode=self._mode,
                 max_t=budget,

@@ -8,14 +8,16 @@ the ask/tell API:
 - One Optuna trial = one lr (and weight decay) = a *group* of Tune trials, one per seed,
   handed out over successive `suggest` calls. Cells are served round-robin so they progress
   evenly.
-- When every seed of a group has finished, Optuna is told the mean over the seeds of the
-  last reported `metric`. Failed seeds (Tune error, no metric, or a non-finite value) are
-  left out of the mean; if all failed, the Optuna trial is told FAIL. A trial stopped early
-  by ASHA counts with its last (partial) value. A trial that completes again after a restore
-  (`resume_errored`) updates the records and the best-lr choice, not a value already told.
-- Second stage (optional): once all search groups of a cell have finished, the lr trial with
-  the best mean (over all its finished seeds) is re-run on `second_stage.seeds` (stage
-  `final`, `lr_trial` = the chosen Optuna trial number).
+- When every seed of a group has ended, Optuna is told the group's score under the one
+  lr-selection rule (`contract.selection`): the mean over the seeds of the last reported
+  `metric`, a diverged seed scoring the worst value, a failed one (Tune error, no metric, a
+  non-finite value) left out; if no seed counts, the Optuna trial is told FAIL. A trial
+  stopped early by ASHA counts with its last (partial) value. A trial that completes again
+  after a restore (`resume_errored`) updates the records and the best-lr choice, not a value
+  already told.
+- Second stage (optional): once all search groups of a cell have ended, the best group under
+  the same rule is re-run on `second_stage.seeds` (stage `final`, `lr_trial` = the chosen
+  Optuna trial number).
 - Identity: a trial is its resolved `TrainConfig.config_hash()`. A config already handed out
   is never handed out again; a group member that would repeat one shares its result.
 - State (studies, groups, trial ids, results) is pickled by `save` and brought back by
@@ -38,15 +40,19 @@ from typing import Any
 import optuna
 from ray.tune.search import ConcurrencyLimiter, Searcher, SearchGenerator
 
+from contract.outcome import ended_outcome
+from contract.selection import best_key, group_score, seed_score
+from contract.trial import Stage, TrialMeta, trial_config
 from sparseopt.config import TrainConfig
-from sweeps.spec import Cell, SweepSpec, spec_changes_that_alter_existing, spec_diff_text
-from sweeps.store import read_spec_file
+from sweeps.cells import Cell
+from sweeps.spec import SweepSpec, read_spec_file
+from sweeps.spec_diff import spec_changes_that_alter_existing, spec_diff_text
 
 logger = logging.getLogger(__name__)
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # else one INFO line per tell in Tune's log
 
-SEARCH = "search"
-FINAL = "final"
+SEARCH = Stage.SEARCH
+FINAL = Stage.FINAL
 _STATE_VERSION = 1
 
 
@@ -98,23 +104,6 @@ class _CellState:
     running: set[str] = field(default_factory=set)
     n_search: int = 0
     idle: bool = False  # nothing to hand out until one of its trials finishes or the spec grows
-
-
-@dataclass(frozen=True)
-class CellProgress:
-    """What `sparsesweep status` shows for one cell."""
-
-    cell_id: str
-    suggested: int
-    running: int
-    completed: int
-    failed: int
-    lr_trials: int
-    lr_trials_told: int
-    best_value: float | None
-    best_lr: float | None
-    best_weight_decay: float | None
-    final_lr_trial: int | None
 
 
 class SweepSearcher(Searcher):
@@ -193,15 +182,12 @@ class SweepSearcher(Searcher):
         if trial_id not in self._trials:
             logger.warning("on_trial_complete for unknown trial %s: ignored", trial_id)
             return
-        value: float | None = None
-        if not error and (result or {}).get("diverged"):
-            value = self._diverged_value()
-        elif not error:
-            final = (result or {}).get(self._metric)
-            if isinstance(final, int | float) and math.isfinite(final):
-                value = float(final)
-            else:
-                value = self._last_values.get(trial_id)
+        cell = self._cells.get(self._trials[trial_id])
+        budget = cell.budget if cell is not None else 0
+        final = (result or {}).get(self._metric)
+        if not (isinstance(final, int | float) and math.isfinite(final)):
+            final = self._last_values.get(trial_id)
+        value = seed_score(ended_outcome(error, result, budget), final, self._metric)
         self._outcomes[trial_id] = value
         self._last_values.pop(trial_id, None)
         self._states[self._trials[trial_id]].running.discard(trial_id)
@@ -305,51 +291,6 @@ class SweepSearcher(Searcher):
         """The Optuna study of one cell (KeyError for an unknown cell id)."""
         return self._states[cell_id].study
 
-    def release_unfinished(self) -> int:
-        """Forget trials handed out but never finished, so `suggest` hands their configs out again.
-
-        For continuing from a saved state in a *new* Tune experiment, where the old experiment's
-        unfinished trials will never report. Returns how many trials were released.
-        """
-        released = [tid for tid in self._trials if tid not in self._outcomes]
-        for trial_id in released:
-            for cell_id, key, seed in self._sharers.pop(trial_id):
-                state = self._states[cell_id]
-                del state.groups[key].members[seed]
-                if key not in state.open:
-                    state.open.append(key)
-                state.running.discard(trial_id)
-                state.idle = False
-            del self._trials[trial_id]
-            self._last_values.pop(trial_id, None)
-        gone = set(released)
-        self._hashes = {h: tid for h, tid in self._hashes.items() if tid not in gone}
-        return len(released)
-
-    def progress(self) -> dict[str, CellProgress]:
-        """Per cell: trials suggested/running/completed/failed, and the best lr so far."""
-        report: dict[str, CellProgress] = {}
-        for cell_id in self._order:
-            state = self._states[cell_id]
-            ids = {tid for group in state.groups.values() for tid in group.members.values()}
-            finished = [self._outcomes[tid] for tid in ids if tid in self._outcomes]
-            best = self._best(state)
-            finals = [key[1] for key in state.groups if key[0] == FINAL]
-            report[cell_id] = CellProgress(
-                cell_id=cell_id,
-                suggested=len(ids),
-                running=len(state.running),
-                completed=sum(value is not None for value in finished),
-                failed=sum(value is None for value in finished),
-                lr_trials=state.n_search,
-                lr_trials_told=sum(g.told for g in state.groups.values() if g.stage == SEARCH),
-                best_value=self._group_value(best) if best else None,
-                best_lr=best.lr if best else None,
-                best_weight_decay=best.weight_decay if best else None,
-                final_lr_trial=finals[-1] if finals else None,
-            )
-        return report
-
     # ---- internals -----------------------------------------------------------------------
 
     def _adopt(self, spec: SweepSpec) -> None:
@@ -441,24 +382,22 @@ class SweepSearcher(Searcher):
         self._sharers[trial_id] = [(cell_id, group.key, seed)]
         self._hashes[config_hash] = trial_id
         self._states[cell_id].running.add(trial_id)
-        return {
-            "train": config.model_dump(mode="json"),
-            "meta": {
-                "sweep": self._spec.name,
-                "cell": cell_id,
-                "workload": cell.workload,
-                "arm": cell.arm,
-                "method": cell.method,
-                "sparsity": cell.sparsity,
-                "budget": cell.budget,
-                "seed": seed,
-                "lr": config.optim.lr,
-                "weight_decay": config.optim.weight_decay,
-                "stage": group.stage,
-                "lr_trial": group.lr_trial,
-                "config_hash": config_hash,
-            },
-        }
+        meta = TrialMeta(
+            sweep=self._spec.name,
+            cell=cell_id,
+            workload=cell.workload,
+            arm=cell.arm,
+            method=cell.method,
+            sparsity=cell.sparsity,
+            budget=cell.budget,
+            seed=seed,
+            lr=config.optim.lr,
+            weight_decay=config.optim.weight_decay,
+            stage=group.stage,
+            lr_trial=group.lr_trial,
+            config_hash=config_hash,
+        )
+        return trial_config(config.model_dump(mode="json"), meta)
 
     def _share(self, trial_id: str, cell_id: str, group: _Group, seed: int) -> None:
         """Let a group member reuse an identical config's trial instead of running it again."""
@@ -471,18 +410,9 @@ class SweepSearcher(Searcher):
             tid in self._outcomes for tid in group.members.values()
         )
 
-    def _diverged_value(self) -> float:
-        """What a diverged seed scores: 0 % for an accuracy (as the analysis counts it), inf for a loss.
-
-        Its last finite value would rank an lr that blows up as if it had stopped early.
-        """
-        return math.inf if self._mode == "min" else 0.0
-
     def _group_value(self, group: _Group) -> float | None:
-        """Mean of the finished, successful seeds' values (None if none succeeded)."""
-        outcomes = (self._outcomes.get(tid) for tid in group.members.values())
-        values = [value for value in outcomes if value is not None]
-        return sum(values) / len(values) if values else None
+        """The lr trial's score: the mean over its seeds (`contract.selection`)."""
+        return group_score(self._outcomes.get(tid) for tid in group.members.values())
 
     def _maybe_tell(self, cell_id: str, group: _Group) -> None:
         if group.stage != SEARCH or group.told or not self._group_finished(group):
@@ -501,17 +431,15 @@ class SweepSearcher(Searcher):
         )
 
     def _best(self, state: _CellState) -> _Group | None:
-        """The search group with the best mean value (ties: the earliest lr trial)."""
-        sign = 1.0 if self._mode == "max" else -1.0
-        best: _Group | None = None
-        best_score = -math.inf
-        for group in state.groups.values():
-            if group.stage != SEARCH or not group.told:
-                continue
-            value = self._group_value(group)
-            if value is not None and (best is None or sign * value > best_score):
-                best, best_score = group, sign * value
-        return best
+        """The told search group with the best score (`contract.selection.best_key`)."""
+        told = {
+            group.lr_trial: group
+            for group in state.groups.values()
+            if group.stage == SEARCH and group.told
+        }
+        scores = {lr_trial: self._group_value(group) for lr_trial, group in told.items()}
+        best = best_key(scores, self._metric)
+        return None if best is None else told[best]
 
 
 class SweepSearchGenerator(SearchGenerator):

@@ -1,81 +1,81 @@
-"""Per-cell progress of a sweep, read from its Tune experiment state (no Ray cluster needed)."""
+"""Per-cell progress of a sweep, read from its Tune experiment state (no Ray cluster needed).
+
+Trial statuses come from `contract.outcome` and the best lr from `contract.selection`, the
+rules the tracker and the searcher use, so `status`, MLflow and the searcher never disagree.
+"""
 
 from __future__ import annotations
 
-import math
-from collections import defaultdict
-from dataclasses import dataclass
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
 from typing import Any
 
-from sweeps.launch import locate
+from contract.outcome import ENDED, Status
+from contract.selection import best_key, group_score, seed_score
+from contract.trial import Stage, TrialMeta
+from sweeps.launch import locate, trial_status, tune_retries, tune_trials
 from sweeps.spec import SweepSpec
 
 
 @dataclass(frozen=True)
 class CellStatus:
-    """Trial counts of one cell and its best single-trial value so far."""
+    """Trial counts of one cell by status, and its best lr so far by the lr-selection rule."""
 
     cell_id: str
     expected: int
-    done: int
-    running: int
-    pending: int
-    failed: int
-    best_value: float | None
-    best_lr: float | None
+    counts: Counter = field(default_factory=Counter)
+    best_value: float | None = None
+    best_lr: float | None = None
 
-
-def _load_trials(experiment_dir: str) -> list[Any]:
-    from ray.tune import ExperimentAnalysis
-
-    try:
-        return list(ExperimentAnalysis(experiment_dir).trials)
-    except (ValueError, FileNotFoundError):
-        return []
+    def count(self, status: Status) -> int:
+        """Trials of this cell in `status` (pending: not started yet, or waiting to start)."""
+        if status is Status.PENDING:
+            started = sum(n for key, n in self.counts.items() if key != Status.PENDING.value)
+            return max(self.expected - started, 0)
+        return self.counts[status.value]
 
 
 def sweep_status(spec: SweepSpec) -> list[CellStatus]:
     """One row per cell of the spec, in spec order."""
+    return cell_statuses(spec, tune_trials(locate(spec).experiment_dir))
+
+
+def cell_statuses(spec: SweepSpec, trials: list[Any]) -> list[CellStatus]:
+    """One row per cell of the spec from the sweep's Tune trials."""
     metric = spec.search.metric
-    maximise = spec.search.direction == "maximize"
     per_cell = spec.search.n_trials * len(spec.grid.seeds)
     if spec.second_stage is not None:
         per_cell += len(spec.second_stage.seeds)
-    counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    best: dict[str, tuple[float, float]] = {}
-    for trial in _load_trials(locate(spec).experiment_dir):
-        meta = (trial.config or {}).get("meta", {})
-        cell = meta.get("cell")
-        if cell is None:
-            continue
-        result = trial.last_result or {}
-        if trial.status == "ERROR" or result.get("diverged"):
-            counts[cell]["failed"] += 1
-        elif trial.status == "TERMINATED":
-            counts[cell]["done"] += 1
-        elif trial.status == "RUNNING":
-            counts[cell]["running"] += 1
-        value = result.get(metric)
-        if isinstance(value, int | float) and math.isfinite(value):
-            current = best.get(cell)
-            better = current is None or (value > current[0] if maximise else value < current[0])
-            if better:
-                best[cell] = (float(value), float(meta.get("lr", math.nan)))
+    counts: dict[str, Counter] = defaultdict(Counter)
+    groups: dict[str, dict[int, list[tuple[Status, float | None]]]] = defaultdict(
+        lambda: defaultdict(list)
+    )
+    lrs: dict[tuple[str, int], float] = {}
+    retries = tune_retries(spec)
+    for trial in trials:
+        meta = TrialMeta.of(trial.config)
+        status = trial_status(trial, retries)
+        counts[meta.cell][status.value] += 1
+        if meta.stage == Stage.SEARCH:
+            value = (trial.last_result or {}).get(metric)
+            groups[meta.cell][meta.lr_trial].append((status, value))
+            lrs[(meta.cell, meta.lr_trial)] = meta.lr
     rows = []
     for cell in spec.cells():
-        seen = counts[cell.cell_id]
-        started = seen["done"] + seen["running"] + seen["failed"]
-        value, lr = best.get(cell.cell_id, (None, None))
+        complete = {
+            lr_trial: group_score(seed_score(status, value, metric) for status, value in members)
+            for lr_trial, members in groups[cell.cell_id].items()
+            if len(members) >= len(spec.grid.seeds)
+            and all(status in ENDED for status, _ in members)
+        }
+        best = best_key(complete, metric)
         rows.append(
             CellStatus(
                 cell_id=cell.cell_id,
                 expected=per_cell,
-                done=seen["done"],
-                running=seen["running"],
-                pending=max(per_cell - started, 0),
-                failed=seen["failed"],
-                best_value=value,
-                best_lr=lr,
+                counts=counts[cell.cell_id],
+                best_value=None if best is None else complete[best],
+                best_lr=None if best is None else lrs[(cell.cell_id, best)],
             )
         )
     return rows

@@ -6,10 +6,6 @@ import os
 import tempfile
 from pathlib import Path
 
-import yaml
-
-from sweeps.spec import SweepSpec, parse_spec
-
 
 def is_remote(path: str) -> bool:
     """True for object-store URIs such as s3:// or gs://."""
@@ -54,14 +50,3 @@ def write_text_atomic(path: str, text: str) -> None:
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
-
-
-def read_spec_file(path: str) -> SweepSpec | None:
-    """The sweep spec stored at `path`; None if absent; ValueError naming the file if invalid."""
-    text = read_text(path)
-    if text is None:
-        return None
-    try:
-        return parse_spec(yaml.safe_load(text))
-    except ValueError as error:
-        raise ValueError(f"{path}: the stored sweep spec does not validate:\n{error}") from None

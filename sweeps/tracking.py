@@ -22,36 +22,24 @@ import json
 import logging
 import threading
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from ray.tune import Callback
 
-from sparseopt.engine import SPLIT_METRICS
+from contract.names import DEFAULT_SEARCH_METRIC, EPOCH_METRICS, Role, Tag
+from contract.outcome import MLFLOW_RUN_STATUS, Status, ended_outcome
+from contract.trial import ResultKey, Stage, TrialMeta, train_payload
 from sweeps.store import read_text
+from sweeps.tracking_uri import is_server, probe_server
 
 logger = logging.getLogger(__name__)
 
-EPOCH_METRICS: tuple[str, ...] = (
-    *SPLIT_METRICS,
-    "lr",
-    "sparsity",
-    "itop_rate",
-    "epoch_time_s",
-    "samples_per_s",
-)
 WITNESS_METRIC = "train_loss"
-ROLE_TAG = "sparsesweep.role"
-STATUS_TAG = "sparsesweep.status"
-RESUMED_TAG = "sparsesweep.resumed_from_epoch"
-SKIPPED_TAG = "sparsesweep.skipped_checkpoints"
 DRAIN_TIMEOUT_S = 30.0
 """How long the end of a sweep waits for MLflow to take what is still buffered."""
 RETRY_INTERVAL_S = 5.0
 """How often the sender retries while the tracking server is unreachable."""
-PROBE_TIMEOUT_S = 5.0
 _BATCH_LIMIT = 900
 _TAG_LIMIT = 5000
 _REJECTED_CODES = frozenset(
@@ -71,29 +59,27 @@ def flatten(payload: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return flat
 
 
-def trial_run_name(meta: dict[str, Any]) -> str:
+def trial_run_name(meta: TrialMeta) -> str:
     """Readable child-run name, e.g. `rigl+sparseopt s=0.95 e=100 seed=0 lr=0.08`."""
-    text = f"{meta['arm']} s={meta['sparsity']:g} e={meta['budget']} seed={meta['seed']} lr={meta['lr']:.3g}"
-    if meta.get("stage") == "final":
-        text += " final"
-    return text
+    text = f"{meta.arm} s={meta.sparsity:g} e={meta.budget} seed={meta.seed} lr={meta.lr:.3g}"
+    return f"{text} final" if meta.stage == Stage.FINAL else text
 
 
-def cell_run_name(meta: dict[str, Any]) -> str:
+def cell_run_name(meta: TrialMeta) -> str:
     """Readable parent-run name, e.g. `rigl+sparseopt s=0.95 e=100`."""
-    prefix = "" if meta.get("workload") in (None, "default") else f"{meta['workload']} "
-    return f"{prefix}{meta['arm']} s={meta['sparsity']:g} e={meta['budget']}"
+    prefix = "" if meta.workload == "default" else f"{meta.workload} "
+    return f"{prefix}{meta.arm} s={meta.sparsity:g} e={meta.budget}"
 
 
-def trial_tags(meta: dict[str, Any], train: dict[str, Any], git_commit: str) -> dict[str, str]:
-    """Every factor of a trial as MLflow tags (see docs/conventions.md)."""
+def trial_tags(meta: TrialMeta, train: Mapping[str, Any], git_commit: str) -> dict[str, str]:
+    """Every factor of a trial as MLflow tags (`contract.names.TRIAL_TAGS`, docs/conventions.md)."""
     sparse = train["sparse"]
     return {
-        ROLE_TAG: "trial",
-        STATUS_TAG: "running",
-        "cell": meta["cell"],
-        "workload": str(meta.get("workload", "default")),
-        "arm": meta["arm"],
+        Tag.ROLE: Role.TRIAL,
+        Tag.STATUS: Status.RUNNING.value,
+        "cell": meta.cell,
+        "workload": meta.workload,
+        "arm": meta.arm,
         "method": sparse["method"],
         "preconditioner": sparse["preconditioner"],
         "regrow_scores": sparse["regrow_scores"],
@@ -101,23 +87,37 @@ def trial_tags(meta: dict[str, Any], train: dict[str, Any], git_commit: str) -> 
         "grad_renorm": str(sparse["grad_renorm"]).lower(),
         "dataset": train["data"]["name"],
         "model": train["model"]["name"],
-        "sparsity": f"{meta['sparsity']:g}",
-        "budget": str(meta["budget"]),
-        "seed": str(meta["seed"]),
-        "lr": f"{meta['lr']:.6g}",
+        "sparsity": f"{meta.sparsity:g}",
+        "budget": str(meta.budget),
+        "seed": str(meta.seed),
+        "lr": f"{meta.lr:.6g}",
         "weight_decay": f"{train['optim']['weight_decay']:.6g}",
-        "stage": meta["stage"],
-        "lr_trial": str(meta["lr_trial"]),
-        "config_hash": meta["config_hash"],
-        "git_commit": git_commit,
+        "delta_t": str(sparse["delta_t"]),
+        "stage": meta.stage,
+        "lr_trial": str(meta.lr_trial),
+        "config_hash": meta.config_hash,
+        Tag.GIT_COMMIT: git_commit,
+    }
+
+
+def cell_tags(meta: TrialMeta) -> dict[str, str]:
+    """The factors of a trial's cell as MLflow tags of its cell run."""
+    return {
+        Tag.ROLE: Role.CELL,
+        "cell": meta.cell,
+        "workload": meta.workload,
+        "arm": meta.arm,
+        "method": meta.method,
+        "sparsity": f"{meta.sparsity:g}",
+        "budget": str(meta.budget),
     }
 
 
 def epoch_entries(result: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """The per-epoch metric dicts a Tune result carries: replayed history, then itself (unless
     it is the NaN placeholder of the epoch the trial diverged in)."""
-    yield from result.get("history") or ()
-    if "epoch" in result and not result.get("diverged"):
+    yield from result.get(ResultKey.HISTORY) or ()
+    if ResultKey.EPOCH in result and not result.get(ResultKey.DIVERGED):
         yield result
 
 
@@ -137,9 +137,11 @@ class MlflowSweepCallback(Callback):
         git_commit: str = "unknown",
         spec_file: str | None = None,
         drain_timeout_s: float = DRAIN_TIMEOUT_S,
+        search_metric: str = DEFAULT_SEARCH_METRIC,
     ) -> None:
         self._tracking_uri = tracking_uri
         self._experiment_name = experiment_name
+        self._search_metric = search_metric
         self._artifact_location = artifact_location
         self._git_commit = git_commit
         self._spec_file = spec_file
@@ -154,6 +156,7 @@ class MlflowSweepCallback(Callback):
         self._cells_to_end = False
         self._resumes: dict[str, tuple[int, tuple[str, ...]]] = {}
         self._logged_epochs: dict[str, set[int]] = {}
+        self._steps_tagged: set[str] = set()
         self._failing_since: float | None = None
         self._init_threading()
 
@@ -199,7 +202,7 @@ class MlflowSweepCallback(Callback):
         received = int(time.time() * 1000)
         entries = [
             {
-                **{key: entry[key] for key in ("epoch", *EPOCH_METRICS) if key in entry},
+                **{key: entry[key] for key in (ResultKey.EPOCH, *EPOCH_METRICS) if key in entry},
                 "timestamp": received,
             }
             for entry in epoch_entries(result)
@@ -207,12 +210,13 @@ class MlflowSweepCallback(Callback):
         if entries:
             self._post(trial, "epochs", entries)
         self._note_resume(trial, result)
+        self._note_steps_per_epoch(trial, result)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._post(trial, "end", _outcome(trial, errored=False))
+        self._post(trial, "end", _ending(trial, errored=False))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._post(trial, "end", _outcome(trial, errored=True))
+        self._post(trial, "end", _ending(trial, errored=True))
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         with self._lock:
@@ -275,16 +279,16 @@ class MlflowSweepCallback(Callback):
     def _note_resume(self, trial: Any, result: dict[str, Any]) -> None:
         """Tag where a restarted attempt resumed and which corrupted checkpoints it skipped."""
         resume = (
-            int(result.get("resumed_from_epoch") or 0),
-            tuple(result.get("skipped_checkpoints") or ()),
+            int(result.get(ResultKey.RESUMED_FROM_EPOCH) or 0),
+            tuple(result.get(ResultKey.SKIPPED_CHECKPOINTS) or ()),
         )
         if resume == (0, ()) or self._resumes.get(trial.trial_id) == resume:
             return
         self._resumes[trial.trial_id] = resume
         epoch, skipped = resume
-        tags = {RESUMED_TAG: str(epoch)}
+        tags = {Tag.RESUMED_FROM_EPOCH: str(epoch)}
         if skipped:
-            tags[SKIPPED_TAG] = "\n".join(skipped)[:_TAG_LIMIT]
+            tags[Tag.SKIPPED_CHECKPOINTS] = "\n".join(skipped)[:_TAG_LIMIT]
             logger.warning(
                 "trial %s skipped corrupted checkpoints and resumed from epoch %d: %s",
                 trial.trial_id,
@@ -292,6 +296,14 @@ class MlflowSweepCallback(Callback):
                 "; ".join(skipped),
             )
         self._post(trial, "tags", tags)
+
+    def _note_steps_per_epoch(self, trial: Any, result: dict[str, Any]) -> None:
+        """Tag the trial's optimizer steps per epoch once (the report judges ΔT against it)."""
+        steps = result.get(ResultKey.STEPS_PER_EPOCH)
+        if steps is None or trial.trial_id in self._steps_tagged:
+            return
+        self._steps_tagged.add(trial.trial_id)
+        self._post(trial, "tags", {ResultKey.STEPS_PER_EPOCH: str(int(steps))})
 
     def _unsent(self) -> tuple[int, int, int]:
         """(epoch records, other updates, trials) still in the outbox, counting cell ends."""
@@ -316,7 +328,8 @@ class MlflowSweepCallback(Callback):
             self._wake.wait(RETRY_INTERVAL_S)
             self._wake.clear()
             try:
-                self._check_reachable()
+                if is_server(self._tracking_uri):
+                    probe_server(self._tracking_uri)  # one quick probe, not minutes of retries
                 self._send_all()
             except Exception as error:  # any tracking failure must not stop training
                 if self._failing_since is None:
@@ -339,23 +352,6 @@ class MlflowSweepCallback(Callback):
                     time.monotonic() - self._failing_since,
                 )
                 self._failing_since = None
-
-    def _check_reachable(self) -> None:
-        """Raise ConnectionError when an HTTP tracking server does not answer at all.
-
-        One quick probe per round: MLflow's client retries a refused call for minutes, which
-        would hold back every record (and the end of the sweep) long after the server is back.
-        Any HTTP answer counts as reachable, so servers without `/health` work too.
-        """
-        if not self._tracking_uri.startswith(("http://", "https://")):
-            return
-        url = self._tracking_uri.rstrip("/") + "/health"
-        try:
-            urllib.request.urlopen(url, timeout=PROBE_TIMEOUT_S).close()
-        except urllib.error.HTTPError:
-            return
-        except OSError as error:
-            raise ConnectionError(f"{url} does not answer ({error})") from None
 
     def _send_all(self) -> None:
         """Send every trial's outbox in order, then end the cell runs if the sweep ended."""
@@ -402,9 +398,9 @@ class MlflowSweepCallback(Callback):
         run_id = self._attach(trial_id, config)
         if kind == "start":
             self.client.update_run(run_id, status="RUNNING")
-            self.client.set_tag(run_id, STATUS_TAG, "running")
-            self.client.set_tag(run_id, "ray_trial_id", trial_id)
-            self.client.update_run(self._cell_run(config["meta"]), status="RUNNING")
+            self.client.set_tag(run_id, Tag.STATUS, Status.RUNNING.value)
+            self.client.set_tag(run_id, Tag.RAY_TRIAL_ID, trial_id)
+            self.client.update_run(self._cell_run(TrialMeta.of(config)), status="RUNNING")
         elif kind == "tags":
             from mlflow.entities import RunTag
 
@@ -413,12 +409,13 @@ class MlflowSweepCallback(Callback):
         elif kind == "epochs":
             self._log_epochs(run_id, [entry for payload in payloads for entry in payload])
         elif kind == "end":
-            (status, label, checkpoint_path), *_ = payloads
-            self.client.set_tag(run_id, STATUS_TAG, label)
+            (status, checkpoint_path), *_ = payloads
+            status = Status(status)
+            self.client.set_tag(run_id, Tag.STATUS, status.value)
             if checkpoint_path:
-                self.client.set_tag(run_id, "checkpoint_path", checkpoint_path)
+                self.client.set_tag(run_id, Tag.CHECKPOINT_PATH, checkpoint_path)
                 self.client.log_text(run_id, checkpoint_path, "final_checkpoint_path.txt")
-            self.client.set_terminated(run_id, status)
+            self.client.set_terminated(run_id, MLFLOW_RUN_STATUS[status])
         else:
             raise ValueError(f"unknown outbox item {kind!r}")
 
@@ -430,10 +427,13 @@ class MlflowSweepCallback(Callback):
                 self._experiment_id = self.client.create_experiment(
                     self._experiment_name,
                     artifact_location=self._artifact_location,
-                    tags={"sparsesweep.sweep": self._experiment_name},
+                    tags={Tag.SWEEP: self._experiment_name},
                 )
             else:
                 self._experiment_id = found.experiment_id
+            self.client.set_experiment_tag(
+                self._experiment_id, Tag.SEARCH_METRIC, self._search_metric
+            )
         return self._experiment_id
 
     def _find_run(self, tags: dict[str, str]) -> str | None:
@@ -441,27 +441,19 @@ class MlflowSweepCallback(Callback):
         runs = self.client.search_runs([self.experiment_id()], filter_string=clauses, max_results=2)
         return runs[0].info.run_id if runs else None
 
-    def _cell_run(self, meta: dict[str, Any]) -> str:
-        cell = meta["cell"]
-        run_id = self._cell_runs.get(cell) or self._find_run({ROLE_TAG: "cell", "cell": cell})
+    def _cell_run(self, meta: TrialMeta) -> str:
+        run_id = self._cell_runs.get(meta.cell) or self._find_run(
+            {Tag.ROLE: Role.CELL, "cell": meta.cell}
+        )
         if run_id is None:
             run = self.client.create_run(
-                self.experiment_id(),
-                run_name=cell_run_name(meta),
-                tags={
-                    ROLE_TAG: "cell",
-                    "cell": cell,
-                    "arm": meta["arm"],
-                    "sparsity": f"{meta['sparsity']:g}",
-                    "budget": str(meta["budget"]),
-                    "workload": str(meta.get("workload", "default")),
-                },
+                self.experiment_id(), run_name=cell_run_name(meta), tags=cell_tags(meta)
             )
             run_id = run.info.run_id
             if self._spec_text:
                 self.client.log_text(run_id, self._spec_text, "sweep_spec.yaml")
         with self._lock:
-            self._cell_runs[cell] = run_id
+            self._cell_runs[meta.cell] = run_id
         return run_id
 
     def _attach(self, trial_id: str, config: dict[str, Any]) -> str:
@@ -469,12 +461,12 @@ class MlflowSweepCallback(Callback):
         run_id = self._trial_runs.get(trial_id)
         if run_id is not None:
             return run_id
-        meta, train = config["meta"], config["train"]
-        run_id = self._find_run({ROLE_TAG: "trial", "config_hash": meta["config_hash"]})
+        meta, train = TrialMeta.of(config), train_payload(config)
+        run_id = self._find_run({Tag.ROLE: Role.TRIAL, "config_hash": meta.config_hash})
         if run_id is None:
             tags = trial_tags(meta, train, self._git_commit)
-            tags["mlflow.parentRunId"] = self._cell_run(meta)
-            tags["ray_trial_id"] = trial_id
+            tags[Tag.PARENT] = self._cell_run(meta)
+            tags[Tag.RAY_TRIAL_ID] = trial_id
             run = self.client.create_run(
                 self.experiment_id(), run_name=trial_run_name(meta), tags=tags
             )
@@ -504,7 +496,7 @@ class MlflowSweepCallback(Callback):
         logged = self._logged(run_id)
         fresh: dict[int, list[Metric]] = {}
         for entry in entries:
-            epoch = int(entry["epoch"])
+            epoch = int(entry[ResultKey.EPOCH])
             metrics = [
                 Metric(key, float(entry[key]), int(entry["timestamp"]), epoch)
                 for key in EPOCH_METRICS
@@ -524,14 +516,9 @@ def _rejected(error: Exception) -> bool:
     return getattr(error, "error_code", None) in _REJECTED_CODES
 
 
-def _outcome(trial: Any, errored: bool) -> tuple[str, str, str | None]:
-    """(MLflow status, sparsesweep status, checkpoint path) of an ended trial."""
+def _ending(trial: Any, errored: bool) -> tuple[str, str | None]:
+    """(our status, checkpoint path) of an ended trial (`contract.outcome.ended_outcome`)."""
     last = trial.last_result or {}
-    checkpoint_path = str(last["checkpoint_path"]) if last.get("checkpoint_path") else None
-    if errored:
-        return "FAILED", "failed", checkpoint_path
-    if last.get("diverged"):
-        return "FAILED", "diverged", checkpoint_path
-    if int(last.get("epoch", 0)) >= int(trial.config["meta"]["budget"]):
-        return "FINISHED", "finished", checkpoint_path
-    return "KILLED", "stopped", checkpoint_path
+    checkpoint = last.get(ResultKey.CHECKPOINT_PATH)
+    status = ended_outcome(errored, last, TrialMeta.of(trial.config).budget)
+    return status.value, str(checkpoint) if checkpoint else None

@@ -7,33 +7,57 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import SimpleNamespace
+from typing import Any
 
+from contract.trial import TrialMeta
 from sweeps.launch import locate
 from sweeps.search import SweepSearcher
 from sweeps.spec import SweepSpec
 from sweeps.store import write_text_atomic
 from sweeps.tracking import MlflowSweepCallback, trial_run_name
 
+EpochResults = Callable[[int, TrialMeta], list[dict[str, Any]]]
+"""The results one trial reports: (trial number, its meta) -> one dict per reported epoch."""
+
 
 @dataclass(frozen=True)
 class RecordedSweep:
-    """Where the sweep was logged and what each trial logged."""
+    """Where the sweep was logged, what each trial logged, and the trials as Tune holds them."""
 
     experiment_id: str
     val_acc1: dict[str, list[float]]  # trial run name -> val_acc1 at epochs 1..budget
     config_hashes: list[str]
+    trials: list[SimpleNamespace]  # trial_id, config, status, last_result (as Tune's Trial)
+    searcher: SweepSearcher
+
+
+def val_acc1_results(val_acc1: Callable[[int, int], float]) -> EpochResults:
+    """Every epoch to the budget with `val_acc1(trial_number, epoch)` and a falling train loss."""
+
+    def results(number: int, meta: TrialMeta) -> list[dict[str, Any]]:
+        return [
+            {"epoch": epoch, "val_acc1": val_acc1(number, epoch), "train_loss": 1 / epoch}
+            for epoch in range(1, meta.budget + 1)
+        ]
+
+    return results
 
 
 def record_sweep(
-    spec: SweepSpec, val_acc1: Callable[[int, int], float], git_commit: str = "0123abc"
+    spec: SweepSpec,
+    val_acc1: Callable[[int, int], float] | None = None,
+    git_commit: str = "0123abc",
+    results: EpochResults | None = None,
 ) -> RecordedSweep:
-    """Run every trial of `spec` through the callback; `val_acc1(trial_number, epoch)`."""
+    """Run every trial of `spec` through the callback, reporting `results` (or `val_acc1`)."""
+    results = results or val_acc1_results(val_acc1 or (lambda number, epoch: 50.0))
     location = locate(spec)
     write_text_atomic(location.spec_file, spec.to_yaml())
     searcher = SweepSearcher(spec)
     callback = MlflowSweepCallback(
         tracking_uri=spec.tracking_uri,
         experiment_name=spec.name,
+        search_metric=spec.search.metric,
         artifact_location=location.artifact_location,
         git_commit=git_commit,
         spec_file=location.spec_file,
@@ -44,19 +68,20 @@ def record_sweep(
     while (config := searcher.suggest(f"trial_{len(trials) + 1:05d}")) != SweepSearcher.FINISHED:
         assert config is not None, "the searcher waits on a trial that never completes"
         number = len(trials) + 1
-        trial = SimpleNamespace(trial_id=f"trial_{number:05d}", config=config, last_result={})
+        trial = SimpleNamespace(
+            trial_id=f"trial_{number:05d}", config=config, last_result={}, status="RUNNING"
+        )
         trials.append(trial)
         callback.on_trial_start(0, trials, trial)
-        budget = int(config["meta"]["budget"])
-        for epoch in range(1, budget + 1):
-            result = {"epoch": epoch, "val_acc1": val_acc1(number, epoch), "train_loss": 1 / epoch}
+        meta = TrialMeta.of(config)
+        reported = results(number, meta)
+        for result in reported:
             trial.last_result = result
             callback.on_trial_result(0, trials, trial, result)
+        trial.status = "TERMINATED"
         callback.on_trial_complete(0, trials, trial)
         searcher.on_trial_complete(trial.trial_id, trial.last_result)
-        logged[trial_run_name(config["meta"])] = [
-            val_acc1(number, epoch) for epoch in range(1, budget + 1)
-        ]
+        logged[trial_run_name(meta)] = [result.get("val_acc1") for result in reported]
     callback.on_experiment_end(trials)
-    hashes = [trial.config["meta"]["config_hash"] for trial in trials]
-    return RecordedSweep(callback.experiment_id(), logged, hashes)
+    hashes = [TrialMeta.of(trial.config).config_hash for trial in trials]
+    return RecordedSweep(callback.experiment_id(), logged, hashes, trials, searcher)

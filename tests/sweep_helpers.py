@@ -25,13 +25,35 @@ from typing import Any
 import typer
 import yaml
 
-from sweeps import cli_sweep
+from contract.names import EPOCH_METRICS, RUN_METRICS, SPLIT_METRICS
+from contract.trial import TrialMeta
+from sweeps import cli_run, cli_status, cli_ui
 from sweeps.search import SweepSearcher
 from sweeps.spec import load_spec
-from sweeps.tracking import EPOCH_METRICS
 from trainables.faults import FAULT_PLAN_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
+ALWAYS_LOGGED = frozenset((*SPLIT_METRICS, *RUN_METRICS))
+
+
+def trial_meta(**changes: Any) -> TrialMeta:
+    """A valid `TrialMeta` (rigl, s=0.9, 2 epochs, seed 0, lr 0.1) with `changes` applied."""
+    fields: dict[str, Any] = {
+        "sweep": "s",
+        "cell": "default/rigl/s=0.9/e=2",
+        "workload": "default",
+        "arm": "rigl",
+        "method": "rigl",
+        "sparsity": 0.9,
+        "budget": 2,
+        "seed": 0,
+        "lr": 0.1,
+        "weight_decay": 5e-4,
+        "stage": "search",
+        "lr_trial": 0,
+        "config_hash": "abc",
+    }
+    return TrialMeta(**{**fields, **changes})
 
 
 def write_spec(tmp_path: Path, spec: dict[str, Any], tracking_uri: str | None = None) -> Path:
@@ -123,7 +145,8 @@ ONE_TRIAL_SPEC: dict[str, Any] = {
 def sweep_cli_app() -> typer.Typer:
     """The sweep commands (`run`, `resume`, `status`, `ui`) on a fresh Typer app."""
     application = typer.Typer()
-    cli_sweep.register(application)
+    for module in (cli_run, cli_status, cli_ui):
+        module.register(application)
     return application
 
 
@@ -212,13 +235,15 @@ def trial_runs(tracking_uri: str, experiment: str) -> dict[str, Any]:
 
 
 def logged_steps(tracking_uri: str, run_id: str) -> dict[str, list[int]]:
-    """Every logged step of every epoch metric of a run, sorted (a duplicate shows twice)."""
+    """Every logged step of every epoch metric the run has, sorted (a duplicate shows twice);
+    the split and run metrics are always there, activity metrics only for the modifiers used."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri)
+    present = set(client.get_run(run_id).data.metrics)
+    keys = [key for key in EPOCH_METRICS if key in present or key in ALWAYS_LOGGED]
     return {
-        key: sorted(point.step for point in client.get_metric_history(run_id, key))
-        for key in EPOCH_METRICS
+        key: sorted(point.step for point in client.get_metric_history(run_id, key)) for key in keys
     }
 
 

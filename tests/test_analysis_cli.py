@@ -11,7 +11,7 @@ from analysis_fixtures import Trial, build_store
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
-from analysis.cli import register
+from sweeps.cli_analysis import register
 
 TRIALS = [
     Trial("rigl", 0.9, 2, 0, 50.0),
@@ -67,7 +67,8 @@ def test_default_tracking_uri_is_mlflow_db_in_the_cwd(store, invoke, monkeypatch
     monkeypatch.chdir(tmp_path)
     result = invoke("export", "-e", "sweep", "-o", str(tmp_path / "out"))
     assert result.exit_code == 2
-    assert "does not exist" in result.output and not (tmp_path / "mlflow.db").exists()
+    assert "no MLflow SQLite database at" in result.output
+    assert not (tmp_path / "mlflow.db").exists()
 
 
 def test_report_without_mlflow_logging(store, invoke, tmp_path: Path) -> None:

@@ -17,8 +17,9 @@ from analysis_fixtures import (
     records_for,
 )
 
-from analysis.compare import Comparison, baseline_arm, compare
+from analysis.compare import Comparison, compare
 from analysis.export import build_tables
+from contract.arms import baseline_arm
 
 
 def _compare(trials: list[Trial], target: float | None = None) -> Comparison:
@@ -156,10 +157,10 @@ def test_lr_search_compares_each_arm_at_its_best_lr_on_val(lr_search: Comparison
     plain = _row(selection, arm="set", budget=3)
     corrected = _row(selection, arm="set+sparseopt", budget=3)
     assert (plain["basis"], plain["lr_trial"], plain["lr"]) == ("best lr on val_acc1", 1, 0.05)
-    assert plain["val_score"] == pytest.approx(74.0)
+    assert plain["selection_score"] == pytest.approx(74.0)
     # lr_trial 1 has val 80 on two seeds but one diverged run, which counts as 0
     assert corrected["lr_trial"] == 0
-    assert corrected["val_score"] == pytest.approx(77.0)
+    assert corrected["selection_score"] == pytest.approx(77.0)
     summary = lr_search.summary[lr_search.summary["measure"] == "final"]
     assert _row(summary, arm="set", budget=3)["mean"] == pytest.approx(59.0)
     assert _row(summary, arm="set+sparseopt", budget=3)["mean"] == pytest.approx(64.0)

@@ -189,7 +189,7 @@ def test_empty_experiment_and_bad_reader(store) -> None:
 
 def test_analysis_imports_neither_torch_nor_ray() -> None:
     code = (
-        "import sys, analysis.cli, analysis.report, analysis.export, analysis.plots;"
+        "import sys, analysis.compare, analysis.report, analysis.export, analysis.plots;"
         "bad = [m for m in ('torch', 'ray', 'sparseopt', 'trainables', 'sweeps') if m in sys.modules];"
         "assert not bad, bad"
     )

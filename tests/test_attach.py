@@ -172,6 +172,10 @@ def test_attach_defaults_match_sparse_config():
         "preconditioner",
         "regrow_scores",
         "grad_renorm",
+        "grad_clip",
+        "f_max",
+        "sparseopt_layers",
+        "scale_weight_decay",
         "ham",
         "delta_t",
         "drop_fraction",
@@ -188,7 +192,10 @@ def test_attach_from_config_passes_every_field():
         sparsity=0.8,
         distribution="uniform",
         preconditioner="sparseopt",
-        grad_renorm=True,
+        grad_clip=0.5,
+        f_max=1.5,
+        sparseopt_layers="normalized",
+        scale_weight_decay=True,
         ham={"alpha": 10.0, "beta": 0.0},
         delta_t=7,
         drop_fraction=0.2,
@@ -228,6 +235,14 @@ def test_attach_from_config_passes_every_field():
         ({"dense_layers": ("3",), "sparsity": 0.99}, "dense_layers"),
         ({"ham": {"alpha": 1.0, "gamma": 2.0}}, "ham"),
         ({"ham": {"alpha": -1.0}}, "ham"),
+        ({"grad_clip": 0.0}, "grad_clip"),
+        ({"grad_clip": float("inf")}, "grad_clip"),
+        ({"f_max": -1.0, "preconditioner": "sparseopt"}, "f_max"),
+        ({"sparseopt_layers": "some"}, "sparseopt_layers"),
+        ({"grad_renorm": True, "grad_clip": 1.0}, "grad_renorm=True .* grad_clip"),
+        ({"f_max": 1.0}, "f_max .* preconditioner='sparseopt'"),
+        ({"sparseopt_layers": "normalized"}, "sparseopt_layers='normalized' .* preconditioner"),
+        ({"scale_weight_decay": True}, "scale_weight_decay .* preconditioner='sparseopt'"),
     ],
 )
 def test_bad_input_names_the_argument(kwargs, argument):
@@ -282,3 +297,158 @@ def test_works_under_torch_compile():
         compiled, optimizer, 3, check=lambda: assert_zero_off_mask(model, optimizer, state.masks)
     )
     assert state.last_update is not None and state.last_update.step == 2
+
+
+def test_sparse_config_validates_the_new_options_like_attach():
+    assert SparseConfig(grad_clip=1.0).grad_clip == 1.0
+    with pytest.raises(ValueError, match=r"grad_renorm=true and sparse\.grad_clip"):
+        SparseConfig(grad_renorm=True, grad_clip=1.0)
+    for options in (
+        {"f_max": 1.0},
+        {"sparseopt_layers": "normalized"},
+        {"scale_weight_decay": True},
+    ):
+        with pytest.raises(ValueError, match=r"need sparse\.preconditioner='sparseopt'"):
+            SparseConfig(**options)
+        assert SparseConfig(preconditioner="sparseopt", **options)
+    with pytest.raises(ValueError, match="f_max"):
+        SparseConfig(preconditioner="sparseopt", f_max=0.0)
+
+
+def test_scale_weight_decay_refuses_an_optimizer_it_cannot_scale():
+    model = tiny_net()
+    optimizer = torch.optim.RMSprop(model.parameters(), lr=0.01, weight_decay=1e-4)
+    with pytest.raises(ValueError, match=r"scale_weight_decay=True .* RMSprop"):
+        sparseopt.attach(model, optimizer, method="static", preconditioner="sparseopt",
+                         scale_weight_decay=True)  # fmt: skip
+
+
+# ---------------------------------------------------------------- the hot path's fast path
+class GenericSGD(torch.optim.SGD):
+    """SGD under another type: sparseopt cannot know it is element-wise, so it masks state too."""
+
+
+class GenericAdam(torch.optim.Adam):
+    """Adam under another type (the generic path)."""
+
+
+class GenericAdamW(torch.optim.AdamW):
+    """AdamW under another type (the generic path)."""
+
+
+FAST_VS_GENERIC = {
+    "sgd": (torch.optim.SGD, GenericSGD, {"lr": 0.1}),
+    "sgd_momentum_wd": (torch.optim.SGD, GenericSGD, {"lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4}),
+    "sgd_nesterov_wd": (torch.optim.SGD, GenericSGD, {"lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4}),
+    "adam": (torch.optim.Adam, GenericAdam, {"lr": 1e-2}),
+    "adam_wd_amsgrad": (torch.optim.Adam, GenericAdam, {"lr": 1e-2, "weight_decay": 1e-3, "amsgrad": True}),
+    "adamw_wd": (torch.optim.AdamW, GenericAdamW, {"lr": 1e-2, "weight_decay": 0.1}),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(FAST_VS_GENERIC))
+@pytest.mark.parametrize("method", ["rigl", "set"])
+def test_fast_path_equals_the_generic_path_bit_for_bit_and_keeps_zeros(case, method):
+    """SGD/Adam/AdamW skip masking state and weights; a zero gradient on zero weight and state
+    must then leave all three exactly zero: the trajectory equals the masked (generic) one
+    bit for bit, through lazily created state and topology updates."""
+    fast_type, generic_type, options = FAST_VS_GENERIC[case]
+    runs = []
+    for optimizer_type in (fast_type, generic_type):
+        model = tiny_net()
+        optimizer = optimizer_type(model.parameters(), **options)
+        state = sparseopt.attach(model, optimizer, method=method, sparsity=0.9,
+                                 preconditioner="sparseopt", total_steps=40, delta_t=2)  # fmt: skip
+        assert sparseopt.state.is_elementwise(optimizer) == (optimizer_type is fast_type)
+        train_steps(model, optimizer, 7, check=lambda m=model, o=optimizer, s=state: assert_zero_off_mask(m, o, s.masks))  # fmt: skip
+        assert state.last_update is not None and state.last_update.step == 6
+        assert sum(state.last_update.grown.values()) > 0
+        runs.append((model.state_dict(), optimizer.state_dict()["state"], state.state_dict()))
+    (fast_model, fast_state, fast_sparse), (slow_model, slow_state, slow_sparse) = runs
+    assert all(torch.equal(fast_model[key], slow_model[key]) for key in fast_model)
+    for index, values in fast_state.items():
+        for key, value in values.items():
+            assert torch.equal(value, slow_state[index][key]), (index, key)
+    assert all(
+        torch.equal(fast_sparse["masks"][n], slow_sparse["masks"][n]) for n in fast_sparse["masks"]
+    )
+
+
+class MixingMomentum(torch.optim.Optimizer):
+    """A toy optimizer that mixes elements: its buffer adds the mean gradient to every entry."""
+
+    def __init__(self, params, lr: float) -> None:
+        super().__init__(params, {"lr": lr})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for param in group["params"]:
+                if param.grad is None:
+                    continue
+                buffer = self.state[param].setdefault("buffer", torch.zeros_like(param))
+                buffer.mul_(0.9).add_(param.grad).add_(param.grad.mean())
+                param.add_(buffer, alpha=-group["lr"])
+
+
+def test_an_unknown_optimizer_keeps_the_generic_path_and_its_zeros():
+    model = tiny_net()
+    optimizer = MixingMomentum(model.parameters(), lr=0.05)
+    state = sparseopt.attach(
+        model, optimizer, method="rigl", sparsity=0.9, total_steps=40, delta_t=3
+    )
+    assert not sparseopt.state.is_elementwise(optimizer)
+    train_steps(
+        model, optimizer, 7, check=lambda: assert_zero_off_mask(model, optimizer, state.masks)
+    )
+    assert state.last_update is not None
+
+
+def test_adam_without_eps_is_not_element_wise_safe():
+    """0 / (sqrt(0) + eps) is 0 only for eps > 0: Adam with eps=0 takes the generic path."""
+    assert sparseopt.state.is_elementwise(torch.optim.Adam(tiny_net().parameters()))
+    assert not sparseopt.state.is_elementwise(torch.optim.Adam(tiny_net().parameters(), eps=0.0))
+
+
+def test_weights_written_after_attach_are_masked_on_the_first_step():
+    model = tiny_net()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    state = sparseopt.attach(model, optimizer, method="static", sparsity=0.9)
+    with torch.no_grad():
+        for weight in sparseopt.maskable_weights(model).values():
+            weight.fill_(0.5)
+    train_steps(model, optimizer, 1)
+    assert_zero_off_mask(model, optimizer, state.masks)
+
+
+def valid_arms() -> list:
+    """Every arm the contract's grammar accepts (each method with each subset of modifiers)."""
+    from itertools import combinations
+
+    from contract import arms
+
+    found = []
+    for method in arms.METHODS:
+        for size in range(len(arms.MODIFIERS) + 1):
+            for modifiers in combinations(arms.MODIFIERS, size):
+                try:
+                    found.append(arms.parse_arm("+".join([method, *modifiers])))
+                except ValueError:
+                    continue
+    return found
+
+
+def test_every_arm_of_the_contract_is_a_valid_sparse_config_and_attaches():
+    checked = 0
+    for arm in valid_arms():
+        fields = {key.removeprefix("sparse."): value for key, value in arm.train_settings().items()}
+        fields["sparsity"] = 0.0 if arm.method == "dense" else 0.9
+        fields["ham"] = {} if "ham" in arm.modifiers else None
+        cfg = SparseConfig(**fields)
+        model = tiny_net()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1, weight_decay=5e-4)
+        state = sparseopt.attach_from_config(model, optimizer, cfg, total_steps=10, seed=0)
+        expected = {"renorm", "clip", "cap", "wdscale", "ham"} & arm.modifiers
+        assert set(state.settings.modifiers()) == expected, arm.name
+        checked += 1
+    assert checked > 50

@@ -138,7 +138,10 @@ ROWS: list[Row] = [
     Row(
         "unknown_modifier",
         run({"grid.arms": ["rigl+turbo"]}),
-        ("grid.arms[0]", "allowed modifiers: sparseopt, corrected, ham, renorm"),
+        (
+            "grid.arms[0]",
+            "allowed modifiers: sparseopt, corrected, cap, normonly, wdscale, ham, renorm, clip",
+        ),
     ),
     Row("empty_arms", run({"grid.arms": []}), ("grid.arms", "allowed: a non-empty list")),
     Row("empty_budgets", run({"grid.budgets": []}), ("grid.budgets", "a non-empty list")),
@@ -312,12 +315,12 @@ ROWS: list[Row] = [
     Row(
         "tracking_unknown_scheme",
         run({"tracking_uri": "ftp://host/mlflow"}),
-        ("tracking_uri", "sqlite:///PATH, file:///PATH or http(s)://HOST:PORT"),
+        ("tracking_uri", "unsupported scheme 'ftp'", "sqlite:///PATH, file:///PATH, http(s)://"),
     ),
     Row(
         "tracking_server_unreachable",
         run({"tracking_uri": "http://127.0.0.1:9"}),
-        ("tracking_uri", "http://127.0.0.1:9 is unreachable", "--set tracking_uri="),
+        ("tracking_uri", "http://127.0.0.1:9 is unreachable", "point tracking_uri at a running"),
     ),
     Row(
         "storage_under_a_file",
@@ -404,7 +407,7 @@ ROWS: list[Row] = [
     Row(
         "export_unknown_scheme",
         command("export", "-e", EXISTING, "--out", "out", "--tracking-uri", "ftp://x/y"),
-        ("--tracking-uri ftp://x/y", "allowed: sqlite:///PATH"),
+        ("--tracking-uri: unsupported scheme 'ftp' in 'ftp://x/y'", "allowed: sqlite:///PATH"),
     ),
     Row(
         "report_target_out_of_range",

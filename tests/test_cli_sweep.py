@@ -15,7 +15,7 @@ import yaml
 from sweep_helpers import ONE_TRIAL_SPEC, sweep_cli_app
 from typer.testing import CliRunner
 
-from sweeps import cli_sweep
+from sweeps import cli_run
 
 GOOD = {"name": "cli", **ONE_TRIAL_SPEC}
 
@@ -48,4 +48,4 @@ def test_ray_addresses_that_answer_are_accepted() -> None:
         listener.listen()
         port = listener.getsockname()[1]
         for address in (None, "auto", "local", f"127.0.0.1:{port}", f"ray://localhost:{port}"):
-            cli_sweep._check_address(address)
+            cli_run._check_address(address)

@@ -11,8 +11,10 @@
   the server is back, or, if it is still down when the sweep ends, kept in the sweep's state
   and sent when the same command runs again; every epoch lands exactly once.
 
-The driver-SIGKILL case is `tests/test_sweep_e2e.py`; storage and tracker units are in
-`tests/test_faults_fast.py`.
+Every case runs on both trial executors (`resources.executor`): `actor` (the trial trains in
+its Tune actor; a killed actor is retried by Tune) and `train` (Ray Train's TorchTrainer; a
+killed worker is retried by Train). The driver-SIGKILL case is `tests/test_sweep_e2e.py`;
+storage and tracker units are in `tests/test_faults_fast.py`.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from sweep_helpers import (
     start_mlflow_server,
     start_sweep,
     sweep_env,
+    trial_meta,
     trial_runs,
     tune_rows,
     wait_for,
@@ -39,6 +42,7 @@ from sweep_helpers import (
     write_spec,
 )
 
+from contract.trial import trial_config
 from trainables.faults import marker_path
 
 # whole sweeps with retries and server restarts: give a busy machine more than the default
@@ -64,6 +68,12 @@ FAULTY = {
     },
 }
 KILL_EPOCH = 2
+EXECUTORS = ("actor", "train")
+
+
+def on_executor(spec: dict[str, Any], executor: str) -> dict[str, Any]:
+    """`spec` with its trials run on `executor`."""
+    return {**spec, "resources": {**spec["resources"], "executor": executor}}
 
 
 def by_role(configs: list[dict[str, Any]]) -> dict[str, str]:
@@ -78,12 +88,14 @@ def by_role(configs: list[dict[str, Any]]) -> dict[str, str]:
     return roles
 
 
-@pytest.fixture(scope="module")
-def faulty_sweep(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """Run the faulty sweep once: one worker killed once (retried), one killed past the
-    failure budget, two trials diverging. Returns what the tests inspect."""
-    tmp_path = tmp_path_factory.mktemp("faulty")
-    spec_path = write_spec(tmp_path, FAULTY)
+@pytest.fixture(scope="module", params=EXECUTORS)
+def faulty_sweep(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
+    """Run the faulty sweep once per executor: one worker killed once (retried), one killed
+    past the failure budget, two trials diverging. Returns what the tests inspect."""
+    tmp_path = tmp_path_factory.mktemp(f"faulty-{request.param}")
+    spec_path = write_spec(tmp_path, on_executor(FAULTY, request.param))
     roles = by_role(planned_trials(spec_path))
     assert len(roles) == 4
     plan = write_fault_plan(
@@ -98,6 +110,7 @@ def faulty_sweep(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         output = finish(process, timeout_s=900)
     assert process.returncode == 0, output[-4000:]
     return {
+        "executor": request.param,
         "output": output,
         "roles": roles,
         "plan": plan,
@@ -139,8 +152,13 @@ def test_worker_killed_past_the_failure_budget_fails_the_trial_only(
     assert marker_path(plan, trial, 1).exists() and marker_path(plan, trial, 2).exists()
     rows = faulty_sweep["rows"][trial]
     assert {row["epoch"] for row in rows} == {1}
-    # before failing, the trial reports what its checkpoint holds (epoch 1 may not have arrived)
-    assert [entry["epoch"] for entry in rows[-1]["history"]] == [1]
+    if faulty_sweep["executor"] == "train":
+        # before failing, the driver reports what the checkpoint holds: a worker's epoch-1
+        # report can die with it
+        assert [entry["epoch"] for entry in rows[-1]["history"]] == [1]
+    else:
+        # in the actor a report is synchronous: epoch 1 reached Tune before the kill
+        assert [row["epoch"] for row in rows] == [1]
     run = trial_runs(faulty_sweep["uri"], "faulty")[trial]
     assert run.info.status == "FAILED"
     assert run.data.tags["sparsesweep.status"] == "failed"
@@ -191,11 +209,34 @@ def local_ray(monkeypatch: pytest.MonkeyPatch):
             ray.shutdown()
 
 
+def fit_trial(executor: str, config: dict[str, Any], runtime: Any, tune_dir: Path) -> dict:
+    """Run one trial to its end on `executor`; its last reported result."""
+    if executor == "train":
+        from trainables.driver import build_trainer
+
+        return build_trainer(config, runtime).fit().metrics
+    from ray import tune
+
+    from trainables.actor import train_in_actor
+
+    trainable = tune.with_parameters(train_in_actor, runtime=runtime)
+    tuner = tune.Tuner(
+        tune.with_resources(trainable, runtime.resources_per_worker()),
+        param_space=config,
+        run_config=tune.RunConfig(
+            name=f"run-{len(list(tune_dir.glob('run-*')))}", storage_path=str(tune_dir), verbose=0
+        ),
+    )
+    (result,) = tuner.fit()
+    assert result.error is None, result.error
+    return result.metrics
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
 def test_corrupted_checkpoints_fall_back_to_the_previous_good_one_then_to_scratch(
-    local_ray, tmp_path: Path
+    executor: str, local_ray, tmp_path: Path
 ) -> None:
     from sparseopt.config import TrainConfig
-    from trainables.driver import build_trainer
     from trainables.runtime import TrialRuntime, train_run_name
 
     cfg = TrainConfig.model_validate(
@@ -207,21 +248,24 @@ def test_corrupted_checkpoints_fall_back_to_the_previous_good_one_then_to_scratc
             "epochs": 2,
         }
     )
-    config = {"train": cfg.model_dump(mode="json"), "meta": {"config_hash": cfg.config_hash()}}
-    runtime = TrialRuntime(train_storage_path=str(tmp_path), workers=1, cpus_per_worker=0.5)
-    run_dir = tmp_path / train_run_name(cfg.config_hash())
+    meta = trial_meta(budget=cfg.epochs, config_hash=cfg.config_hash())
+    config = trial_config(cfg.model_dump(mode="json"), meta)
+    runtime = TrialRuntime(
+        train_storage_path=str(tmp_path / "train_runs"), workers=1, cpus_per_worker=0.5
+    )
+    run_dir = tmp_path / "train_runs" / train_run_name(cfg.config_hash())
 
     def checkpoint_files() -> list[Path]:
         return sorted(run_dir.glob("checkpoint_*/ckpt-*.pt"))  # directory names sort by time
 
-    first = build_trainer(config, runtime).fit().metrics
+    first = fit_trial(executor, config, runtime, tmp_path / "tune")
     assert (first["epoch"], first["resumed_from_epoch"]) == (2, 0)
     files = checkpoint_files()
     assert [path.name for path in files] == ["ckpt-000001.pt", "ckpt-000002.pt"]
 
     truncated = files[-1]
     truncated.write_bytes(truncated.read_bytes()[: truncated.stat().st_size // 2])
-    second = build_trainer(config, runtime).fit().metrics
+    second = fit_trial(executor, config, runtime, tmp_path / "tune")
     assert second["resumed_from_epoch"] == 1
     assert [entry["epoch"] for entry in second["history"]] == [1]
     [skipped] = second["skipped_checkpoints"]
@@ -236,7 +280,7 @@ def test_corrupted_checkpoints_fall_back_to_the_previous_good_one_then_to_scratc
         data = bytearray(path.read_bytes())
         data[len(data) // 2] ^= 0xFF
         path.write_bytes(bytes(data))
-    third = build_trainer(config, runtime).fit().metrics
+    third = fit_trial(executor, config, runtime, tmp_path / "tune")
     assert (third["epoch"], third["resumed_from_epoch"]) == (2, 0)
     assert len(third["skipped_checkpoints"]) == 2
     for path in corrupted:
@@ -257,11 +301,12 @@ OUTAGE = {
 }
 
 
-def test_mlflow_server_outage_mid_sweep_loses_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_mlflow_server_outage_mid_sweep_loses_nothing(executor: str, tmp_path: Path) -> None:
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
     database, server_log = tmp_path / "server.db", tmp_path / "server.log"
-    spec_path = write_spec(tmp_path, OUTAGE, tracking_uri=uri)
+    spec_path = write_spec(tmp_path, on_executor(OUTAGE, executor), tracking_uri=uri)
     first, second = (config["meta"]["config_hash"] for config in planned_trials(spec_path))
     gate_first, gate_second = tmp_path / "release-first", tmp_path / "release-second"
     # the trials stand still (mid-epoch) until the test releases them, so each phase is certain

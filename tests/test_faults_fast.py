@@ -19,7 +19,7 @@ import pytest
 import typer
 import yaml
 from mlflow.tracking import MlflowClient
-from sweep_helpers import ONE_TRIAL_SPEC, sweep_cli_app
+from sweep_helpers import ONE_TRIAL_SPEC, sweep_cli_app, trial_meta
 from typer.testing import CliRunner
 
 from sparseopt.config import TrainConfig
@@ -102,21 +102,10 @@ def fake_trial(last_epoch: int = 0) -> SimpleNamespace:
     train = TrainConfig.model_validate(
         {"model": {"name": "mlp"}, "sparse": {"method": "rigl", "sparsity": 0.9}, "epochs": 3}
     )
-    meta = {
-        "cell": "default/rigl/s=0.9/e=3",
-        "workload": "default",
-        "arm": "rigl",
-        "sparsity": 0.9,
-        "budget": 3,
-        "seed": 0,
-        "lr": 0.1,
-        "stage": "search",
-        "lr_trial": 0,
-        "config_hash": train.config_hash(),
-    }
+    meta = trial_meta(cell="default/rigl/s=0.9/e=3", budget=3, config_hash=train.config_hash())
     return SimpleNamespace(
         trial_id="t0",
-        config={"meta": meta, "train": train.model_dump(mode="json")},
+        config={"meta": meta.to_dict(), "train": train.model_dump(mode="json")},
         last_result={"epoch": last_epoch},
     )
 

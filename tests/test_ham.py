@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import sparseopt
-from sparseopt.ham import HamSettings, ham_update_
+from sparseopt.ham import HamSettings, ham_step, ham_update_
 
 
 def test_ham_update_matches_hand_computation_with_clamping():
@@ -84,3 +84,31 @@ def test_ham_settings_accept_mappings_and_config_objects():
     assert HamSettings.parse(None) is None
     assert HamSettings.parse({"alpha": 3.0}) == HamSettings(alpha=3.0, beta=1e-3)
     assert HamSettings.parse(HamConfig(alpha=5.0, beta=0.0)) == HamSettings(alpha=5.0, beta=0.0)
+
+
+def test_ham_step_equals_ham_update_per_tensor_and_reports_whether_it_changed_a_weight():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 5), nn.BatchNorm1d(5), nn.Conv1d(5, 3, 1))
+    with torch.no_grad():
+        model[0].weight[0] = 0.0
+    optimizer = torch.optim.SGD(
+        [{"params": [model[0].weight, model[1].weight], "lr": 0.05},
+         {"params": [model[2].weight, model[2].bias], "lr": 0.2}]
+    )  # fmt: skip
+    generator = torch.Generator().manual_seed(1)
+    for param in model.parameters():
+        param.grad = torch.randn(param.shape, generator=generator)
+    expected = {name: p.detach().clone() for name, p in model.named_parameters()}
+    ham_update_(expected["0.weight"], model[0].weight.grad, 0.05, 200.0, 1e-3)
+    ham_update_(expected["2.weight"], model[2].weight.grad, 0.2, 200.0, 1e-3)
+    changed = ham_step(optimizer, HamSettings())
+    assert changed.dtype == torch.bool and bool(changed)
+    for name, param in model.named_parameters():
+        assert torch.equal(param.detach(), expected[name]), name
+    assert torch.count_nonzero(model[0].weight[0]) == 0
+
+    for group in optimizer.param_groups:
+        group["lr"] = 0.0
+    assert not bool(ham_step(optimizer, HamSettings()))  # every factor is exp(0) = 1
+    model[0].weight.grad = model[2].weight.grad = None
+    assert ham_step(optimizer, HamSettings()) is None  # no >= 2-dim weight with a gradient

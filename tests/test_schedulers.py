@@ -5,12 +5,14 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from ray.tune.schedulers import TrialScheduler
+from sweep_helpers import trial_meta
 
 from sweeps.schedulers import CellASHAScheduler
 
 
 def trial(trial_id: str, cell: str, budget: int = 4) -> SimpleNamespace:
-    return SimpleNamespace(trial_id=trial_id, config={"meta": {"cell": cell, "budget": budget}})
+    meta = trial_meta(cell=cell, budget=budget)
+    return SimpleNamespace(trial_id=trial_id, config={"meta": meta.to_dict()})
 
 
 def test_asha_ranks_within_a_cell_only() -> None:

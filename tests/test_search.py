@@ -80,7 +80,7 @@ class Driver:
 
     def complete(self, trials: list[tuple[str, dict[str, Any]]], value: Any = score) -> None:
         for trial_id, config in trials:
-            self.searcher.on_trial_complete(trial_id, {"val_acc1": value(config)})
+            self.searcher.on_trial_complete(trial_id, ended(config, val_acc1=value(config)))
 
     def run_to_end(self, value: Any = score) -> list[tuple[str, dict[str, Any]]]:
         everything = []
@@ -90,6 +90,21 @@ class Driver:
                 return everything
             everything += handed
             self.complete(handed, value)
+
+
+def ended(config: dict[str, Any], **metrics: Any) -> dict[str, Any]:
+    """The last result of a trial that reached its budget."""
+    return {"epoch": config["meta"]["budget"], **metrics}
+
+
+def studies(searcher: SweepSearcher) -> dict[str, list[tuple[Any, ...]]]:
+    """Every cell's Optuna trials as (number, state, value, params): the searcher's knowledge."""
+    return {
+        cell.cell_id: [
+            (t.number, t.state, t.value, t.params) for t in searcher.study(cell.cell_id).trials
+        ]
+        for cell in searcher.spec.cells()
+    }
 
 
 def test_suggest_sequence_then_finished() -> None:
@@ -171,19 +186,17 @@ def test_failed_seeds_are_left_out_and_all_failed_is_fail() -> None:
     cell = spec.cells()[0].cell_id
     group0 = [(tid, c) for tid, c in handed if c["meta"]["lr_trial"] == 0]
     group1 = [(tid, c) for tid, c in handed if c["meta"]["lr_trial"] == 1]
-    searcher.on_trial_complete(group0[0][0], {"val_acc1": 50.0})
+    searcher.on_trial_complete(group0[0][0], {"val_acc1": 50.0, "epoch": 1})
     searcher.on_trial_result(group0[1][0], {"val_acc1": 40.0, "epoch": 1})
     searcher.on_trial_complete(group0[1][0], {"epoch": 1})  # no metric: its last reported value
     searcher.on_trial_complete(group0[2][0], error=True)
     for tid, _ in group1[:2]:
         searcher.on_trial_complete(tid, error=True)
-    searcher.on_trial_complete(group1[2][0], {"val_acc1": float("nan")})
+    searcher.on_trial_complete(group1[2][0], {"val_acc1": float("nan"), "epoch": 1})
     trials = searcher.study(cell).trials
     assert trials[0].value == pytest.approx(45.0)
     assert trials[1].state == optuna.trial.TrialState.FAIL
-    progress = searcher.progress()[cell]
-    assert (progress.suggested, progress.completed, progress.failed) == (6, 2, 4)
-    assert progress.best_lr == group0[0][1]["meta"]["lr"] and progress.best_value == 45.0
+    assert searcher.study(cell).best_trial.params["lr"] == group0[0][1]["meta"]["lr"]
     assert driver.suggest()[1] == Searcher.FINISHED
 
 
@@ -209,8 +222,6 @@ def test_a_diverged_seed_scores_the_worst_value_not_its_last_finite_one(metric, 
             searcher.on_trial_complete(trial_id, {metric: good, "epoch": 2, "diverged": False})
     values = {t.params["lr"]: t.value for t in searcher.study(cell).trials}
     assert values == {0.1: good, 1.0: worst}
-    progress = searcher.progress()[cell]
-    assert (progress.best_lr, progress.best_value, progress.failed) == (0.1, good, 0)
     second = driver.drain()
     assert [(c["meta"]["lr"], c["meta"]["seed"]) for _, c in second] == [(0.1, 7)]
 
@@ -224,7 +235,7 @@ def test_every_lr_diverged_still_picks_one_for_the_second_stage() -> None:
     searcher = SweepSearcher(spec, metric="val_loss")
     driver = Driver(searcher)
     for trial_id, _ in driver.drain():
-        searcher.on_trial_complete(trial_id, {"val_loss": math.nan, "diverged": True})
+        searcher.on_trial_complete(trial_id, {"val_loss": math.nan, "epoch": 1, "diverged": True})
     assert [(c["meta"]["lr"], c["meta"]["seed"]) for _, c in driver.drain()] == [(0.1, 7)]
 
 
@@ -261,7 +272,9 @@ def _play(searcher: SweepSearcher, steps: int, start: int = 0) -> list[dict[str,
             open_ids.append(trial_id)
             if index % 2:
                 done = open_ids.pop(0)
-                searcher.on_trial_complete(done, {"val_acc1": float(len(done) + index % 7)})
+                searcher.on_trial_complete(
+                    done, {"val_acc1": float(len(done) + index % 7), "epoch": 1}
+                )
     return seen
 
 
@@ -275,7 +288,7 @@ def test_save_restore_continues_identically(tmp_path: Path) -> None:
     restored = SweepSearcher(spec)
     restored.restore(str(path))
     assert _play(restored, 30, start=20) == expected
-    assert restored.progress() == original.progress()
+    assert studies(restored) == studies(original)
 
 
 def test_tune_checkpoint_dir_roundtrip(tmp_path: Path) -> None:
@@ -286,7 +299,7 @@ def test_tune_checkpoint_dir_roundtrip(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["searcher-state-s1.pkl"]
     fresh = SweepSearcher(spec)
     fresh.restore_from_dir(str(tmp_path))
-    assert fresh.progress() == searcher.progress()
+    assert studies(fresh) == studies(searcher)
     assert fresh.suggest("next") is None  # everything handed out, all still running
 
 
@@ -312,9 +325,6 @@ def test_second_stage_reruns_the_best_lr_on_fresh_seeds() -> None:
         assert config["meta"]["lr_trial"] == lr_trial[0.1]
     driver.complete(final)
     assert driver.suggest()[1] == Searcher.FINISHED
-    progress = searcher.progress()[spec.cells()[0].cell_id]
-    assert progress.final_lr_trial == lr_trial[0.1] and progress.best_lr == 0.1
-    assert progress.suggested == 8 and progress.completed == 8
 
 
 def test_minimised_metric_picks_the_lowest() -> None:
@@ -327,7 +337,7 @@ def test_minimised_metric_picks_the_lowest() -> None:
     assert searcher.mode == "min" and searcher.metric == "val_loss"
     driver = Driver(searcher)
     for trial_id, config in driver.drain():
-        searcher.on_trial_complete(trial_id, {"val_loss": config["meta"]["lr"]})
+        searcher.on_trial_complete(trial_id, ended(config, val_loss=config["meta"]["lr"]))
     ((_, final),) = driver.drain()
     assert final["meta"]["lr"] == 0.01
 
@@ -348,7 +358,6 @@ def test_dedup_shares_a_repeated_config() -> None:
     values = [trial.value for trial in study.trials]
     expected = sum(score(c) for _, c in handed) / 2
     assert values == [pytest.approx(expected)] * 2
-    assert searcher.progress()[cell].suggested == 2
 
 
 def test_extend_with_new_seeds_budgets_and_trials(tmp_path: Path) -> None:
@@ -420,29 +429,15 @@ def test_extend_refuses_changes_to_existing_trials(
 ) -> None:
     searcher = SweepSearcher(make_spec())
     Driver(searcher).drain()
-    before = searcher.progress()
+    before = studies(searcher)
     with pytest.raises(ValueError, match="changes trials already run") as caught:
         searcher.extend(make_spec(**changes))
     assert fragment in str(caught.value)
-    assert searcher.progress() == before
+    assert studies(searcher) == before
     path = tmp_path / "s.pkl"
     searcher.save(str(path))
     with pytest.raises(ValueError, match="changes trials already run"):
         SweepSearcher(make_spec(**changes)).restore(str(path))
-
-
-def test_release_unfinished_hands_the_same_configs_out_again() -> None:
-    searcher = SweepSearcher(
-        make_spec(grid={"arms": ["rigl"], "sparsities": [0.9], "budgets": [1]})
-    )
-    driver = Driver(searcher)
-    handed = driver.drain()
-    driver.complete(handed[:1])
-    assert searcher.release_unfinished() == 3
-    again = driver.drain()
-    assert sorted(c["meta"]["config_hash"] for _, c in again) == sorted(
-        c["meta"]["config_hash"] for _, c in handed[1:]
-    )
 
 
 def test_metric_mode_must_agree_with_the_spec() -> None:
@@ -460,9 +455,10 @@ def test_metric_mode_must_agree_with_the_spec() -> None:
 
 def test_unknown_trial_completion_is_ignored() -> None:
     searcher = SweepSearcher(make_spec())
-    before = searcher.progress()
-    searcher.on_trial_complete("never-suggested", {"val_acc1": 1.0})
-    assert searcher.progress() == before
+    Driver(searcher).drain()
+    before = studies(searcher)
+    searcher.on_trial_complete("never-suggested", {"val_acc1": 1.0, "epoch": 1})
+    assert studies(searcher) == before
 
 
 @pytest.mark.slow

@@ -20,22 +20,39 @@ ARMS = {
         method="rigl", preconditioner="sparseopt", regrow_scores="corrected"
     ),
     "set_adam": dict(method="set", preconditioner="none"),
+    "rigl_options_sgd": dict(
+        method="rigl",
+        preconditioner="sparseopt",
+        f_max=1.0,
+        sparseopt_layers="normalized",
+        scale_weight_decay=True,
+        grad_clip=0.5,
+    ),
+    "set_wdscale_adamw": dict(method="set", preconditioner="sparseopt", scale_weight_decay=True),
 }
 
 
-def build(arm: str, init_seed: int):
+def build(arm: str, init_seed: int, **overrides):
     torch.manual_seed(init_seed)
     model = nn.Sequential(
         nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
         nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10),
     )  # fmt: skip
-    if arm.endswith("adam"):
+    if arm.endswith("adamw"):
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
+    elif arm.endswith("adam"):
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     else:
         optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
     state = sparseopt.attach(
-        model, optimizer, sparsity=0.85, total_steps=TOTAL, delta_t=3, seed=7, **ARMS[arm]
+        model,
+        optimizer,
+        sparsity=0.85,
+        total_steps=TOTAL,
+        delta_t=3,
+        seed=7,
+        **ARMS[arm] | overrides,
     )
     return model, optimizer, state
 
@@ -115,3 +132,35 @@ def test_loading_a_state_with_another_config_is_refused():
     _, _, target = build("set_adam", 0)
     with pytest.raises(ValueError, match="method: saved 'rigl' vs attached 'set'"):
         target.load_state_dict(source.state_dict())
+
+
+def legacy(state_dict: dict, **config) -> dict:
+    """`state_dict` as the first format saved it: no grad_clip, f_max, sparseopt_layers or
+    scale_weight_decay in its config."""
+    old = dict(state_dict, format="sparseopt.SparseState/1")
+    old["config"] = {
+        key: value
+        for key, value in state_dict["config"].items()
+        if key not in ("grad_clip", "f_max", "sparseopt_layers", "scale_weight_decay")
+    } | config
+    return old
+
+
+def test_a_state_dict_of_the_first_format_loads_with_the_new_settings_at_their_defaults():
+    model, optimizer, source = build("set_adam", 0)
+    train(model, optimizer, batches()[:4])
+    _, _, target = build("set_adam", 1)
+    target.load_state_dict(legacy(source.state_dict()))
+    assert target.step == 4
+    assert all(torch.equal(target.masks[n], source.masks[n]) for n in source.masks)
+
+
+def test_a_legacy_grad_renorm_was_a_clip_at_one_and_loads_as_such():
+    _, _, source = build("rigl_sgd", 0)
+    saved = legacy(source.state_dict(), grad_renorm=True)
+    _, _, renorm = build("rigl_sgd", 0)
+    with pytest.raises(ValueError, match=r"grad_clip: saved 1\.0 vs attached None"):
+        renorm.load_state_dict(saved)
+    _, _, clip = build("rigl_sgd", 0, grad_renorm=False, grad_clip=1.0)
+    clip.load_state_dict(saved)
+    assert clip.settings.grad_clip == 1.0

@@ -8,17 +8,11 @@ from typing import Any
 import pytest
 import yaml
 
+from contract.arms import parse_arm
 from sparseopt.config import TrainConfig
 from sweeps.cost import EPOCH_COSTS, TRIAL_OVERHEAD_S, estimate_cost
-from sweeps.spec import (
-    CONFIGS_DIR,
-    SpecError,
-    load_spec,
-    parse_arm,
-    parse_spec,
-    spec_changes_that_alter_existing,
-    spec_diff_text,
-)
+from sweeps.spec import CONFIGS_DIR, SpecError, load_spec, parse_spec
+from sweeps.spec_diff import spec_changes_that_alter_existing, spec_diff_text
 
 BASE: dict[str, Any] = {
     "name": "tiny",
@@ -69,7 +63,10 @@ INVALID: list[tuple[str, dict[str, Any], list[str]]] = [
     (
         "unknown modifier",
         payload(grid__arms=["rigl+turbo"]),
-        ["grid.arms[0]", "allowed modifiers: sparseopt, corrected, ham, renorm"],
+        [
+            "grid.arms[0]",
+            "allowed modifiers: sparseopt, corrected, cap, normonly, wdscale, ham, renorm, clip",
+        ],
     ),
     ("corrected without sparseopt", payload(grid__arms=["rigl+corrected"]), ["grid.arms[0]"]),
     ("corrected on set", payload(grid__arms=["set+sparseopt+corrected"]), ["grid.arms[0]"]),

@@ -6,7 +6,8 @@ parent with every epoch's metrics exactly once, finished trials are kept and not
 unfinished trial continues from its newest checkpoint (its next reported epoch is the one after
 it, and it replays the epochs before), and runs end FINISHED.
 
-The kill point varies from run to run: one budget-2 trial, drawn at random, stands still in its
+Run on both trial executors (`resources.executor`: the trial inside Tune's actor, and Ray
+Train's TorchTrainer). The kill point varies from run to run: one budget-2 trial, drawn at random, stands still in its
 second epoch (`trainables.faults`, so at least one trial is certainly mid-epoch with a
 checkpoint) and the driver is killed once a random number of trials have finished. The seed is
 printed; `SPARSESWEEP_FAULT_SEED=<seed>` replays the same choice.
@@ -74,11 +75,16 @@ def newest_loadable_epoch(run_dir: Path) -> int:
 
 
 @pytest.mark.timeout(3600)  # two runs of a 16-trial sweep: slow on a busy machine
-def test_sweep_survives_driver_sigkill_and_resumes_exactly_once(tmp_path: Path) -> None:
+@pytest.mark.parametrize("executor", ["actor", "train"])
+def test_sweep_survives_driver_sigkill_and_resumes_exactly_once(
+    executor: str, tmp_path: Path
+) -> None:
     seed = int(os.environ.get("SPARSESWEEP_FAULT_SEED") or random.SystemRandom().randrange(10**6))
     print(f"kill-point seed {seed} (replay with SPARSESWEEP_FAULT_SEED={seed})")
     rng = random.Random(seed)
-    spec_path = write_spec(tmp_path, SPEC)
+    spec_path = write_spec(
+        tmp_path, {**SPEC, "resources": {**SPEC["resources"], "executor": executor}}
+    )
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     configs = {config["meta"]["config_hash"]: config for config in planned_trials(spec_path)}
     assert len(configs) == EXPECTED_TRIALS

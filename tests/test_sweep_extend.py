@@ -15,11 +15,11 @@ import time
 from pathlib import Path
 
 import pytest
-import typer
 import yaml
+from sweep_helpers import sweep_cli_app
 from typer.testing import CliRunner
 
-from sweeps import cli_sweep
+from contract.outcome import Status
 from sweeps.spec import load_spec
 from sweeps.status import sweep_status
 
@@ -112,19 +112,11 @@ def test_finished_sweep_grows_by_a_seed(tmp_path: Path) -> None:
         assert second[config_hash].info.status == "FINISHED"
         assert histories(uri, run.info.run_id) == before[config_hash], "an old trial re-ran"
 
-    application = typer.Typer()
-    cli_sweep.register(application)
     result = CliRunner().invoke(
-        application, ["status", "extend", "--storage", str(tmp_path / "results")]
+        sweep_cli_app(), ["status", "extend", "--storage", str(tmp_path / "results")]
     )
     assert result.exit_code == 0, result.output
-    assert "3/3 trials done" in result.output
+    assert "3/3 trials ended" in result.output
     (row,) = sweep_status(load_spec(spec_path))
-    assert (row.cell_id, row.expected, row.done, row.running, row.pending, row.failed) == (
-        "default/rigl/s=0.9/e=2",
-        3,
-        3,
-        0,
-        0,
-        0,
-    )
+    counts = [row.count(status) for status in Status]
+    assert (row.cell_id, row.expected, counts) == ("default/rigl/s=0.9/e=2", 3, [0, 0, 3, 0, 0, 0])

@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from sweep_helpers import trial_meta
 
+from contract.trial import trial_config
 from sparseopt.config import TrainConfig
 from trainables.driver import build_trainer
 from trainables.runtime import TrialRuntime
@@ -32,7 +34,8 @@ def test_two_worker_trial_keeps_masks_identical_and_resumes(local_ray, tmp_path:
             "epochs": 2,
         }
     )
-    config = {"train": cfg.model_dump(mode="json"), "meta": {"config_hash": cfg.config_hash()}}
+    meta = trial_meta(budget=cfg.epochs, config_hash=cfg.config_hash())
+    config = trial_config(cfg.model_dump(mode="json"), meta)
     runtime = TrialRuntime(train_storage_path=str(tmp_path), workers=2, cpus_per_worker=0.5)
     result = build_trainer(config, runtime).fit()
     assert result.error is None

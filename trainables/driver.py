@@ -17,6 +17,8 @@ import ray.tune
 from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
+from contract.trial import ResultKey, TrialMeta, train_payload
+from sparseopt.config import TrainConfig
 from trainables.checkpoints import load_newest, run_directory, stored_checkpoints
 from trainables.runtime import TrialRuntime, train_run_name
 from trainables.worker import train_loop_per_worker
@@ -25,6 +27,7 @@ from trainables.worker import train_loop_per_worker
 def build_trainer(config: dict[str, Any], runtime: TrialRuntime) -> TorchTrainer:
     """The trial's `TorchTrainer`: N DDP workers, checkpoints under the trial's fixed name."""
     callbacks = [TuneReportCallback()] if _in_tune() else []
+    keep = TrainConfig.model_validate(train_payload(config)).keep_checkpoints
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config=config,
@@ -34,11 +37,11 @@ def build_trainer(config: dict[str, Any], runtime: TrialRuntime) -> TorchTrainer
             resources_per_worker=runtime.resources_per_worker(),
         ),
         run_config=ray.train.RunConfig(
-            name=train_run_name(config["meta"]["config_hash"]),
+            name=train_run_name(TrialMeta.of(config).config_hash),
             storage_path=runtime.train_storage_path,
             callbacks=callbacks,
             failure_config=ray.train.FailureConfig(max_failures=runtime.max_failures),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=runtime.keep_checkpoints),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=keep),
         ),
     )
 
@@ -55,13 +58,13 @@ def run_trial(config: dict[str, Any], runtime: TrialRuntime) -> None:
 def report_checkpointed_history(config: dict[str, Any], runtime: TrialRuntime) -> None:
     """Report the history of the trial's newest loadable checkpoint to Tune (if it has one)."""
     filesystem, run_dir = run_directory(
-        runtime.train_storage_path, train_run_name(config["meta"]["config_hash"])
+        runtime.train_storage_path, train_run_name(TrialMeta.of(config).config_hash)
     )
     payload, _ = load_newest(stored_checkpoints(filesystem, run_dir))
     if payload is None or not payload["history"]:
         return
     history = list(payload["history"])
-    ray.tune.report({**history[-1], "history": history, "diverged": False})
+    ray.tune.report({**history[-1], ResultKey.HISTORY: history, ResultKey.DIVERGED: False})
 
 
 def _in_tune() -> bool:

@@ -14,7 +14,6 @@ class TrialRuntime:
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 0.0
     max_failures: int = 1
-    keep_checkpoints: int = 2
 
     def resources_per_worker(self) -> dict[str, float]:
         """Ray resource request of one training worker."""

@@ -1,9 +1,10 @@
-"""`sparsesweep export` and `sparsesweep report`: registered on the lead's Typer app.
+"""`sparsesweep export` and `sparsesweep report`: a sweep's runs to Parquet, and its report.
 
-Errors print one clear line and exit with code 2 (bad input: unknown experiment, missing
-store, bad argument) or 1 (anything else, e.g. an experiment with no trials), without a
-traceback. The tracking URI defaults to `sqlite:///mlflow.db` in the current directory and
-honours MLFLOW_TRACKING_URI.
+The tracking URI defaults to `sqlite:///mlflow.db` in the current directory and honours
+MLFLOW_TRACKING_URI. It goes through the one tracking-URI check first, so an unreachable
+server fails in seconds rather than after the MLflow client's minutes of retries. Errors print
+one line and exit 2 (bad input: unknown experiment, missing store, bad argument) or 1
+(anything else, e.g. an experiment with no trials), without a traceback.
 """
 
 from __future__ import annotations
@@ -14,9 +15,8 @@ from typing import Annotated, TypeVar
 
 import typer
 
-from analysis.errors import AnalysisError, BadInputError
+from sweeps.cli_errors import DEFAULT_TRACKING_URI, check_tracking_option, fail, out_console
 
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 T = TypeVar("T")
 
 ExperimentOption = Annotated[
@@ -33,31 +33,17 @@ TrackingOption = Annotated[
 OutOption = Annotated[Path, typer.Option("--out", "-o", help="Output directory.")]
 
 
-TRACKING_SCHEMES = ("sqlite", "file", "http", "https", "postgresql", "mysql", "mssql")
-
-
-def _check_tracking_uri(tracking_uri: str) -> None:
-    """Refuse a tracking URI MLflow cannot open, naming the schemes it can."""
-    scheme = tracking_uri.split("://", 1)[0].split("+", 1)[0] if "://" in tracking_uri else "file"
-    if scheme not in TRACKING_SCHEMES:
-        raise BadInputError(
-            f"--tracking-uri {tracking_uri}: unsupported scheme {scheme!r}; allowed: "
-            "sqlite:///PATH, file:///PATH, http(s)://HOST:PORT or a database URI "
-            "(postgresql://, mysql://, mssql://)"
-        )
-
-
 def _guarded(action: Callable[[], T], tracking_uri: str) -> T:
-    """Run a command body, turning every failure into a one-line message and an exit code."""
+    """Check the tracking URI, then run a command body with every failure as one line."""
+    from analysis.errors import AnalysisError
+
+    check_tracking_option(tracking_uri, must_exist=True)
     try:
-        _check_tracking_uri(tracking_uri)
         return action()
     except AnalysisError as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(error.exit_code) from None
+        raise fail(str(error), error.exit_code) from None
     except Exception as error:  # the CLI promises a message, never a traceback
-        typer.echo(f"error: {type(error).__name__}: {error}", err=True)
-        raise typer.Exit(1) from None
+        raise fail(f"{type(error).__name__}: {error}", 1) from None
 
 
 def export_command(
@@ -71,12 +57,14 @@ def export_command(
 
     result = _guarded(lambda: export_experiment(tracking_uri, experiment, out), tracking_uri)
     manifest = result.manifest
-    typer.echo(
+    out_console.print(
         f"exported {manifest['trials']} trials ({manifest['epoch_rows']} epoch rows) "
-        f"of {experiment!r} to {result.out_dir}"
+        f"of {experiment!r} to {result.out_dir}",
+        highlight=False,
+        soft_wrap=True,
     )
     if manifest["partial"]:
-        typer.echo("note: the sweep is still running; this export is partial")
+        out_console.print("note: the sweep is still running; this export is partial")
 
 
 def report_command(
@@ -99,11 +87,7 @@ def report_command(
     from analysis.report import write_report
 
     if target is not None and not 0.0 <= target <= 100.0:
-        typer.echo(
-            f"error: --target {target} is out of range; allowed: a test accuracy in [0, 100] (%)",
-            err=True,
-        )
-        raise typer.Exit(BadInputError.exit_code)
+        raise fail(f"--target {target} is out of range; allowed: a test accuracy in [0, 100] (%)")
     result = _guarded(
         lambda: write_report(
             tracking_uri, experiment, out, target=target, log_to_mlflow=log_mlflow
@@ -111,13 +95,18 @@ def report_command(
         tracking_uri,
     )
     if result.partial:
-        typer.echo("note: the sweep is still running; this is a PARTIAL report")
-    typer.echo(f"report: {result.markdown} and {result.html}")
+        out_console.print("note: the sweep is still running; this is a PARTIAL report")
+    out_console.print(
+        f"report: {result.markdown} and {result.html}", highlight=False, soft_wrap=True
+    )
     if result.mlflow_run_id:
-        typer.echo(f"logged to MLflow run {result.mlflow_run_id} (sparsesweep.role=report)")
+        out_console.print(
+            f"logged to MLflow run {result.mlflow_run_id} (sparsesweep.role=report)",
+            highlight=False,
+        )
 
 
 def register(app: typer.Typer) -> None:
-    """Add the `export` and `report` commands to `app`."""
+    """Add `export` and `report` to the `sparsesweep` app."""
     app.command("export")(export_command)
     app.command("report")(report_command)

@@ -1,0 +1,68 @@
+"""What every `sparsesweep` command shares: exit codes, consoles, the one error helper, and
+the checks of options several commands take (hosts, tracking URIs, table columns)."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+BAD_INPUT_EXIT_CODE = 2
+"""Exit code of bad input (a flag, a spec field, a file): nothing was started or written."""
+INCOMPLETE_EXIT_CODE = 1
+"""Exit code of a command that ran but did not finish its work (run it again to continue)."""
+DEFAULT_STORAGE = "./sweep_results"
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+_HOSTNAME_RE = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
+
+err_console = Console(stderr=True)
+out_console = Console()
+
+
+def fail(message: str, code: int = BAD_INPUT_EXIT_CODE) -> typer.Exit:
+    """Print `message` to stderr unwrapped (paths stay copyable) and return the exit to raise."""
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def check_tracking_option(tracking_uri: str, must_exist: bool) -> None:
+    """`--tracking-uri` through the one tracking-URI check (`sweeps.tracking_uri`); exit 2 if bad."""
+    from sweeps.tracking_uri import TrackingUriError, check_tracking_uri
+
+    try:
+        check_tracking_uri(tracking_uri, field="--tracking-uri", must_exist=must_exist)
+    except TrackingUriError as error:
+        raise fail(str(error)) from None
+
+
+def add_column(table: Table, column: str) -> None:
+    """Numbers right-aligned; the cell id folded onto more lines, never cut to 'default…'."""
+    if column == "cell":
+        table.add_column(column, justify="left", overflow="fold", min_width=20)
+    else:
+        table.add_column(column, justify="right")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` is localhost or a loopback IP."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def valid_host(host: str) -> bool:
+    """An IP address or an RFC 1123 host name."""
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return bool(_HOSTNAME_RE.match(host))

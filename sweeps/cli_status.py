@@ -1,0 +1,47 @@
+"""`sparsesweep status`: a sweep's cells × trials by status, and each cell's best lr so far."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from sweeps.cli_errors import DEFAULT_STORAGE, add_column, out_console
+from sweeps.cli_run import stored_sweep
+
+
+def status(
+    name: Annotated[str, typer.Argument(help="sweep name")],
+    storage: Annotated[
+        str, typer.Option("--storage", help="the sweep's storage_path")
+    ] = DEFAULT_STORAGE,
+) -> None:
+    """Cells × trials of a sweep by status, and each cell's best lr so far (mean over seeds)."""
+    from contract.outcome import ENDED, Status
+    from sweeps.status import sweep_status
+
+    spec = stored_sweep(name, storage)
+    rows = sweep_status(spec)
+    shown = (*ENDED, Status.RUNNING, Status.PENDING)
+    table = Table(title=f"sweep {spec.name}")
+    metric = spec.search.metric
+    for column in ("cell", "expected", *(s.value for s in shown), f"best {metric}", "best lr"):
+        add_column(table, column)
+    for row in rows:
+        best = "-" if row.best_value is None else f"{row.best_value:.4g}"
+        best_lr = "-" if row.best_lr is None else f"{row.best_lr:.3g}"
+        counts = [str(row.count(status)) for status in shown]
+        table.add_row(row.cell_id, str(row.expected), *counts, best, best_lr)
+    out_console.print(table)
+    ended = sum(row.count(status) for row in rows for status in ENDED)
+    out_console.print(
+        f"{ended}/{spec.expected_trials()} trials ended; best {metric} is the mean over the "
+        "seeds of a cell's lr trial (a diverged seed scores the worst value)",
+        highlight=False,
+    )
+
+
+def register(app: typer.Typer) -> None:
+    """Add `status` to the `sparsesweep` app."""
+    app.command("status")(status)
