@@ -18,6 +18,7 @@ Distribution = Literal["erk", "uniform"]
 Preconditioner = Literal["none", "sparseopt"]
 RegrowScores = Literal["raw", "corrected"]
 DatasetName = Literal["digits", "synthetic", "cifar100", "imagenet"]
+Decode = Literal["pil", "gpu"]
 ModelName = Literal["resnet20", "resnet50", "mlp", "small_cnn"]
 
 
@@ -33,7 +34,12 @@ class HamConfig(_Strict):
 
 
 class DataConfig(_Strict):
-    """Which dataset, where it lives, and how it is batched."""
+    """Which dataset, where it lives, and how it is batched.
+
+    `decode` (ImageNet only) picks where JPEGs are decoded: "pil" in the loader workers, or
+    "gpu": the workers read the file bytes and the training process decodes each batch with
+    nvJPEG on its CUDA device (a run without CUDA is refused when it is built).
+    """
 
     name: DatasetName = "digits"
     root: str | None = None
@@ -43,6 +49,7 @@ class DataConfig(_Strict):
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     loader_workers: int = Field(0, ge=0)
     augment: bool = True
+    decode: Decode = "pil"
     synthetic_train_size: int = Field(2048, ge=16)
     synthetic_test_size: int = Field(512, ge=16)
     synthetic_image_size: int = Field(32, ge=8)
@@ -54,6 +61,15 @@ class DataConfig(_Strict):
             raise ValueError(
                 f"data.root is required for data.name={self.name!r} "
                 "(a directory with the dataset, or where to download CIFAR-100)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _gpu_decode_is_for_jpegs(self) -> DataConfig:
+        if self.decode == "gpu" and self.name != "imagenet":
+            raise ValueError(
+                f"data.decode='gpu' decodes ImageNet JPEGs; data.name={self.name!r} has none "
+                "(allowed: data.decode='pil' for every dataset, 'gpu' for data.name='imagenet')"
             )
         return self
 
@@ -76,6 +92,10 @@ class SparseConfig(_Strict):
     preconditioner: Preconditioner = "none"
     regrow_scores: RegrowScores = "raw"
     grad_renorm: bool = False
+    grad_clip: float | None = Field(None, gt=0.0)
+    f_max: float | None = Field(None, gt=0.0)
+    sparseopt_layers: Literal["all", "normalized"] = "all"
+    scale_weight_decay: bool = False
     ham: HamConfig | None = None
     delta_t: int = Field(100, ge=1)
     drop_fraction: float = Field(0.3, ge=0.0, le=1.0)
@@ -87,6 +107,27 @@ class SparseConfig(_Strict):
     def _dense_has_no_sparsity(self) -> SparseConfig:
         if self.method == "dense" and self.sparsity != 0.0:
             raise ValueError("sparse.sparsity must be 0 when sparse.method='dense'")
+        return self
+
+    @model_validator(mode="after")
+    def _gradient_options_fit(self) -> SparseConfig:
+        if self.grad_renorm and self.grad_clip is not None:
+            raise ValueError(
+                "sparse.grad_renorm=true and sparse.grad_clip exclude each other; set one of them"
+            )
+        needing = [
+            name
+            for name, used in (
+                ("sparse.f_max", self.f_max is not None),
+                ("sparse.sparseopt_layers='normalized'", self.sparseopt_layers == "normalized"),
+                ("sparse.scale_weight_decay", self.scale_weight_decay),
+            )
+            if used
+        ]
+        if needing and self.preconditioner != "sparseopt":
+            raise ValueError(
+                f"{', '.join(needing)} modify SparseOpt and need sparse.preconditioner='sparseopt'"
+            )
         return self
 
 

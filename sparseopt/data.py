@@ -4,13 +4,21 @@ Conventions: `data.batch_size` is the *global* training batch (split evenly over
 recipe means the same thing on any number of workers); `data.eval_batch_size` is per rank.
 The validation split is carved from the training set with a generator seeded by `seed` and is
 evaluated with the eval transforms (no augmentation).
+
+CIFAR-100 and ImageNet items leave the loader workers as uint8 images (a quarter of float32's
+bytes through worker shared memory, pinning and the host-to-device copy); random crops and flips
+are drawn and applied there, per item, as before. `DatasetSplits.to_input` scales and normalises
+each batch on the training device. With `data.decode="gpu"` the ImageNet workers only read the
+JPEG bytes and draw the augmentation; the training process decodes the batch on its CUDA device.
 """
 
 from __future__ import annotations
 
 import copy
+import io
 import pickle
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -18,6 +26,7 @@ import numpy as np
 import torch
 from filelock import FileLock
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset, TensorDataset
+from torch.utils.data._utils.collate import collate, default_collate_fn_map
 
 from sparseopt.config import DataConfig
 
@@ -32,6 +41,8 @@ CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
 CIFAR100_STD = (0.2673, 0.2564, 0.2762)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGENET_RESIZE = 256
+IMAGENET_CROP = 224
 CIFAR100_FOLDER = "cifar-100-python"
 DIGITS_TEST_SIZE = 360
 DIGITS_SPLIT_SEED = 0
@@ -43,12 +54,15 @@ class DataRootError(ValueError):
 
 
 class DatasetSplits(NamedTuple):
-    """Train / validation / test datasets and `meta` = {num_classes, in_channels, image_size}."""
+    """Train / validation / test datasets, `meta` = {num_classes, in_channels, image_size}, and
+    `to_input`: how the training loop turns a batch's images into model input on the device
+    (a `sparseopt.engine.InputTransform`; None: the batch already is the input)."""
 
     train: Dataset
     val: Dataset
     test: Dataset
     meta: dict[str, int]
+    to_input: Callable[[Any, torch.device, bool], torch.Tensor] | None = None
 
 
 class Loaders(NamedTuple):
@@ -60,9 +74,9 @@ class Loaders(NamedTuple):
 
 
 class ImageArrayDataset(Dataset):
-    """uint8 CHW images held in memory, transformed per item (used for CIFAR-100)."""
+    """uint8 CHW images held in memory, transformed per item when `transform` is set (CIFAR-100)."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform: Any) -> None:
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform: Any | None) -> None:
         self.images = images
         self.labels = labels
         self.transform = transform
@@ -71,7 +85,115 @@ class ImageArrayDataset(Dataset):
         return len(self.labels)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        return self.transform(self.images[index]), int(self.labels[index])
+        image = self.images[index]
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, int(self.labels[index])
+
+
+@dataclass(frozen=True)
+class EncodedImage:
+    """One JPEG file's bytes and the augmentation its worker drew (`data.decode="gpu"`): the
+    RandomResizedCrop box (top, left, height, width; None: eval resize + center crop) and flip."""
+
+    data: np.ndarray
+    box: tuple[int, int, int, int] | None
+    flip: bool
+
+
+@dataclass(frozen=True)
+class EncodedBatch:
+    """A loader batch of `EncodedImage`s: the files' bytes end to end (one shared-memory tensor),
+    each file's length, and the crop boxes and flips (both None for an eval batch)."""
+
+    data: torch.Tensor
+    sizes: tuple[int, ...]
+    boxes: tuple[tuple[int, int, int, int], ...] | None
+    flips: torch.Tensor | None
+
+
+def _collate_encoded(
+    batch: Sequence[EncodedImage], *, collate_fn_map: dict[Any, Any] | None = None
+) -> EncodedBatch:
+    """Join a worker's `EncodedImage`s into one `EncodedBatch` (a `collate` hook)."""
+    if batch[0].box is None:
+        boxes, flips = None, None
+    else:
+        boxes = tuple(item.box for item in batch if item.box is not None)
+        flips = torch.tensor([item.flip for item in batch])
+    return EncodedBatch(
+        torch.from_numpy(np.concatenate([item.data for item in batch])),
+        tuple(len(item.data) for item in batch),
+        boxes,
+        flips,
+    )
+
+
+COLLATE_FN_MAP: dict[Any, Any] = {**default_collate_fn_map, EncodedImage: _collate_encoded}
+
+
+def collate_batch(batch: list[Any]) -> Any:
+    """torch's `default_collate`, extended to join `EncodedImage`s into an `EncodedBatch`."""
+    return collate(batch, collate_fn_map=COLLATE_FN_MAP)
+
+
+def decode_batch(batch: EncodedBatch, device: torch.device) -> torch.Tensor:
+    """Decode a JPEG batch on `device` (batched nvJPEG on CUDA) into N x 3 x 224 x 224 uint8:
+    the PIL path's crop/resize kernels with the worker's draws, then the flips, batched."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+    from torchvision.transforms.v2 import functional as tvf
+
+    files = list(torch.split(batch.data, list(batch.sizes)))
+    decoded = decode_jpeg(files, mode=ImageReadMode.RGB, device=device)
+    if batch.boxes is None:
+        crops = [
+            tvf.center_crop(tvf.resize(image, [IMAGENET_RESIZE], antialias=True), [IMAGENET_CROP])
+            for image in decoded
+        ]
+    else:
+        crops = [
+            tvf.resized_crop(image, *box, [IMAGENET_CROP, IMAGENET_CROP], antialias=True)
+            for image, box in zip(decoded, batch.boxes, strict=True)
+        ]
+    images = torch.stack(crops)
+    if batch.flips is None:
+        return images
+    flips = batch.flips.to(device, non_blocking=True).view(-1, 1, 1, 1)
+    return torch.where(flips, images.flip(-1), images)
+
+
+class NormalizeOnDevice:
+    """`DatasetSplits.to_input` of uint8 image batches: scale to [0, 1] and normalise on the device.
+
+    The arithmetic is torchvision's `ToDtype(float32, scale=True)` then `Normalize` (the same ops
+    in the same order), so it equals what the loader workers computed before. The float copy is
+    made in channels_last when asked (one pass). A JPEG batch is decoded on the device first.
+    """
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        self.mean = mean
+        self.std = std
+        self._stats: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def _stats_on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, std) as 1 x C x 1 x 1 float32 tensors on `device`, copied there once."""
+        if device not in self._stats:
+            mean, std = (
+                torch.tensor(values, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+                for values in (self.mean, self.std)
+            )
+            self._stats[device] = (mean, std)
+        return self._stats[device]
+
+    def __call__(
+        self, images: torch.Tensor | EncodedBatch, device: torch.device, channels_last: bool
+    ) -> torch.Tensor:
+        if isinstance(images, EncodedBatch):
+            images = decode_batch(images, device)
+        layout = torch.channels_last if channels_last else torch.contiguous_format
+        mean, std = self._stats_on(device)
+        floats = images.to(device, torch.float32, non_blocking=True, memory_format=layout)
+        return floats.mul_(1.0 / 255).sub_(mean).div_(std)
 
 
 class ShardSampler(Sampler[int]):
@@ -103,12 +225,13 @@ def _root(cfg: DataConfig) -> Path:
     return Path(cfg.root).expanduser()
 
 
-def _cifar_transforms(augment: bool) -> tuple[v2.Compose, v2.Compose]:
+def _cifar_train_transform(augment: bool) -> v2.Compose | None:
+    """Random crop 4 + flip of a uint8 image (None without augmentation; eval items have none)."""
+    if not augment:
+        return None
     from torchvision.transforms import v2
 
-    finish = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(CIFAR100_MEAN, CIFAR100_STD)]
-    train = [v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip()] if augment else []
-    return v2.Compose(train + finish), v2.Compose(finish)
+    return v2.Compose([v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip()])
 
 
 def _read_cifar_pickle(path: Path, root: Path, keys: tuple[str, ...]) -> dict[str, Any]:
@@ -181,37 +304,72 @@ def _cifar100(cfg: DataConfig, seed: int) -> DatasetSplits:
                 f"data.root={str(root)!r}: {split} labels outside [0, {num_classes}) "
                 "(the number of fine_label_names in meta)"
             )
-    train_tf, eval_tf = _cifar_transforms(cfg.augment)
+    train_tf = _cifar_train_transform(cfg.augment)
     train_idx, val_idx = split_indices(len(train_labels), cfg.val_fraction, seed)
     return DatasetSplits(
         Subset(ImageArrayDataset(train_images, train_labels, train_tf), train_idx),
-        Subset(ImageArrayDataset(train_images, train_labels, eval_tf), val_idx),
-        ImageArrayDataset(test_images, test_labels, eval_tf),
+        Subset(ImageArrayDataset(train_images, train_labels, None), val_idx),
+        ImageArrayDataset(test_images, test_labels, None),
         {"num_classes": num_classes, "in_channels": 3, "image_size": 32},
+        NormalizeOnDevice(CIFAR100_MEAN, CIFAR100_STD),
     )
 
 
 def _imagenet_transforms(augment: bool) -> tuple[v2.Compose, v2.Compose]:
+    """PIL image -> uint8 CHW: RandomResizedCrop 224 + flip (train); resize 256, center 224 (eval)."""
     from torchvision.transforms import v2
 
-    finish = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
     eval_tf = v2.Compose(
-        [v2.ToImage(), v2.Resize(256, antialias=True), v2.CenterCrop(224), *finish]
+        [v2.ToImage(), v2.Resize(IMAGENET_RESIZE, antialias=True), v2.CenterCrop(IMAGENET_CROP)]
     )
     if not augment:
         return eval_tf, eval_tf
     train_tf = v2.Compose(
         [
             v2.ToImage(),
-            v2.RandomResizedCrop(224, antialias=True),
+            v2.RandomResizedCrop(IMAGENET_CROP, antialias=True),
             v2.RandomHorizontalFlip(),
-            *finish,
         ]
     )
     return train_tf, eval_tf
 
 
-def _image_folder(path: Path, root: Path, transform: Any) -> tv_datasets.ImageFolder:
+def read_jpeg_bytes(path: str) -> np.ndarray:
+    """A JPEG file's bytes (the ImageFolder loader of `data.decode="gpu"`); other formats refused."""
+    data = np.fromfile(path, dtype=np.uint8)
+    if data[:2].tobytes() != b"\xff\xd8":
+        raise DataRootError(
+            f"{path} is not a JPEG file, and data.decode='gpu' decodes JPEGs only; set "
+            "data.decode='pil' (allowed: 'pil', 'gpu') or convert the file to JPEG"
+        )
+    return data
+
+
+class JpegAugmentation:
+    """Worker half of `data.decode="gpu"`: from a JPEG's header alone, draw the PIL path's
+    RandomResizedCrop box and flip (the same RNG calls in the same order, hence the same
+    augmentation); decode nothing. Without augmentation, mark it for resize 256 / center 224."""
+
+    def __init__(self, augment: bool) -> None:
+        from torchvision.transforms import v2
+
+        self.crop = v2.RandomResizedCrop(IMAGENET_CROP, antialias=True) if augment else None
+
+    def __call__(self, data: np.ndarray) -> EncodedImage:
+        if self.crop is None:
+            return EncodedImage(data, None, False)
+        from PIL import Image
+
+        with Image.open(io.BytesIO(data.tobytes())) as header:
+            box = self.crop.make_params([header])
+        flip = bool(torch.rand(1) < 0.5)  # v2.RandomHorizontalFlip(p=0.5)'s draw
+        return EncodedImage(data, (box["top"], box["left"], box["height"], box["width"]), flip)
+
+
+def _image_folder(
+    path: Path, root: Path, transform: Any, loader: Callable[[str], Any] | None
+) -> tv_datasets.ImageFolder:
+    """An ImageFolder over `path` (`loader` None: torchvision's PIL loader)."""
     expected = (
         f"expected ImageFolder trees {root}/train/<class>/<image> and {root}/val/<class>/<image>"
     )
@@ -220,7 +378,9 @@ def _image_folder(path: Path, root: Path, transform: Any) -> tv_datasets.ImageFo
     from torchvision import datasets as tv_datasets
 
     try:
-        return tv_datasets.ImageFolder(str(path), transform=transform)
+        return tv_datasets.ImageFolder(
+            str(path), transform=transform, loader=loader or tv_datasets.folder.default_loader
+        )
     except FileNotFoundError as error:
         raise DataRootError(f"data.root={str(root)!r}: {error}; {expected}") from error
 
@@ -232,11 +392,16 @@ def _imagenet(cfg: DataConfig, seed: int) -> DatasetSplits:
             f"data.root={str(root)!r} does not exist; expected ImageNet as ImageFolder trees "
             f"{root}/train/<class>/<image> and {root}/val/<class>/<image>"
         )
-    train_tf, eval_tf = _imagenet_transforms(cfg.augment)
-    train_aug = _image_folder(root / "train", root, train_tf)
+    if cfg.decode == "gpu":
+        train_tf, eval_tf = JpegAugmentation(cfg.augment), JpegAugmentation(False)
+        loader: Callable[[str], Any] | None = read_jpeg_bytes
+    else:
+        train_tf, eval_tf = _imagenet_transforms(cfg.augment)
+        loader = None
+    train_aug = _image_folder(root / "train", root, train_tf, loader)
     train_eval = copy.copy(train_aug)  # same file list (scanned once), eval transform
     train_eval.transform = eval_tf
-    test = _image_folder(root / "val", root, eval_tf)
+    test = _image_folder(root / "val", root, eval_tf, loader)
     if test.classes != train_aug.classes:
         raise DataRootError(
             f"data.root={str(root)!r}: the class folders of train/ ({len(train_aug.classes)}) "
@@ -247,7 +412,8 @@ def _imagenet(cfg: DataConfig, seed: int) -> DatasetSplits:
         Subset(train_aug, train_idx),
         Subset(train_eval, val_idx),
         test,
-        {"num_classes": len(train_aug.classes), "in_channels": 3, "image_size": 224},
+        {"num_classes": len(train_aug.classes), "in_channels": 3, "image_size": IMAGENET_CROP},
+        NormalizeOnDevice(IMAGENET_MEAN, IMAGENET_STD),
     )
 
 
@@ -343,6 +509,16 @@ def build_datasets(cfg: DataConfig, seed: int) -> DatasetSplits:
     )
 
 
+def check_decode_device(cfg: DataConfig, device: torch.device) -> None:
+    """Refuse `data.decode="gpu"` on a device other than CUDA, before anything is built."""
+    if cfg.decode == "gpu" and device.type != "cuda":
+        raise ValueError(
+            f"data.decode='gpu' decodes JPEGs with nvJPEG on a CUDA device, but this run's device "
+            f"is {device.type!r}; allowed values: 'pil' (decode in the loader workers, any "
+            "device) or 'gpu' (CUDA only)"
+        )
+
+
 def per_rank_batch_size(global_batch: int, world_size: int) -> int:
     """The training batch of one rank; the global batch must split evenly over ranks."""
     if world_size < 1:
@@ -355,13 +531,17 @@ def per_rank_batch_size(global_batch: int, world_size: int) -> int:
     return global_batch // world_size
 
 
-def _eval_loader(dataset: Dataset, cfg: DataConfig, rank: int, world_size: int) -> DataLoader:
+def _eval_loader(
+    dataset: Dataset, cfg: DataConfig, rank: int, world_size: int, pin_memory: bool
+) -> DataLoader:
+    """The unpadded eval shard of `rank`."""
     return DataLoader(
         dataset,
         batch_size=cfg.eval_batch_size,
         sampler=ShardSampler(len(dataset), rank, world_size),
         num_workers=cfg.loader_workers,
-        pin_memory=torch.cuda.is_available(),
+        collate_fn=collate_batch,
+        pin_memory=pin_memory,
     )
 
 
@@ -371,6 +551,7 @@ def build_loaders(
     rank: int,
     world_size: int,
     seed: int,
+    device: torch.device | str | None = None,
 ) -> Loaders:
     """Loaders for one rank: seeded, epoch-reshuffled training batches; unpadded eval shards.
 
@@ -378,7 +559,8 @@ def build_loaders(
     call `loader.sampler.set_epoch(epoch)` before each epoch. Its order depends only on
     (seed, epoch), which is what makes a resumed run see the same batches. Incomplete final
     batches are dropped (tiny batches break BatchNorm). Worker seeds come from the global torch
-    RNG, which checkpoints save and restore.
+    RNG, which checkpoints save and restore. Batches are pinned when `device` is CUDA (when it
+    is None: when CUDA is available), for non-blocking host-to-device copies.
     """
     if not 0 <= rank < world_size:
         raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
@@ -392,18 +574,23 @@ def build_loaders(
             f"data.batch_size={cfg.batch_size} leaves no full training batch: each of the "
             f"{world_size} worker(s) holds {len(sampler)} training samples"
         )
+    if device is None:
+        pin_memory = torch.cuda.is_available()
+    else:
+        pin_memory = torch.device(device).type == "cuda"
     train_loader = DataLoader(
         train,
         batch_size=batch,
         sampler=sampler,
         drop_last=True,
         num_workers=cfg.loader_workers,
-        pin_memory=torch.cuda.is_available(),
+        collate_fn=collate_batch,
+        pin_memory=pin_memory,
     )
     return Loaders(
         train_loader,
-        _eval_loader(val, cfg, rank, world_size),
-        _eval_loader(test, cfg, rank, world_size),
+        _eval_loader(val, cfg, rank, world_size, pin_memory),
+        _eval_loader(test, cfg, rank, world_size, pin_memory),
     )
 
 

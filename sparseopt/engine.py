@@ -6,14 +6,18 @@ import contextlib
 import os
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+
+from contract.names import ACTIVITY_METRICS
+from contract.names import SPLIT_METRICS as SPLIT_METRICS  # re-exported: epoch_metrics' split keys
 
 
 class DivergedError(RuntimeError):
@@ -65,13 +69,54 @@ def autocast_context(device: torch.device, precision: str) -> contextlib.Abstrac
     return contextlib.nullcontext()
 
 
-def _to_device(
-    images: torch.Tensor, targets: torch.Tensor, device: torch.device, channels_last: bool
-) -> tuple[torch.Tensor, torch.Tensor]:
+InputTransform = Callable[[Any, torch.device, bool], torch.Tensor]
+"""(images of a batch, device, channels_last) -> model input: e.g. uint8 -> normalised float."""
+
+
+def as_model_input(images: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
+    """The default `InputTransform`: the batch's (float) images are the input, channels_last if asked."""
     images = images.to(device, non_blocking=True)
     if channels_last and images.dim() == 4:
         images = images.contiguous(memory_format=torch.channels_last)
-    return images, targets.to(device, non_blocking=True)
+    return images
+
+
+def _moved(value: Any, device: torch.device) -> Any:
+    """A tensor copied to `device` (non-blocking); anything else (a JPEG batch) as it is."""
+    return value.to(device, non_blocking=True) if isinstance(value, torch.Tensor) else value
+
+
+def device_batches(loader: Iterable, device: torch.device) -> Iterator[tuple[Any, torch.Tensor]]:
+    """`loader`'s (images, targets) on `device`. On CUDA one batch ahead: the next batch's copy
+    is issued on a side stream while the current one trains; elsewhere a plain pass-through."""
+    if device.type != "cuda":
+        for images, targets in loader:
+            yield _moved(images, device), _moved(targets, device)
+        return
+    side = torch.cuda.Stream(device)
+    main = torch.cuda.current_stream(device)
+    pending: tuple[tuple[Any, torch.Tensor], torch.cuda.Event] | None = None
+    for images, targets in loader:
+        with torch.cuda.stream(side):
+            batch = (_moved(images, device), _moved(targets, device))
+            copied = torch.cuda.Event()
+            copied.record(side)
+        if pending is not None:
+            yield _handed_to(main, *pending)
+        pending = (batch, copied)
+    if pending is not None:
+        yield _handed_to(main, *pending)
+
+
+def _handed_to(
+    stream: torch.cuda.Stream, batch: tuple[Any, torch.Tensor], copied: torch.cuda.Event
+) -> tuple[Any, torch.Tensor]:
+    """Make `stream` wait for `batch`'s copy, and keep its memory alive until `stream` is done."""
+    stream.wait_event(copied)
+    for value in batch:
+        if isinstance(value, torch.Tensor):
+            value.record_stream(stream)
+    return batch
 
 
 def _all_reduce_sums(values: torch.Tensor) -> torch.Tensor:
@@ -113,9 +158,12 @@ def train_one_epoch(
     label_smoothing: float = 0.0,
     check_every: int = 20,
     on_step: Callable[[int], None] | None = None,
+    input_transform: InputTransform | None = None,
 ) -> TrainStats:
     """Train over `loader` once: forward, backward, `optimizer.step()`, per-step `scheduler.step()`.
 
+    Batches reach the device through `device_batches`; `input_transform` (default
+    `as_model_input`) makes the model input there, inside the autocast of the forward pass.
     Loss finiteness is checked every `check_every` steps and at the end (a host sync each time);
     a non-finite loss raises `DivergedError`. `on_step(i)` is called after each step. A DDP
     model's buffers are broadcast from rank 0 at the end, so all ranks leave identical.
@@ -124,10 +172,10 @@ def train_one_epoch(
     totals = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, correct, samples
     start = time.perf_counter()
     step = 0
-    for step, (images, targets) in enumerate(loader, start=1):
-        images, targets = _to_device(images, targets, device, channels_last)
+    to_input = input_transform or as_model_input
+    for step, (images, targets) in enumerate(device_batches(loader, device), start=1):
         with autocast_context(device, precision):
-            logits = model(images)
+            logits = model(to_input(images, device, channels_last))
             loss = F.cross_entropy(logits.float(), targets, label_smoothing=label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -162,8 +210,11 @@ def evaluate(
     *,
     precision: str = "fp32",
     channels_last: bool = False,
+    input_transform: InputTransform | None = None,
 ) -> EvalStats | None:
     """Cross-entropy loss and top-1/top-5 accuracy (%) in eval mode; None for an empty set.
+
+    Inputs are made as in `train_one_epoch` (`device_batches`, then `input_transform`).
 
     Sums are all-reduced across ranks when torch.distributed is initialized, so every rank
     returns the metrics of the whole set (eval shards must not overlap). Pass the unwrapped
@@ -171,10 +222,10 @@ def evaluate(
     """
     model.eval()
     totals = torch.zeros(4, dtype=torch.float64, device=device)  # loss sum, top1, top5, samples
-    for images, targets in loader:
-        images, targets = _to_device(images, targets, device, channels_last)
+    to_input = input_transform or as_model_input
+    for images, targets in device_batches(loader, device):
         with autocast_context(device, precision):
-            logits = model(images).float()
+            logits = model(to_input(images, device, channels_last)).float()
         totals[0] += F.cross_entropy(logits, targets, reduction="sum").double()
         top = logits.topk(min(5, logits.shape[1]), dim=1).indices
         hits = top == targets.unsqueeze(1)
@@ -189,19 +240,6 @@ def evaluate(
     )
 
 
-SPLIT_METRICS: tuple[str, ...] = (
-    "train_loss",
-    "train_acc1",
-    "val_loss",
-    "val_acc1",
-    "val_acc5",
-    "test_loss",
-    "test_acc1",
-    "test_acc5",
-)
-"""The per-split loss and accuracy keys of `epoch_metrics` (val/test ones when those splits exist)."""
-
-
 def epoch_metrics(
     epoch: int,
     train: TrainStats,
@@ -210,10 +248,13 @@ def epoch_metrics(
     lr: float,
     sparsity: float,
     itop_rate: float,
+    activity: Mapping[str, float] | None = None,
 ) -> dict[str, float | int]:
     """One epoch's metrics under the keys of docs/conventions.md (`epoch` is 1-based).
 
-    Validation (test) keys are omitted when that split is empty.
+    Validation (test) keys are omitted when that split is empty. `activity` (modifier ->
+    fraction of the epoch's steps it changed, from `SparseState.activity()`) is reported under
+    `contract.names.ACTIVITY_METRICS`' names, only for the modifiers it holds.
     """
     metrics: dict[str, float | int] = {
         "epoch": int(epoch),
@@ -234,4 +275,6 @@ def epoch_metrics(
             "samples_per_s": train.samples / train.time_s if train.time_s > 0 else 0.0,
         }
     )
+    for modifier, fraction in (activity or {}).items():
+        metrics[ACTIVITY_METRICS[modifier]] = float(fraction)
     return metrics

@@ -13,7 +13,14 @@ from torch import nn
 
 from sparseopt.checkpoint import restore_training_state, training_payload
 from sparseopt.config import OptimConfig, TrainConfig
-from sparseopt.data import DatasetSplits, Loaders, build_datasets, build_loaders, set_epoch
+from sparseopt.data import (
+    DatasetSplits,
+    Loaders,
+    build_datasets,
+    build_loaders,
+    check_decode_device,
+    set_epoch,
+)
 from sparseopt.engine import epoch_metrics, evaluate, seed_everything, train_one_epoch
 from sparseopt.models import build_model
 from sparseopt.schedules import build_scheduler, peak_lr
@@ -79,9 +86,11 @@ def build_run(
     The global batch `data.batch_size` is split over `world_size` ranks; the peak lr is scaled
     by it when `schedule.reference_batch_size` is set. When torch.distributed is initialized
     and `world_size > 1`, the model is wrapped in DDP after `attach` (masks are identical on all
-    ranks because they are drawn from seeded generators).
+    ranks because they are drawn from seeded generators). `data.decode="gpu"` without CUDA is
+    refused before anything is built.
     """
     device = torch.device(device) if device is not None else resolve_device(cfg)
+    check_decode_device(cfg.data, device)
     if cfg.precision == "bf16" and device.type != "cuda":
         warnings.warn(
             f"precision='bf16' uses autocast on CUDA only; training in fp32 on {device}",
@@ -90,7 +99,7 @@ def build_run(
         )
     seed_everything(cfg.seed, cfg.deterministic)
     datasets = build_datasets(cfg.data, cfg.seed)
-    loaders = build_loaders(datasets, cfg.data, rank, world_size, cfg.seed)
+    loaders = build_loaders(datasets, cfg.data, rank, world_size, cfg.seed, device=device)
     meta = datasets.meta
     module = build_model(cfg.model, meta["num_classes"], meta["in_channels"], meta["image_size"])
     module = module.to(device)
@@ -129,12 +138,14 @@ def build_run(
 def train_and_evaluate(
     run: Run, epoch: int, on_step: Callable[[int], None] | None = None
 ) -> dict[str, Any]:
-    """Train epoch `epoch` (0-based), evaluate val and test on the unwrapped module, return metrics.
+    """Train epoch `epoch` (0-based), evaluate val and test on the unwrapped module, return metrics
+    (with the epoch's activity fraction of each modifier the run uses).
 
     Shared by the in-process runner and the Ray trainable, so both report the same keys.
     """
     cfg = run.cfg
     set_epoch(run.loaders, epoch)
+    run.sparse_state.reset_activity()
     train = train_one_epoch(
         run.model,
         run.loaders.train,
@@ -145,8 +156,13 @@ def train_and_evaluate(
         channels_last=cfg.channels_last,
         label_smoothing=cfg.optim.label_smoothing,
         on_step=on_step,
+        input_transform=run.datasets.to_input,
     )
-    eval_args = {"precision": cfg.precision, "channels_last": cfg.channels_last}
+    eval_args = {
+        "precision": cfg.precision,
+        "channels_last": cfg.channels_last,
+        "input_transform": run.datasets.to_input,
+    }
     val = evaluate(run.module, run.loaders.val, run.device, **eval_args)
     test = evaluate(run.module, run.loaders.test, run.device, **eval_args)
     return epoch_metrics(
@@ -157,6 +173,7 @@ def train_and_evaluate(
         lr=run.optimizer.param_groups[0]["lr"],
         sparsity=run.sparse_state.sparsity(),
         itop_rate=run.sparse_state.itop_rate(),
+        activity=run.sparse_state.activity(),
     )
 
 

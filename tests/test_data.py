@@ -65,10 +65,12 @@ def test_cifar100_reads_the_real_pickle_format(tmp_path):
     assert (len(splits.train), len(splits.val), len(splits.test)) == (30, 10, 20)
     assert splits.meta == {"num_classes": 100, "in_channels": 3, "image_size": 32}
     image, label = splits.test[3]
-    raw = torch.from_numpy(arrays["test"][3].reshape(3, 32, 32)).float() / 255.0
+    assert torch.equal(image, torch.from_numpy(arrays["test"][3].reshape(3, 32, 32)))
+    raw = image.float() / 255.0
     mean = torch.tensor(CIFAR100_MEAN).view(3, 1, 1)
     std = torch.tensor(CIFAR100_STD).view(3, 1, 1)
-    assert torch.allclose(image, (raw - mean) / std, atol=1e-6)
+    normalised = splits.to_input(image.unsqueeze(0), torch.device("cpu"), False)[0]
+    assert torch.allclose(normalised, (raw - mean) / std, atol=1e-6)
     assert label == arrays["test_labels"][3]
     val_index = splits.val.indices[0]
     assert splits.val[0][1] == arrays["train_labels"][val_index]
@@ -90,7 +92,7 @@ def test_cifar100_augmented_train_items_keep_shape(tmp_path):
     write_tiny_cifar100(tmp_path)
     cfg = DataConfig(name="cifar100", root=str(tmp_path), val_fraction=0.1, augment=True)
     image, _ = build_datasets(cfg, seed=0).train[0]
-    assert image.shape == (3, 32, 32) and image.dtype == torch.float32
+    assert image.shape == (3, 32, 32) and image.dtype == torch.uint8  # normalised on the device
 
 
 def test_cifar100_missing_files_name_data_root(tmp_path):
@@ -153,7 +155,7 @@ def test_imagenet_image_folder_tree(tmp_path):
     assert splits.meta == {"num_classes": 3, "in_channels": 3, "image_size": 224}
     for dataset in (splits.train, splits.val, splits.test):
         image, label = dataset[0]
-        assert image.shape == (3, 224, 224) and 0 <= label < 3
+        assert image.shape == (3, 224, 224) and image.dtype == torch.uint8 and 0 <= label < 3
     assert torch.equal(splits.val[0][0], splits.val[0][0])  # eval transform: deterministic
     torch.manual_seed(0)
     assert not torch.equal(splits.train[0][0], splits.train[0][0])  # random resized crop

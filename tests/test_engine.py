@@ -149,6 +149,47 @@ def test_epoch_metrics_uses_the_convention_keys():
     assert set(without_val) == CONVENTION_KEYS - {"val_loss", "val_acc1", "val_acc5"}
 
 
+def test_epoch_metrics_reports_activity_under_the_contract_names():
+    import contract.names
+    import sparseopt.engine
+
+    assert sparseopt.engine.SPLIT_METRICS is contract.names.SPLIT_METRICS
+    train = TrainStats(loss=1.0, acc1=50.0, samples=100, time_s=2.0)
+    metrics = epoch_metrics(
+        1, train, None, None, lr=0.1, sparsity=0.9, itop_rate=0.2,
+        activity={"renorm": 0.25, "ham": 1.0},
+    )  # fmt: skip
+    assert (metrics["renorm_active_frac"], metrics["ham_active_frac"]) == (0.25, 1.0)
+    assert set(metrics) <= set(contract.names.EPOCH_METRICS) | {"epoch"}
+    assert not {"clip_active_frac", "cap_active_frac", "wdscale_active_frac"} & set(metrics)
+
+
+def test_train_and_evaluate_reports_the_epoch_activity_of_the_modifiers_in_use():
+    """Warmup starts at lr 0, where HAM's factor is exp(0) = 1: it skips epoch 1's first step."""
+    from sparseopt.config import TrainConfig
+    from sparseopt.recipe import build_run, train_and_evaluate
+
+    cfg = TrainConfig.model_validate(
+        {
+            "data": {"name": "digits", "batch_size": 256},
+            "model": {"name": "mlp", "hidden": 16},
+            "sparse": {"method": "static", "sparsity": 0.8, "preconditioner": "sparseopt",
+                       "f_max": 1.0, "grad_renorm": True, "ham": {}},
+            "schedule": {"warmup_epochs": 1, "warmup_start_lr": 0.0},
+            "epochs": 2,
+            "device": "cpu",
+        }
+    )  # fmt: skip
+    run = build_run(cfg)
+    steps = run.steps_per_epoch
+    first, second = train_and_evaluate(run, 0), train_and_evaluate(run, 1)
+    assert first["ham_active_frac"] == (steps - 1) / steps
+    assert second["ham_active_frac"] == 1.0  # counted afresh each epoch
+    for metrics in (first, second):
+        assert (metrics["renorm_active_frac"], metrics["cap_active_frac"]) == (1.0, 1.0)
+        assert "clip_active_frac" not in metrics and "wdscale_active_frac" not in metrics
+
+
 def _two_rank_worker(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
     """One rank: evaluate fixed logits on its shard, then one DDP epoch through build_run."""
     from sparseopt.config import TrainConfig

@@ -41,6 +41,7 @@ def run_sweep(tmp_path: Path, arms: list[str], executor: str) -> dict[str, list[
         "grid": {**SPEC["grid"], "arms": arms},
         "resources": {**SPEC["resources"], "executor": executor},
     }
+    tmp_path.mkdir(parents=True)
     path = write_spec(tmp_path, spec)
     with ray_temp_dir() as ray_tmp:
         process = start_sweep(path, tmp_path, sweep_env(ray_tmp))
@@ -54,7 +55,7 @@ def history(tmp_path: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The trial's per-epoch metrics from its final checkpoint, timings removed."""
     config_hash = rows[0]["config"]["meta"]["config_hash"]
     run_dir = tmp_path / "results" / "executors" / "train_runs" / f"trial-{config_hash}"
-    newest = sorted(run_dir.glob("checkpoint_*"))[-1]
+    newest = sorted(path for path in run_dir.glob("checkpoint_*") if path.is_dir())[-1]
     payload = load_latest_checkpoint(newest)
     assert payload is not None
     return [{k: v for k, v in entry.items() if k not in TIMINGS} for entry in payload["history"]]
