@@ -7,38 +7,89 @@ Rules (the report states them too):
   the sweep's lr-selection rule (`contract.selection`, the searcher's own) is compared: the
   best mean over seeds of the sweep's search metric at the final epoch, a diverged seed
   scoring the worst value, failed seeds left out, lr trials with running seeds not ranked,
-  ties to the lower `lr_trial`. A cell with a single lr is compared as is.
-* Statistics use the finished runs of the chosen set only (latest run per seed); stopped,
-  failed, diverged and running runs are counted and listed, never averaged in.
+  ties to the lower `lr_trial`. A cell with a single lr is compared as is. The selection
+  table lists the lrs each cell ran, where the chosen one lies among them (`lr_position`:
+  only, lowest, highest, inside) and, where an lr was chosen among several, how many seeds
+  its score averaged (`selection_seeds`; for final-stage cells, its search lr trial's).
+* Statistics use finished runs only (latest run per seed); stopped, failed, diverged and
+  running runs are counted and listed, never averaged in.
 * Accuracy is `test_acc1` of each budget's own run: at its final epoch (`final`) and its
-  best over epochs (`best`). Mean, std (ddof=1) and a 95 % bootstrap CI over seeds.
-* Paired differences: every arm with `sparseopt` against its baseline (the arm name without
-  `sparseopt`/`corrected`), matched by seed, with a paired bootstrap CI, a two-sided
-  Wilcoxon signed-rank p-value and Holm's correction over all comparisons of one measure.
-* Budget to target: the smallest budget at which an arm's mean final accuracy reaches the
-  target (default: its baseline's mean at the baseline's largest budget); speedup =
-  baseline's budget to target / arm's budget to target.
+  best over epochs (`best`). Mean and std (ddof=1) over seeds, with two intervals of the
+  mean, each stored with its method and n: Student's t (`ci_*`, the primary one) and the
+  BCa bootstrap (`bca_*`); see `analysis.stats`.
+* Contrasts, within one group and budget: every arm with `sparseopt` against its baseline
+  (`contract.arms.baseline_arm`; contrast `baseline`), and each other modifier of an arm
+  against its nearest arm (`contract.arms.ablation_contrasts`; contrast = the modifier):
+  corrected vs raw regrowth, +cap vs without, renorm on vs off within one preconditioner...
+* Every contrast is paired by seed (arm − reference) in two views:
+  - `best lr`: each arm at its own chosen runs (the cell selection above), so the two may
+    have run at different lrs (`lr_arm`, `lr_reference`);
+  - matched lr (table `matched`): both arms at the same lr, for every lr both ran. At one
+    lr the pairs are the `stage=final` seeds if both arms ran that lr in the final stage,
+    else the search seeds. The *best common lr* is the lr both ran whose mean of the two
+    arms' selection scores is best (each the `contract.selection` score of that arm's search
+    runs at that lr; an lr with a running seed is not ranked), ties to the smaller lr, or
+    the one lr both ran; it is the `best common lr` view of `paired`.
+  Each comparison has the mean difference, its paired t-interval (primary) and BCa
+  interval, a two-sided Wilcoxon signed-rank p-value, and Holm's correction over the
+  comparisons of one measure in one view (`paired`), or of one measure (`matched`).
+* Budget to target, each arm at its best lr: the smallest budget at which an arm's mean
+  final accuracy reaches the target (default: its baseline's mean at the baseline's largest
+  budget); speedup = baseline's budget to target / arm's. Their intervals are percentile
+  bootstraps over seeds (`analysis.stats.budget_to_target_interval`).
+* Modifier activity: per compared run and each of its modifiers that has an activity metric
+  (`contract.names.ACTIVITY_METRICS`), the mean over its epochs of the fraction of the
+  epoch's steps the modifier changed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from analysis import stats
 from analysis.schema import STATUSES, metric_column
-from contract.arms import baseline_arm, is_sparseopt_arm
-from contract.names import DEFAULT_SEARCH_METRIC
+from contract.arms import ablation_contrasts, baseline_arm, is_sparseopt_arm
+from contract.names import ACTIVITY_METRICS, DEFAULT_SEARCH_METRIC
 from contract.outcome import Status
 from contract.selection import best_key, group_score, seed_score
+from contract.trial import Stage
 
 GROUP: tuple[str, ...] = ("workload", "dataset", "model", "method", "sparsity")
 CELL: tuple[str, ...] = (*GROUP, "arm", "budget")
 MEASURES: tuple[str, ...] = ("final", "best")
 ACCURACY = "test_acc1"
 ALPHA = 0.05
+BASELINE = "baseline"
+"""The `contrast` of a SparseOpt arm against its baseline (ablations are named by modifier)."""
+BEST_LR = "best lr"
+BEST_COMMON_LR = "best common lr"
+VIEWS: tuple[str, ...] = (BEST_LR, BEST_COMMON_LR)
+CONTRAST: tuple[str, ...] = (*GROUP, "budget", "contrast", "arm", "reference")
+INTERVAL_COLUMNS: tuple[str, ...] = (
+    "ci_low",
+    "ci_high",
+    "ci_method",
+    "bca_low",
+    "bca_high",
+    "bca_method",
+)
+_PAIR_COLUMNS: tuple[str, ...] = (
+    "measure",
+    "n_pairs",
+    "seeds",
+    "mean_arm",
+    "mean_reference",
+    "mean_diff",
+    "std_diff",
+    *INTERVAL_COLUMNS,
+    "p_wilcoxon",
+)
 
 
 @dataclass(frozen=True)
@@ -48,14 +99,18 @@ class Comparison:
     selection: pd.DataFrame
     runs: pd.DataFrame
     summary: pd.DataFrame
+    contrasts: pd.DataFrame
     paired: pd.DataFrame
+    matched: pd.DataFrame
     budget_to_target: pd.DataFrame
     itop: pd.DataFrame
+    activity: pd.DataFrame
     curves: pd.DataFrame
     run_curves: pd.DataFrame
     status: pd.DataFrame
     partial: bool
     metric: str = DEFAULT_SEARCH_METRIC
+    confidence: float = stats.CONFIDENCE
     notes: list[str] = field(default_factory=list)
 
 
@@ -74,19 +129,24 @@ def compare(
     selection, chosen = _select(candidates, metric)
     runs = _included(chosen)
     summary = _summary(runs, chosen, selection, confidence)
-    paired = _paired(runs, confidence)
+    contrasts = _contrasts(candidates)
+    matched = _matched(candidates, contrasts, metric, confidence)
     return Comparison(
         selection=selection,
         runs=runs,
         summary=summary,
-        paired=paired,
-        budget_to_target=_budget_to_target(summary, target),
+        contrasts=contrasts,
+        paired=_paired(runs, selection, contrasts, matched, confidence),
+        matched=matched,
+        budget_to_target=_budget_to_target(summary, runs, target, confidence),
         itop=_itop(runs),
+        activity=_activity(runs, epochs),
         curves=_curves(runs, epochs),
         run_curves=_run_curves(runs, epochs),
         status=_status(candidates),
         partial=bool((trials["status"] == "running").any()),
         metric=metric,
+        confidence=confidence,
         notes=_notes(trials, candidates, selection),
     )
 
@@ -119,31 +179,68 @@ def _select(candidates: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, pd.Dat
     """Per cell, which runs are compared and why (see the module docstring)."""
     rows, chosen = [], []
     for key, cell in candidates.groupby(list(CELL), sort=True):
-        final = cell[cell["stage"] == "final"]
+        final = cell[cell["stage"] == Stage.FINAL]
         lr_keys = _lr_key(cell)
         if not final.empty:
             pick, basis, score = final, "final stage", math.nan
+            selected_on = cell[
+                (cell["stage"] != Stage.FINAL) & (lr_keys == lr_keys[final.index[0]])
+            ]
         elif lr_keys.nunique() == 1:
             pick, basis, score = cell, "single lr", math.nan
+            selected_on = cell.iloc[:0]
         else:
             pick, basis, score = _best_lr(cell, lr_keys, metric)
+            selected_on = pick
+        lr = _single(pick["lr"])
+        choice = lr_keys.nunique() > 1 and not pick.empty
+        searched = sorted(float(value) for value in cell["lr"].dropna().unique())
         rows.append(
             {
                 **dict(zip(CELL, key, strict=True)),
                 "basis": basis,
                 "lr_trials": int(lr_keys.nunique()),
                 "lr_trial": _single(pick["lr_trial"]),
-                "lr": _single(pick["lr"]),
+                "lr": lr,
                 "selection_score": score,
                 "runs": len(pick),
+                "selection_seeds": _counted_seeds(selected_on, metric) if choice else None,
+                "lrs_searched": ",".join(f"{value:g}" for value in searched),
+                "lr_position": _lr_position(lr, searched),
             }
         )
         chosen.append(pick)
-    selection = pd.DataFrame(
-        rows, columns=[*CELL, "basis", "lr_trials", "lr_trial", "lr", "selection_score", "runs"]
-    )
+    columns = [
+        *CELL,
+        "basis",
+        "lr_trials",
+        "lr_trial",
+        "lr",
+        "selection_score",
+        "runs",
+        "selection_seeds",
+        "lrs_searched",
+        "lr_position",
+    ]
+    selection = pd.DataFrame(rows, columns=columns).astype({"selection_seeds": "Int64"})
     picked = pd.concat(chosen) if chosen else candidates.iloc[:0]
     return selection, picked.reset_index(drop=True)
+
+
+LR_EDGES: tuple[str, ...] = ("only", "lowest", "highest")
+"""Values of `lr_position` that put the chosen lr at the edge of the lrs its cell ran."""
+
+
+def _lr_position(lr: float, searched: list[float]) -> str:
+    """Where the chosen lr lies among the lrs the cell ran: only, lowest, highest or inside
+    ("" when there is no single chosen lr to place)."""
+    if math.isnan(lr) or lr not in searched:
+        return ""
+    if len(searched) == 1:
+        return "only"
+    if lr == searched[0]:
+        return "lowest"
+    return "highest" if lr == searched[-1] else "inside"
 
 
 def _single(values: pd.Series) -> float:
@@ -152,22 +249,34 @@ def _single(values: pd.Series) -> float:
     return float(unique[0]) if len(unique) == 1 else math.nan
 
 
+def _seed_scores(runs: pd.DataFrame, metric: str) -> list[float | None]:
+    """Each run's `contract.selection` seed score (None: that seed does not count)."""
+    column = f"final_{metric_column(metric)}"
+    values = runs[column] if column in runs else pd.Series(math.nan, index=runs.index)
+    return [
+        seed_score(status, None if pd.isna(value) else float(value), metric)
+        for status, value in zip(runs["status"], values, strict=True)
+    ]
+
+
+def _score(runs: pd.DataFrame, metric: str) -> float | None:
+    """The `contract.selection` score of one lr's runs (None while a seed is still running,
+    as in the searcher, or when no seed counts)."""
+    if (runs["status"] == Status.RUNNING.value).any():
+        return None
+    return group_score(_seed_scores(runs, metric))
+
+
+def _counted_seeds(runs: pd.DataFrame, metric: str) -> int:
+    """How many seeds an lr trial's score averaged (the seeds its lr was chosen on)."""
+    return sum(score is not None for score in _seed_scores(runs, metric))
+
+
 def _best_lr(
     cell: pd.DataFrame, lr_keys: pd.Series, metric: str
 ) -> tuple[pd.DataFrame, str, float]:
     """The cell's lr trial under the lr-selection rule (`contract.selection`)."""
-    column = f"final_{metric_column(metric)}"
-    values = cell[column] if column in cell else pd.Series(math.nan, index=cell.index)
-    scores = {}
-    for lr_key in sorted(set(lr_keys)):
-        members = lr_keys == lr_key
-        statuses = cell.loc[members, "status"]
-        if (statuses == Status.RUNNING.value).any():
-            continue  # not ranked until every seed has ended, as in the searcher
-        scores[lr_key] = group_score(
-            seed_score(status, None if pd.isna(value) else float(value), metric)
-            for status, value in zip(statuses, values[members], strict=True)
-        )
+    scores = {key: _score(cell[lr_keys == key], metric) for key in sorted(set(lr_keys))}
     chosen = best_key(scores, metric)
     if chosen is None:
         return cell.iloc[:0], "no ended lr trial yet", math.nan
@@ -187,7 +296,7 @@ def _included(chosen: pd.DataFrame) -> pd.DataFrame:
 def _summary(
     runs: pd.DataFrame, chosen: pd.DataFrame, selection: pd.DataFrame, confidence: float
 ) -> pd.DataFrame:
-    """Per cell and measure: n, mean, std, bootstrap CI over seeds, excluded-run count."""
+    """Per cell and measure: n, mean, std, t and BCa intervals over seeds, excluded runs."""
     excluded = chosen[chosen["status"] != "finished"].groupby(list(CELL)).size()
     members = dict(iter(runs.groupby(list(CELL))))
     rows = []
@@ -196,132 +305,301 @@ def _summary(
         found = members.get(key, runs.iloc[:0])
         for measure in MEASURES:
             values = found[f"{measure}_{ACCURACY}"].dropna().to_numpy(dtype=float)
-            low, high = stats.bootstrap_mean_ci(values, confidence=confidence)
             rows.append(
                 {
                     **dict(zip(CELL, key, strict=True)),
                     "measure": measure,
                     "n": int(values.size),
-                    "mean": float(values.mean()) if values.size else math.nan,
+                    "mean": _mean(values),
                     "std": float(values.std(ddof=1)) if values.size > 1 else math.nan,
-                    "ci_low": low,
-                    "ci_high": high,
+                    **_intervals(
+                        stats.t_interval(values, confidence),
+                        stats.bca_interval(values, confidence),
+                    ),
                     "excluded": int(excluded.get(key, 0)),
                     "basis": cell.basis,
                     "lr": cell.lr,
                 }
             )
-    columns = [*CELL, "measure", "n", "mean", "std", "ci_low", "ci_high", "excluded", "basis", "lr"]
+    columns = [*CELL, "measure", "n", "mean", "std", *INTERVAL_COLUMNS, "excluded", "basis", "lr"]
     return pd.DataFrame(rows, columns=columns)
 
 
-_PAIRED_COLUMNS = [
-    *GROUP,
-    "budget",
-    "arm",
-    "baseline",
-    "measure",
-    "n_pairs",
-    "seeds",
-    "mean_arm",
-    "mean_baseline",
-    "mean_diff",
-    "std_diff",
-    "ci_low",
-    "ci_high",
-    "p_wilcoxon",
-    "p_holm",
-    "significant",
+def _mean(values: np.ndarray) -> float:
+    """The mean of the values (NaN when there are none)."""
+    return float(values.mean()) if values.size else math.nan
+
+
+def _intervals(primary: stats.Interval, bca: stats.Interval) -> dict[str, Any]:
+    """The interval columns (`INTERVAL_COLUMNS`) of the t and the BCa interval."""
+    values = (primary.low, primary.high, primary.method, bca.low, bca.high, bca.method)
+    return dict(zip(INTERVAL_COLUMNS, values, strict=True))
+
+
+def arm_contrasts(arm: str) -> list[tuple[str, str]]:
+    """(contrast, reference arm) of an arm: its baseline if it applies SparseOpt, then each
+    other modifier's nearest arm (an arm outside the grammar, from an older sweep, gets its
+    baseline only)."""
+    pairs = [(BASELINE, baseline_arm(arm))] if is_sparseopt_arm(arm) else []
+    with contextlib.suppress(ValueError):
+        pairs += [pair for pair in ablation_contrasts(arm) if pair not in pairs]
+    return pairs
+
+
+def _contrasts(candidates: pd.DataFrame) -> pd.DataFrame:
+    """Every contrast whose two arms both ran in the same group and budget."""
+    rows = []
+    for key, part in candidates.groupby([*GROUP, "budget"], sort=True):
+        arms = set(part["arm"])
+        for arm in sorted(arms):
+            for contrast, reference in arm_contrasts(arm):
+                if reference in arms:
+                    where = dict(zip((*GROUP, "budget"), key, strict=True))
+                    rows.append({**where, "contrast": contrast, "arm": arm, "reference": reference})
+    return pd.DataFrame(rows, columns=list(CONTRAST))
+
+
+def _cell_key(contrast: Any, arm: str) -> tuple:
+    """The CELL key of one arm of a contrast row (a namedtuple of `CONTRAST`)."""
+    return (*(getattr(contrast, name) for name in GROUP), arm, contrast.budget)
+
+
+def _pair(
+    arm_runs: pd.DataFrame, reference_runs: pd.DataFrame, measure: str, confidence: float
+) -> dict[str, Any]:
+    """One paired comparison of a measure: arm − reference, matched by seed."""
+    column = f"{measure}_{ACCURACY}"
+    pairs = (
+        arm_runs[["seed", column]]
+        .merge(reference_runs[["seed", column]], on="seed", suffixes=("_arm", "_ref"))
+        .dropna()
+        .sort_values("seed")
+    )
+    arm = pairs[f"{column}_arm"].to_numpy(dtype=float)
+    reference = pairs[f"{column}_ref"].to_numpy(dtype=float)
+    diff = arm - reference
+    return {
+        "measure": measure,
+        "n_pairs": int(diff.size),
+        "seeds": ",".join(str(int(seed)) for seed in pairs["seed"]),
+        "mean_arm": _mean(arm),
+        "mean_reference": _mean(reference),
+        "mean_diff": _mean(diff),
+        "std_diff": float(diff.std(ddof=1)) if diff.size > 1 else math.nan,
+        **_intervals(
+            stats.paired_t_interval(arm, reference, confidence),
+            stats.paired_bca_interval(arm, reference, confidence),
+        ),
+        "p_wilcoxon": stats.wilcoxon_p(diff),
+    }
+
+
+def _with_holm(frame: pd.DataFrame, family: list[str]) -> pd.DataFrame:
+    """Holm-adjusted p-values within each family of comparisons; significant at ALPHA."""
+    frame = frame.assign(p_holm=math.nan)
+    for _, part in frame.groupby(family):
+        frame.loc[part.index, "p_holm"] = stats.holm(part["p_wilcoxon"].to_numpy())
+    frame["significant"] = frame["p_holm"] < ALPHA
+    return frame
+
+
+_PAIRED_COLUMNS: list[str] = [
+    *CONTRAST,
+    "view",
+    "lr_arm",
+    "lr_reference",
+    *_PAIR_COLUMNS,
 ]
 
 
-def _paired(runs: pd.DataFrame, confidence: float) -> pd.DataFrame:
-    """Arm − baseline per seed for every SparseOpt arm whose baseline ran in the same group."""
+def _paired(
+    runs: pd.DataFrame,
+    selection: pd.DataFrame,
+    contrasts: pd.DataFrame,
+    matched: pd.DataFrame,
+    confidence: float,
+) -> pd.DataFrame:
+    """Both views of every contrast: each arm at its best lr, and both at the best common lr."""
+    cells = dict(iter(runs[runs["seed"].notna()].groupby(list(CELL))))
+    chosen_lr = selection.set_index(list(CELL))["lr"]
     rows = []
-    seeded = runs[runs["seed"].notna()]
-    by_cell = dict(iter(seeded.groupby([*GROUP, "budget", "arm"])))
-    for key, cell in by_cell.items():
-        *where, arm = key
-        if not is_sparseopt_arm(arm):
+    for contrast in contrasts.itertuples(index=False):
+        arm_key, reference_key = (
+            _cell_key(contrast, contrast.arm),
+            _cell_key(contrast, contrast.reference),
+        )
+        if arm_key not in cells or reference_key not in cells:
             continue
-        base = by_cell.get((*where, baseline_arm(arm)))
-        if base is None:
-            continue
+        lrs = {"lr_arm": chosen_lr[arm_key], "lr_reference": chosen_lr[reference_key]}
         for measure in MEASURES:
-            column = f"{measure}_{ACCURACY}"
-            pairs = (
-                cell[["seed", column]]
-                .merge(base[["seed", column]], on="seed", suffixes=("_arm", "_base"))
-                .dropna()
-            )
-            arm_values = pairs[f"{column}_arm"].to_numpy(dtype=float)
-            base_values = pairs[f"{column}_base"].to_numpy(dtype=float)
-            diff = arm_values - base_values
-            low, high = stats.paired_bootstrap_ci(arm_values, base_values, confidence=confidence)
-            rows.append(
-                {
-                    **dict(zip((*GROUP, "budget"), where, strict=True)),
-                    "arm": arm,
-                    "baseline": baseline_arm(arm),
-                    "measure": measure,
-                    "n_pairs": int(diff.size),
-                    "seeds": ",".join(str(int(seed)) for seed in pairs["seed"]),
-                    "mean_arm": float(arm_values.mean()) if diff.size else math.nan,
-                    "mean_baseline": float(base_values.mean()) if diff.size else math.nan,
-                    "mean_diff": float(diff.mean()) if diff.size else math.nan,
-                    "std_diff": float(diff.std(ddof=1)) if diff.size > 1 else math.nan,
-                    "ci_low": low,
-                    "ci_high": high,
-                    "p_wilcoxon": stats.wilcoxon_p(diff),
-                }
-            )
-    paired = pd.DataFrame(rows, columns=_PAIRED_COLUMNS[:-2])
-    paired["p_holm"] = math.nan
-    for measure in MEASURES:
-        mask = paired["measure"] == measure
-        paired.loc[mask, "p_holm"] = stats.holm(paired.loc[mask, "p_wilcoxon"].to_numpy())
-    paired["significant"] = paired["p_holm"] < ALPHA
-    order = paired["measure"].map({measure: i for i, measure in enumerate(MEASURES)})
-    paired = paired.assign(_order=order).sort_values([*GROUP, "arm", "_order", "budget"])
-    return paired.drop(columns="_order").reset_index(drop=True)
+            pair = _pair(cells[arm_key], cells[reference_key], measure, confidence)
+            rows.append({**contrast._asdict(), "view": BEST_LR, **lrs, **pair})
+    for row in matched[matched["best_common"]].to_dict("records"):
+        lrs = {"lr_arm": row["lr"], "lr_reference": row["lr"]}
+        rows.append({**row, "view": BEST_COMMON_LR, **lrs})
+    paired = _with_holm(pd.DataFrame(rows, columns=_PAIRED_COLUMNS), ["view", "measure"])
+    order = {
+        "_view": paired["view"].map({view: i for i, view in enumerate(VIEWS)}),
+        "_measure": paired["measure"].map({m: i for i, m in enumerate(MEASURES)}),
+    }
+    paired = paired.assign(**order).sort_values(
+        [*GROUP, "arm", "reference", "_view", "_measure", "budget"], kind="stable"
+    )
+    return paired.drop(columns=list(order)).reset_index(drop=True)
 
 
-def _budget_to_target(summary: pd.DataFrame, target: float | None) -> pd.DataFrame:
-    """Per group and arm: budget at which the mean final accuracy reaches the target."""
+_MATCHED_COLUMNS: list[str] = [
+    *CONTRAST,
+    "lr",
+    "stage",
+    "best_common",
+    "score_arm",
+    "score_reference",
+    "common_score",
+    *_PAIR_COLUMNS,
+]
+
+
+def _matched(
+    candidates: pd.DataFrame, contrasts: pd.DataFrame, metric: str, confidence: float
+) -> pd.DataFrame:
+    """Every contrast at every lr both arms ran, marking the best common lr (module docstring)."""
+    cells = dict(iter(candidates[candidates["lr"].notna()].groupby(list(CELL))))
+    rows = []
+    for contrast in contrasts.itertuples(index=False):
+        arm_cell = cells.get(_cell_key(contrast, contrast.arm))
+        reference_cell = cells.get(_cell_key(contrast, contrast.reference))
+        if arm_cell is None or reference_cell is None:
+            continue
+        common = sorted(set(arm_cell["lr"]) & set(reference_cell["lr"]))
+        scores = {
+            lr: (_lr_score(arm_cell, lr, metric), _lr_score(reference_cell, lr, metric))
+            for lr in common
+        }
+        combined = {lr: _combined(*pair) for lr, pair in scores.items()}
+        best = common[0] if len(common) == 1 else best_key(combined, metric)
+        for lr in common:
+            arm_runs, reference_runs, stage = _at_lr(arm_cell, reference_cell, lr)
+            if arm_runs.empty or reference_runs.empty:
+                continue
+            fields = {
+                **contrast._asdict(),
+                "lr": lr,
+                "stage": stage,
+                "best_common": lr == best,
+                "score_arm": _or_nan(scores[lr][0]),
+                "score_reference": _or_nan(scores[lr][1]),
+                "common_score": _or_nan(combined[lr]),
+            }
+            for measure in MEASURES:
+                rows.append({**fields, **_pair(arm_runs, reference_runs, measure, confidence)})
+    matched = _with_holm(pd.DataFrame(rows, columns=_MATCHED_COLUMNS), ["measure"])
+    return matched.astype({"best_common": bool})
+
+
+def _lr_score(cell: pd.DataFrame, lr: float, metric: str) -> float | None:
+    """An arm's selection score at one lr: its search runs there (all its runs if it ran
+    that lr only in the final stage)."""
+    at = cell[cell["lr"] == lr]
+    searched = at[at["stage"] != Stage.FINAL]
+    return _score(searched if not searched.empty else at, metric)
+
+
+def _combined(arm: float | None, reference: float | None) -> float | None:
+    """The mean of the two arms' selection scores (None unless both have one)."""
+    return None if arm is None or reference is None else (arm + reference) / 2
+
+
+def _or_nan(value: float | None) -> float:
+    return math.nan if value is None else float(value)
+
+
+def _at_lr(
+    arm_cell: pd.DataFrame, reference_cell: pd.DataFrame, lr: float
+) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """Both arms' runs at one lr: the final-stage seeds if both ran it there, else the
+    search seeds (finished runs, the latest per seed)."""
+    arm_at, reference_at = (
+        arm_cell[arm_cell["lr"] == lr],
+        reference_cell[reference_cell["lr"] == lr],
+    )
+    final = (
+        not _stage_runs(arm_at, final=True).empty
+        and not _stage_runs(reference_at, final=True).empty
+    )
+    stage = Stage.FINAL if final else Stage.SEARCH
+    return _stage_runs(arm_at, final), _stage_runs(reference_at, final), stage
+
+
+def _stage_runs(runs: pd.DataFrame, final: bool) -> pd.DataFrame:
+    """The finished seeded runs of the final stage (or of the others), the latest per seed."""
+    in_stage = (runs["stage"] == Stage.FINAL) == final
+    picked = runs[in_stage & (runs["status"] == "finished") & runs["seed"].notna()]
+    return picked.sort_values("start_time", kind="stable").drop_duplicates("seed", keep="last")
+
+
+def _seed_values(runs: pd.DataFrame) -> dict[tuple, list[float]]:
+    """Final accuracies of the compared runs per (group, arm, budget)."""
+    column = f"final_{ACCURACY}"
+    return {
+        key: part[column].dropna().tolist()
+        for key, part in runs.groupby([*GROUP, "arm", "budget"], sort=True)
+    }
+
+
+def _budget_to_target(
+    summary: pd.DataFrame, runs: pd.DataFrame, target: float | None, confidence: float
+) -> pd.DataFrame:
+    """Per group and arm: budget at which the mean final accuracy reaches the target, with
+    bootstrap intervals over seeds (see `stats.budget_to_target_interval`)."""
     final = summary[(summary["measure"] == "final") & (summary["n"] > 0)]
+    values = _seed_values(runs)
     rows = []
     for key, group in final.groupby(list(GROUP), sort=True):
         arms = {arm: part.sort_values("budget") for arm, part in group.groupby("arm")}
+        seeds = {
+            arm: {int(b): values[(*key, arm, b)] for b in part["budget"]}
+            for arm, part in arms.items()
+        }
         for arm, part in arms.items():
-            base = arms.get(baseline_arm(arm))
+            reference = baseline_arm(arm)
+            base = arms.get(reference)
             if base is None:
                 continue
             if target is None:
                 largest = base.iloc[-1]
-                goal, source = (
-                    float(largest["mean"]),
-                    f"{baseline_arm(arm)} @ {int(largest['budget'])}",
-                )
+                goal, source = float(largest["mean"]), f"{reference} @ {int(largest['budget'])}"
             else:
                 goal, source = float(target), "fixed"
             reached = stats.budget_to_target(part["budget"].tolist(), part["mean"].tolist(), goal)
             base_reached = stats.budget_to_target(
                 base["budget"].tolist(), base["mean"].tolist(), goal
             )
-            speedup = base_reached / reached if reached and base_reached else math.nan
+            interval = stats.budget_to_target_interval(
+                None if arm == reference else seeds[arm], seeds[reference], target, confidence
+            )
             rows.append(
                 {
                     **dict(zip(GROUP, key, strict=True)),
                     "arm": arm,
-                    "baseline": baseline_arm(arm),
+                    "baseline": reference,
                     "target": goal,
                     "target_from": source,
                     "budget_to_target": reached,
                     "baseline_budget_to_target": base_reached,
-                    "speedup": speedup,
+                    "speedup": base_reached / reached if reached and base_reached else math.nan,
                     "reached": reached is not None,
                     "best_mean": float(part["mean"].max()),
                     "budgets": ",".join(str(int(b)) for b in part["budget"]),
+                    "n_seeds": ",".join(str(int(n)) for n in part["n"]),
+                    "budget_ci_low": interval.budget[0],
+                    "budget_ci_high": interval.budget[1],
+                    "baseline_budget_ci_low": interval.baseline_budget[0],
+                    "baseline_budget_ci_high": interval.baseline_budget[1],
+                    "speedup_ci_low": interval.speedup[0],
+                    "speedup_ci_high": interval.speedup[1],
+                    "reached_frac": interval.reached_frac,
+                    "ci_method": interval.method,
                 }
             )
     columns = [
@@ -336,11 +614,61 @@ def _budget_to_target(summary: pd.DataFrame, target: float | None) -> pd.DataFra
         "reached",
         "best_mean",
         "budgets",
+        "n_seeds",
+        "budget_ci_low",
+        "budget_ci_high",
+        "baseline_budget_ci_low",
+        "baseline_budget_ci_high",
+        "speedup_ci_low",
+        "speedup_ci_high",
+        "reached_frac",
+        "ci_method",
     ]
     frame = pd.DataFrame(rows, columns=columns)
     for name in ("budget_to_target", "baseline_budget_to_target"):
         frame[name] = frame[name].astype("Int64")
     return frame
+
+
+_ACTIVITY_COLUMNS: list[str] = [
+    *CELL,
+    "seed",
+    "run_id",
+    "modifier",
+    "metric",
+    "mean_active_frac",
+    "epochs",
+]
+
+
+def _activity(runs: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
+    """Per compared run and each of its modifiers with an activity metric: the mean over the
+    run's epochs of the fraction of steps it changed (NaN, 0 epochs: never logged)."""
+    per_run = {}
+    for metric in ACTIVITY_METRICS.values():
+        column = metric_column(metric)
+        if column in epochs:
+            per_run[metric] = epochs.groupby("run_id")[column].agg(["mean", "count"])
+    rows = []
+    for run in runs[[*CELL, "seed", "run_id"]].to_dict("records"):
+        for modifier in run["arm"].split("+")[1:]:
+            metric = ACTIVITY_METRICS.get(modifier)
+            if metric is None:
+                continue
+            found = per_run.get(metric)
+            logged = found is not None and run["run_id"] in found.index
+            mean = float(found.at[run["run_id"], "mean"]) if logged else math.nan
+            count = int(found.at[run["run_id"], "count"]) if logged else 0
+            rows.append(
+                {
+                    **run,
+                    "modifier": modifier,
+                    "metric": metric,
+                    "mean_active_frac": mean,
+                    "epochs": count,
+                }
+            )
+    return pd.DataFrame(rows, columns=_ACTIVITY_COLUMNS)
 
 
 def _itop(runs: pd.DataFrame) -> pd.DataFrame:
@@ -373,6 +701,7 @@ def _status(candidates: pd.DataFrame) -> pd.DataFrame:
 
 
 def _notes(trials: pd.DataFrame, candidates: pd.DataFrame, selection: pd.DataFrame) -> list[str]:
+    """Lines for the report's method section: uncompared trials, cells per selection basis."""
     notes = []
     skipped = len(trials) - len(candidates)
     if skipped:

@@ -4,10 +4,11 @@ Figures are built with matplotlib's object API (`Figure`, no pyplot state), whic
 PNG with the Agg backend whatever backend the session has selected.
 
 * accuracy vs budget: one panel per group (dataset/model/method, sparsity), a line per arm
-  with its 95 % CI band over seeds;
+  with its 95 % t-interval band over seeds;
 * accuracy vs epoch: one panel per group and budget, every compared run's curve (thin) and
   each arm's mean over seeds (thick);
-* paired-difference forest plot: arm − baseline with its paired CI, per group and budget;
+* paired-difference forest plot: arm − reference with its paired t-interval, per contrast,
+  group and budget, in both views (each arm at its best lr; both at the best common lr);
 * ITOP rate vs sparsity: one panel per (dataset/model/method) and budget, a line per arm.
 """
 
@@ -22,7 +23,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from analysis.compare import ACCURACY, GROUP, Comparison
+from analysis.compare import ACCURACY, BEST_COMMON_LR, BEST_LR, CONTRAST, GROUP, Comparison
 
 FIGURES: tuple[str, ...] = (
     "accuracy_vs_budget",
@@ -165,31 +166,51 @@ def accuracy_vs_epoch(comparison: Comparison) -> Figure:
     return figure
 
 
+_VIEW_STYLE: dict[str, tuple[float, str]] = {
+    BEST_LR: (0.15, "tab:blue"),
+    BEST_COMMON_LR: (-0.15, "tab:orange"),
+}
+
+
 def paired_differences(comparison: Comparison) -> Figure:
-    """Forest plot of mean(arm − baseline) of final accuracy with its paired bootstrap CI."""
+    """Forest plot of mean(arm − reference) of final accuracy with its paired t-interval, a
+    line per view: each arm at its best lr, and both arms at the best common lr."""
     rows = comparison.paired[
         (comparison.paired["measure"] == "final") & (comparison.paired["n_pairs"] > 0)
     ]
     if rows.empty:
-        return _empty("no paired comparisons (no SparseOpt arm with its baseline yet)")
-    rows = rows.sort_values([*GROUP, "arm", "budget"]).reset_index(drop=True)
-    figure = Figure(figsize=(7.5, 0.9 + 0.32 * len(rows)))
+        return _empty("no paired comparisons (no contrast with both arms finished yet)")
+    keys = list(CONTRAST)
+    contrasts = rows[keys].drop_duplicates().sort_values(keys).reset_index(drop=True)
+    figure = Figure(figsize=(8.5, 1.1 + 0.45 * len(contrasts)))
     ax = figure.subplots()
-    for index, row in rows.iterrows():
-        y = len(rows) - 1 - index
-        color = "tab:red" if row["significant"] else "tab:blue"
-        if pd.notna(row["ci_low"]):
-            ax.plot([row["ci_low"], row["ci_high"]], [y, y], color=color, linewidth=2)
-        ax.plot(row["mean_diff"], y, "o", color=color)
-    labels = [
-        f"{_label(tuple(row[name] for name in GROUP))} e={row['budget']} {row['arm']} (n={row['n_pairs']})"
-        for _, row in rows.iterrows()
-    ]
-    ax.set_yticks(range(len(rows)))
+    labels = []
+    for index, contrast in contrasts.iterrows():
+        y = len(contrasts) - 1 - index
+        found = rows[(rows[keys] == contrast[keys]).all(axis=1)]
+        counts = []
+        for view, (offset, color) in _VIEW_STYLE.items():
+            for _, row in found[found["view"] == view].iterrows():
+                if pd.notna(row["ci_low"]):
+                    ax.plot(
+                        [row["ci_low"], row["ci_high"]], [y + offset] * 2, color=color, linewidth=2
+                    )
+                marker = "D" if row["significant"] else "o"
+                ax.plot(row["mean_diff"], y + offset, marker, color=color)
+                counts.append(f"{row['n_pairs']}")
+        group = tuple(contrast[name] for name in GROUP)
+        labels.append(
+            f"{_label(group)} e={contrast['budget']} {contrast['arm']} − {contrast['reference']} "
+            f"(n={'/'.join(counts)})"
+        )
+    for view, (_, color) in _VIEW_STYLE.items():
+        ax.plot([], [], "o-", color=color, label=view)
+    ax.set_yticks(range(len(contrasts)))
     ax.set_yticklabels(list(reversed(labels)), fontsize=7)
     ax.axvline(0.0, color="black", linewidth=0.8)
-    ax.set_xlabel(f"final {ACCURACY}: arm − baseline (percentage points), 95% paired CI")
-    ax.set_title("red: Holm-adjusted Wilcoxon p < 0.05", fontsize=8)
+    ax.set_xlabel(f"final {ACCURACY}: arm − reference (percentage points), 95% paired t-interval")
+    ax.set_title("diamond: Holm-adjusted Wilcoxon p < 0.05", fontsize=8)
+    ax.legend(fontsize=7)
     figure.tight_layout()
     return figure
 

@@ -1,7 +1,7 @@
 """A tiny document model rendered to Markdown and to one self-contained HTML file.
 
-The report is built once as blocks (headings, paragraphs, banners, bullet lists, tables,
-images) so that the Markdown and the HTML always say the same thing. The HTML inlines its
+The report is built once as blocks (headings, paragraphs, banners, warning boxes, bullet
+lists, tables, images) so that the Markdown and the HTML always say the same thing. The HTML inlines its
 style and embeds every image as a base64 PNG, so it can be mailed or opened anywhere.
 """
 
@@ -18,6 +18,8 @@ table { border-collapse: collapse; margin: 0.6em 0 1.4em; font-size: 0.85em; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.5em; text-align: left; }
 th { background: #f3f3f3; }
 .banner { background: #fff3cd; border: 2px solid #d39e00; padding: 0.8em; font-weight: bold; }
+.guards { background: #fdecea; border: 2px solid #c0392b; padding: 0.4em 0.8em; margin: 1em 0; }
+.guards p { font-weight: bold; }
 figure { margin: 1em 0 2em; }
 figure img { max-width: 100%; }
 """
@@ -48,6 +50,11 @@ class Block:
     def banner(cls, text: str) -> Block:
         """A warning that must not be missed (e.g. a partial report)."""
         return cls("banner", text=text)
+
+    @classmethod
+    def warning(cls, text: str, items: list[str]) -> Block:
+        """A boxed warning with a lead line and a list (e.g. the verdict guards that fired)."""
+        return cls("warning", text=text, items=tuple(items))
 
     @classmethod
     def bullets(cls, items: list[str]) -> Block:
@@ -85,6 +92,8 @@ def render_markdown(document: Document) -> str:
             lines += [block.text, ""]
         elif block.kind == "banner":
             lines += [f"> **⚠ {block.text}**", ""]
+        elif block.kind == "warning":
+            lines += [f"> **⚠ {block.text}**", ">", *(f"> - {item}" for item in block.items), ""]
         elif block.kind == "bullets":
             lines += [*(f"- {item}" for item in block.items), ""]
         elif block.kind == "table":
@@ -119,6 +128,9 @@ def render_html(document: Document, base_dir: Path) -> str:
             parts.append(f"<p>{esc(block.text)}</p>")
         elif block.kind == "banner":
             parts.append(f'<p class="banner">⚠ {esc(block.text)}</p>')
+        elif block.kind == "warning":
+            items = "".join(f"<li>{esc(item)}</li>" for item in block.items)
+            parts.append(f'<div class="guards"><p>⚠ {esc(block.text)}</p><ul>{items}</ul></div>')
         elif block.kind == "bullets":
             parts.append(
                 "<ul>" + "".join(f"<li>{esc(item)}</li>" for item in block.items) + "</ul>"

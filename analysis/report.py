@@ -1,53 +1,73 @@
-"""The sweep report: export, compare, draw, and write Markdown + self-contained HTML.
+"""The sweep report: export, compare, guard, draw, and write Markdown + self-contained HTML.
 
 Output directory::
 
     report.md, report.html        the report (the HTML embeds its figures as base64 PNG)
     plots/<figure>.png|.svg       the figures (see `analysis.plots`)
-    tables/<table>.csv            every comparison table, ITOP and sparsity per run included
+    tables/<table>.csv            every comparison table, the verdict guards (guards.csv:
+                                  guard,scope,detail), ITOP, sparsity and activity per run
     data/                         the Parquet export (see `analysis.export`)
 
 The directory is then logged to MLflow as the artifacts of a run tagged
-`sparsesweep.role=report` in the sweep's experiment.
+`sparsesweep.role=report` in the sweep's experiment; the run also carries the guard tags
+(`analysis.guards.guard_tags`).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
-from analysis.compare import CELL, Comparison, compare, is_sparseopt_arm
+from analysis.compare import BASELINE, BEST_COMMON_LR, BEST_LR, CELL, GROUP, Comparison, compare
 from analysis.errors import AnalysisError
 from analysis.export import ExportResult, export_experiment
 from analysis.fetch import Reader
+from analysis.guards import (
+    GUARD_HELP,
+    GUARDS,
+    MIN_ACTIVE_FRAC,
+    MIN_SEEDS,
+    MIN_SELECTION_SEEDS,
+    find_guards,
+    guard_counts,
+    guard_tags,
+)
 from analysis.plots import write_figures
 from analysis.render import Block, Document, render_html, render_markdown
 from analysis.schema import STATUSES
+from contract.arms import is_sparseopt_arm
 from contract.names import Role, Tag
 
 _FAMILY = ("workload", "dataset", "model", "method")
 _FIGURE_TITLES = {
-    "accuracy_vs_budget": "Final test accuracy vs epoch budget (95% bootstrap CI over seeds)",
+    "accuracy_vs_budget": "Final test accuracy vs epoch budget (95% t-interval over seeds)",
     "accuracy_vs_epoch": "Test accuracy vs epoch, per budget: each compared run (thin) and the mean over seeds (thick)",
-    "paired_differences": "Paired differences arm − baseline (final test accuracy)",
+    "paired_differences": "Paired differences arm − reference (final test accuracy, 95% paired t-interval): each arm at its best lr, and both at the best common lr",
     "itop_vs_sparsity": "ITOP rate vs sparsity (final epoch, mean over seeds)",
+}
+_VIEW_TEXT = {
+    BEST_LR: "best lr (each arm at its own chosen lr)",
+    BEST_COMMON_LR: "matched lr (both arms at the best common lr)",
 }
 _MAX_LISTED_RUNS = 100
 
 
 @dataclass(frozen=True)
 class ReportResult:
-    """Where the report went and what it says about completeness."""
+    """Where the report went and what it says about completeness and trust."""
 
     out_dir: Path
     markdown: Path
     html: Path
     partial: bool
     mlflow_run_id: str | None
+    guards: pd.DataFrame
 
 
 def write_report(
@@ -58,15 +78,17 @@ def write_report(
     log_to_mlflow: bool = True,
     reader: Reader = "auto",
 ) -> ReportResult:
-    """Export the sweep, compare its arms, write the report, and log it to MLflow."""
+    """Export the sweep, compare its arms, check the verdict guards, write the report, and
+    log it to MLflow."""
     out = Path(out_dir)
     exported = export_experiment(tracking_uri, experiment, out / "data", reader=reader)
     trials = exported.tables.trials.to_pandas()
     epochs = exported.tables.epochs.to_pandas()
     comparison = compare(trials, epochs, target=target, metric=exported.manifest["search_metric"])
+    guards = find_guards(comparison)
     figures = write_figures(comparison, out / "plots")
-    tables = _write_tables(comparison, out / "tables")
-    document = build_document(comparison, trials, exported, figures, tables, out)
+    tables = _write_tables(comparison, guards, out / "tables")
+    document = build_document(comparison, guards, trials, exported, figures, tables, out)
     markdown = out / "report.md"
     markdown.write_text(render_markdown(document))
     html = out / "report.html"
@@ -74,18 +96,29 @@ def write_report(
     run_id = None
     if log_to_mlflow:
         run_id = log_report(
-            tracking_uri, exported.manifest["experiment_id"], out, comparison.partial
+            tracking_uri,
+            exported.manifest["experiment_id"],
+            out,
+            comparison.partial,
+            guard_tags(guards),
         )
-    return ReportResult(out, markdown, html, comparison.partial, run_id)
+    return ReportResult(out, markdown, html, comparison.partial, run_id, guards)
 
 
-def log_report(tracking_uri: str, experiment_id: str, out_dir: Path, partial: bool) -> str:
-    """Log `out_dir` as the artifacts of a new `sparsesweep.role=report` run; its run id."""
+def log_report(
+    tracking_uri: str,
+    experiment_id: str,
+    out_dir: Path,
+    partial: bool,
+    extra_tags: Mapping[str, str],
+) -> str:
+    """Log `out_dir` as the artifacts of a new `sparsesweep.role=report` run tagged with
+    `extra_tags` (the verdict guards); its run id."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking_uri)
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-    tags = {Tag.ROLE: Role.REPORT, Tag.PARTIAL: str(partial).lower()}
+    tags = {**extra_tags, Tag.ROLE: Role.REPORT, Tag.PARTIAL: str(partial).lower()}
     run = client.create_run(experiment_id, run_name=f"report {stamp}", tags=tags)
     try:
         client.log_artifacts(run.info.run_id, str(out_dir))
@@ -98,13 +131,16 @@ def log_report(tracking_uri: str, experiment_id: str, out_dir: Path, partial: bo
     return run.info.run_id
 
 
-def _write_tables(comparison: Comparison, out_dir: Path) -> dict[str, Path]:
+def _write_tables(comparison: Comparison, guards: pd.DataFrame, out_dir: Path) -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     frames = {
+        "guards": guards,
         "summary": comparison.summary,
         "paired_differences": comparison.paired,
+        "matched_lr": comparison.matched,
         "budget_to_target": comparison.budget_to_target,
         "itop_sparsity_per_run": comparison.itop,
+        "activity_per_run": comparison.activity,
         "lr_selection": comparison.selection,
         "run_status": comparison.status,
         "curves": comparison.curves,
@@ -116,12 +152,36 @@ def _write_tables(comparison: Comparison, out_dir: Path) -> dict[str, Path]:
     return paths
 
 
-def _fmt(value: float, digits: int = 2) -> str:
+def _fmt(value: float | None, digits: int = 2) -> str:
     return "—" if value is None or pd.isna(value) else f"{value:.{digits}f}"
 
 
 def _p(value: float) -> str:
     return "—" if pd.isna(value) else f"{value:.3g}"
+
+
+def _lr(value: float) -> str:
+    return "—" if pd.isna(value) else f"{value:.4g}"
+
+
+def _signed(value: float) -> str:
+    return "—" if pd.isna(value) else f"{value:+.2f}"
+
+
+def _interval(low: float, high: float, method: str, n: int) -> str:
+    """An interval with its method and n beside it: `[1.55, 2.93] (t, n=5)`."""
+    bounds = "—" if pd.isna(low) else f"[{low:.2f}, {high:.2f}]"
+    return f"{bounds} ({method}, n={n})"
+
+
+def _primary(row: Any, n: int) -> str:
+    """The row's primary (t) interval with its method and n."""
+    return _interval(row.ci_low, row.ci_high, row.ci_method, n)
+
+
+def _bca(row: Any, n: int) -> str:
+    """The row's BCa (or fallback) bootstrap interval with its method and n."""
+    return _interval(row.bca_low, row.bca_high, row.bca_method, n)
 
 
 def _family_label(key: tuple) -> str:
@@ -130,9 +190,18 @@ def _family_label(key: tuple) -> str:
     return f"{prefix}{dataset} / {model} / {method}"
 
 
+def _family(row: Any) -> str:
+    """The family label of a row (a namedtuple with the `_FAMILY` fields)."""
+    return _family_label(tuple(getattr(row, name) for name in _FAMILY))
+
+
 def _arm_order(arms: list[str]) -> list[str]:
     """Baselines first, then the arms that add modifiers, alphabetically within each."""
     return sorted(arms, key=lambda arm: (is_sparseopt_arm(arm), arm.count("+"), arm))
+
+
+def _contrast_text(contrast: str) -> str:
+    return BASELINE if contrast == BASELINE else f"ablation: {contrast}"
 
 
 def _cell_text(row: pd.Series) -> str:
@@ -143,13 +212,14 @@ def _cell_text(row: pd.Series) -> str:
     else:
         text = (
             f"{row['mean']:.2f} ± {row['std']:.2f} "
-            f"[{row['ci_low']:.2f}, {row['ci_high']:.2f}] n={row['n']}"
+            f"{_interval(row['ci_low'], row['ci_high'], row['ci_method'], row['n'])}"
         )
     return f"{text} †" if row["excluded"] else text
 
 
 def build_document(
     comparison: Comparison,
+    guards: pd.DataFrame,
     trials: pd.DataFrame,
     exported: ExportResult,
     figures: dict[str, dict[str, Path]],
@@ -168,6 +238,7 @@ def build_document(
                 "will change."
             )
         )
+    blocks.append(_guard_box(guards))
     status_text = ", ".join(f"{counts.get(s, 0)} {s}" for s in STATUSES if counts.get(s, 0))
     blocks.append(
         Block.paragraph(
@@ -177,9 +248,12 @@ def build_document(
     )
     blocks += _method_section(comparison)
     blocks += _verdict_section(comparison)
+    blocks += _guard_section(guards)
     blocks += _accuracy_section(comparison)
     blocks += _paired_section(comparison)
+    blocks += _matched_section(comparison)
     blocks += _target_section(comparison)
+    blocks += _activity_section(comparison)
     blocks += _itop_section(comparison)
     blocks += _selection_section(comparison)
     blocks += _status_section(comparison, trials)
@@ -205,7 +279,48 @@ def build_document(
     return Document(title=f"Sweep report: {manifest['experiment']}", blocks=blocks)
 
 
+NO_GUARD_TEXT = (
+    "Verdict guards: none fired. Every chosen lr lies inside its cell's lr grid and was "
+    f"chosen on at least {MIN_SELECTION_SEEDS} seeds, every best-lr comparison ran both arms "
+    "at one lr, every comparison has at least "
+    f"{MIN_SEEDS} paired seeds, ΔT is at least one epoch for SET and RigL, and every "
+    f"ablation changed at least {MIN_ACTIVE_FRAC:.0%} of the steps."
+)
+
+
+def _guard_box(guards: pd.DataFrame) -> Block:
+    """The warning box at the top: one line per guard that fired, or that none did."""
+    if guards.empty:
+        return Block.paragraph(NO_GUARD_TEXT)
+    counts = guard_counts(guards)
+    items = []
+    for name in GUARDS:
+        if not counts[name]:
+            continue
+        first = guards[guards["guard"] == name].iloc[0]
+        more = f" (and {counts[name] - 1} more)" if counts[name] > 1 else ""
+        items.append(
+            f"{name} ×{counts[name]}: {GUARD_HELP[name]}. E.g. {first['scope']}: "
+            f"{first['detail']}{more}."
+        )
+    return Block.warning(
+        f"VERDICT GUARDS — {len(guards)} warning(s) of {sum(1 for c in counts.values() if c)} "
+        "kind(s): read the verdict with them in mind (all in the section Verdict guards and "
+        "tables/guards.csv).",
+        items,
+    )
+
+
+def _guard_section(guards: pd.DataFrame) -> list[Block]:
+    blocks = [Block.heading(2, "Verdict guards")]
+    if guards.empty:
+        return [*blocks, Block.paragraph(NO_GUARD_TEXT)]
+    rows = [[row.guard, row.scope, row.detail] for row in guards.itertuples(index=False)]
+    return [*blocks, Block.table(["guard", "scope", "detail"], rows)]
+
+
 def _method_section(comparison: Comparison) -> list[Block]:
+    level = f"{comparison.confidence:.0%}"
     return [
         Block.heading(2, "How these numbers were made"),
         Block.bullets(
@@ -215,55 +330,162 @@ def _method_section(comparison: Comparison) -> list[Block]:
                 "Per cell (arm × sparsity × budget): stage=final runs if any; otherwise, with "
                 f"an lr search, the lr trial with the best mean over seeds of {comparison.metric} "
                 "(the sweep's search metric) at the final epoch, a diverged seed scoring the "
-                "worst value (the searcher's own rule); otherwise the single lr.",
+                "worst value (the searcher's own rule); otherwise the single lr. The lrs each "
+                "cell ran, and where its chosen lr lies among them, are in 'Runs compared per "
+                "cell'.",
                 *comparison.notes,
                 "Only finished runs enter the statistics (latest run per seed); † marks cells "
                 "with chosen runs that are running, stopped, failed or diverged.",
-                "Mean ± std (ddof=1) over seeds; [low, high] is the 95% percentile bootstrap "
-                "CI of the mean (scipy.stats.bootstrap, 9,999 resamples, fixed seed).",
-                "Paired differences: arm − baseline matched by seed (baseline = arm without "
-                "sparseopt/corrected); paired bootstrap CI; two-sided Wilcoxon signed-rank "
-                "p-value; Holm correction over all comparisons of the same measure "
-                "(significant: Holm-adjusted p < 0.05). With n seeds the smallest possible "
-                "Wilcoxon p is 2/2^n (0.0625 for 5 seeds).",
-                "Budget to target: smallest budget whose mean final accuracy reaches the "
-                "target (default: the baseline's mean at its largest budget); speedup = "
-                "baseline budget / arm budget.",
+                f"Every interval is printed with its method and n. Primary: the {level} "
+                "Student t-interval of the mean over seeds (scipy.stats.t; for a paired "
+                "difference, of arm − reference per seed). Beside it: the BCa bootstrap "
+                "interval (scipy.stats.bootstrap, 9,999 resamples, fixed seed); BCa is "
+                "undefined for a constant sample, whose interval is then that value "
+                "('constant sample'), and where it is otherwise undefined the percentile "
+                "bootstrap stands in (so named). Mean ± std uses ddof=1.",
+                "Contrasts, within one group and budget: each SparseOpt arm against its "
+                "baseline (the arm without sparseopt and its options corrected, cap, normonly, "
+                "wdscale), and each other modifier against the nearest arm without it "
+                "(ablation: corrected vs raw regrowth, +cap vs without, renorm on vs off "
+                "within one preconditioner, clip, normonly, wdscale, ham).",
+                "Two views of every contrast, paired by seed. Best lr: each arm at its own "
+                "chosen lr (the rule above), so the two may have run at different lrs "
+                "(guard lr_mismatch). Matched lr: both arms at the same lr, for every lr both "
+                "ran (the final-stage seeds if both ran that lr in the final stage, else the "
+                "search seeds). The best common lr is the lr both arms ran whose mean of the "
+                "two arms' selection scores (each the mean over that arm's search seeds at "
+                f"that lr of {comparison.metric}, the rule above) is best, ties to the "
+                "smaller lr (the only one if they share one lr).",
+                "Paired differences: mean of arm − reference with its paired t-interval and "
+                "BCa interval; two-sided Wilcoxon signed-rank p-value; Holm correction over "
+                "the comparisons of the same measure in the same view (significant: "
+                "Holm-adjusted p < 0.05; in the matched-lr table over all its comparisons of "
+                "a measure). With n seeds the smallest possible Wilcoxon p is 2/2^n (0.0625 "
+                "for 5 seeds).",
+                "Budget to target (each arm at its best lr): smallest budget whose mean final "
+                "accuracy reaches the target (default: the baseline's mean at its largest "
+                "budget); speedup = baseline budget / arm budget. Interval: percentile "
+                "bootstrap over seeds — each of 9,999 replicates resamples every budget's "
+                "seeds independently (a budget with one seed stays fixed), recomputes the "
+                "default target from the baseline's resampled mean, and takes the first "
+                "budget whose mean reaches it (never: not reached); the bounds are the "
+                f"replicates' {(1 - comparison.confidence) / 2:.1%} and "
+                f"{(1 + comparison.confidence) / 2:.1%} quantiles, so they are budgets "
+                "that ran; 'reached' is the share of replicates in which the arm reaches "
+                "the target.",
+                f"Verdict guards: lr_at_edge (a chosen lr is the lowest or highest its cell "
+                f"ran, or the only one), few_selection_seeds (an lr chosen among several on "
+                f"the mean of fewer than {MIN_SELECTION_SEEDS} seeds), lr_mismatch (a best-lr "
+                "comparison at two lrs), "
+                f"few_seeds (< {MIN_SEEDS} paired seeds in either view), short_update_interval "
+                "(SET/RigL with ΔT = delta_t shorter than steps_per_epoch), inactive_ablation "
+                f"(a modifier's <modifier>_active_frac averaged over each run's epochs and "
+                f"over the cell's runs below {MIN_ACTIVE_FRAC:.0%}), guard_not_evaluated "
+                "(a guard the data could not decide).",
             ]
         ),
     ]
 
 
+def _target_text(row: Any) -> str:
+    """The verdict's budget-to-target sentence, with its bootstrap interval."""
+    if row.reached and not pd.isna(row.speedup):
+        text = (
+            f"reaches {row.target:.2f}% ({row.target_from}) at {row.budget_to_target} "
+            f"epochs vs {row.baseline_budget_to_target} for {row.baseline} "
+            f"(speedup {row.speedup:.2f}×)"
+        )
+    else:
+        text = (
+            f"does not reach {row.target:.2f}% ({row.target_from}); best mean {row.best_mean:.2f}%"
+        )
+    return (
+        f"{text}; {row.ci_method} (n={row.n_seeds.replace(',', '/')} seeds per budget): "
+        f"budget {_budget_range(row.budget_ci_low, row.budget_ci_high)} vs "
+        f"{_budget_range(row.baseline_budget_ci_low, row.baseline_budget_ci_high)}, speedup "
+        f"{_speedup_range(row.speedup_ci_low, row.speedup_ci_high)}, target reached in "
+        f"{row.reached_frac:.0%} of replicates"
+    )
+
+
+def _budget_value(value: float) -> str:
+    if pd.isna(value):
+        return "—"
+    return "not reached" if math.isinf(value) else str(int(value))
+
+
+def _budget_range(low: float, high: float) -> str:
+    return f"[{_budget_value(low)}, {_budget_value(high)}]"
+
+
+def _speedup_range(low: float, high: float) -> str:
+    def one(value: float) -> str:
+        if pd.isna(value):
+            return "—"
+        return "∞" if math.isinf(value) else f"{value:.2f}"
+
+    return f"[{one(low)}, {one(high)}]×"
+
+
+def _gain_text(row: Any) -> str:
+    """One budget's difference in one view: value, interval with method and n, lrs, Holm p."""
+    lrs = (
+        f"lr {_lr(row.lr_arm)}"
+        if row.view == BEST_COMMON_LR
+        else f"lr {_lr(row.lr_arm)} vs {_lr(row.lr_reference)}"
+    )
+    if not row.n_pairs:
+        return f"e={row.budget}: no seed in common, {lrs}"
+    star = " *" if row.significant else ""
+    return (
+        f"e={row.budget}: {_signed(row.mean_diff)} pp {_primary(row, row.n_pairs)}, {lrs}, "
+        f"Holm p={_p(row.p_holm)}{star}"
+    )
+
+
 def _verdict_section(comparison: Comparison) -> list[Block]:
-    items = []
     paired = comparison.paired[comparison.paired["measure"] == "final"]
-    for row in comparison.budget_to_target.itertuples(index=False):
-        if not is_sparseopt_arm(row.arm):
-            continue
-        where = f"{_family_label(tuple(getattr(row, n) for n in _FAMILY))}, s={row.sparsity:g}"
-        if row.reached and not pd.isna(row.speedup):
-            reach = (
-                f"reaches {row.target:.2f}% ({row.target_from}) at {row.budget_to_target} "
-                f"epochs vs {row.baseline_budget_to_target} for {row.baseline} "
-                f"(speedup {row.speedup:.2f}×)"
-            )
-        else:
-            reach = f"does not reach {row.target:.2f}% ({row.target_from}); best mean {row.best_mean:.2f}%"
-        mask = (paired["arm"] == row.arm) & (paired["sparsity"] == row.sparsity)
-        for name in _FAMILY:
-            mask &= paired[name] == getattr(row, name)
-        gains = [
-            f"e={p.budget}: {p.mean_diff:+.2f} pp [{_fmt(p.ci_low)}, {_fmt(p.ci_high)}], "
-            f"Holm p={_p(p.p_holm)}{' *' if p.significant else ''}"
-            for p in paired[mask].itertuples(index=False)
-        ]
-        gain_text = "; ".join(gains) if gains else "no paired seeds yet"
+    targets = {
+        (*(getattr(row, name) for name in GROUP), row.arm): row
+        for row in comparison.budget_to_target.itertuples(index=False)
+        if is_sparseopt_arm(row.arm)
+    }
+    keys = {
+        (*(getattr(row, name) for name in GROUP), row.contrast, row.arm, row.reference)
+        for row in paired.itertuples(index=False)
+    }
+    keys |= {(*group, BASELINE, arm, row.baseline) for (*group, arm), row in targets.items()}
+    items = []
+    for key in sorted(keys, key=lambda k: (*k[:5], k[6], k[7], k[5])):  # group, arm, ref
+        *group, contrast, arm, reference = key
+        where = f"{_family_label(tuple(group[:4]))}, s={group[4]:g}"
+        parts = []
+        target = targets.get((*group, arm)) if contrast == BASELINE else None
+        if target is not None:
+            parts.append(_target_text(target) + ".")
+        mask = (paired["contrast"] == contrast) & (paired["arm"] == arm)
+        mask &= paired["reference"] == reference
+        for name, value in zip(GROUP, group, strict=True):
+            mask &= paired[name] == value
+        for view in (BEST_LR, BEST_COMMON_LR):
+            rows = paired[mask & (paired["view"] == view)]
+            gains = "; ".join(_gain_text(row) for row in rows.itertuples(index=False))
+            parts.append(f"Gain, {_VIEW_TEXT[view]}: {gains or 'no paired seeds'}.")
         items.append(
-            f"{row.arm} vs {row.baseline} — {where}: {reach}. Gain by budget: {gain_text}."
+            f"{arm} vs {reference} ({_contrast_text(contrast)}) — {where}: {' '.join(parts)}"
         )
     if not items:
-        items = ["No SparseOpt arm has finished runs next to its baseline yet."]
-    return [Block.heading(2, "Verdict"), Block.bullets(items)]
+        items = [
+            "No contrast has finished runs on both sides yet: no SparseOpt arm next to its "
+            "baseline, no ablation next to its nearest arm."
+        ]
+    lead = (
+        "Each gain is arm − reference in percentage points of final test_acc1, with its "
+        f"{comparison.confidence:.0%} paired t-interval, method and n. 'Best lr' numbers compare "
+        "each arm at its own chosen lr; 'matched lr' numbers compare both arms at the best "
+        "common lr. * = Holm-adjusted Wilcoxon p < 0.05. Check the verdict guards first."
+    )
+    return [Block.heading(2, "Verdict"), Block.paragraph(lead), Block.bullets(items)]
 
 
 def _accuracy_section(comparison: Comparison) -> list[Block]:
@@ -271,6 +493,12 @@ def _accuracy_section(comparison: Comparison) -> list[Block]:
     summary = comparison.summary
     if summary.empty:
         return [*blocks, Block.paragraph("No comparable trials.")]
+    blocks.append(
+        Block.paragraph(
+            "Mean ± std over seeds, then the interval of the mean with its method and n "
+            "(BCa bootstrap intervals in tables/summary.csv)."
+        )
+    )
     for family, part in summary.groupby(list(_FAMILY), sort=True):
         budgets = sorted(part["budget"].unique())
         for measure in ("final", "best"):
@@ -290,23 +518,27 @@ def _accuracy_section(comparison: Comparison) -> list[Block]:
 
 
 def _paired_section(comparison: Comparison) -> list[Block]:
-    blocks = [Block.heading(2, "Paired differences (arm − baseline, by seed)")]
+    blocks = [Block.heading(2, "Paired differences (arm − reference, by seed), both views")]
     paired = comparison.paired
     if paired.empty:
-        return [*blocks, Block.paragraph("No SparseOpt arm with its baseline in the same cell.")]
+        return [*blocks, Block.paragraph("No contrast with both arms in the same cell.")]
     rows = [
         [
-            _family_label(tuple(getattr(row, n) for n in _FAMILY)),
+            _family(row),
             f"{row.sparsity:g}",
             str(row.budget),
+            _contrast_text(row.contrast),
             row.arm,
-            row.baseline,
+            row.reference,
+            row.view,
+            f"{_lr(row.lr_arm)} / {_lr(row.lr_reference)}",
             row.measure,
             str(row.n_pairs),
             _fmt(row.mean_arm),
-            _fmt(row.mean_baseline),
-            f"{row.mean_diff:+.2f}" if not pd.isna(row.mean_diff) else "—",
-            f"[{_fmt(row.ci_low)}, {_fmt(row.ci_high)}]",
+            _fmt(row.mean_reference),
+            _signed(row.mean_diff),
+            _primary(row, row.n_pairs),
+            _bca(row, row.n_pairs),
             _p(row.p_wilcoxon),
             _p(row.p_holm),
             "yes" if row.significant else "no",
@@ -317,17 +549,73 @@ def _paired_section(comparison: Comparison) -> list[Block]:
         "group",
         "sparsity",
         "budget",
+        "contrast",
         "arm",
-        "baseline",
+        "reference",
+        "view",
+        "lr arm / reference",
         "measure",
         "pairs",
         "arm mean",
-        "baseline mean",
+        "reference mean",
         "diff",
-        "95% CI",
+        f"{comparison.confidence:.0%} CI (primary)",
+        f"{comparison.confidence:.0%} bootstrap CI",
         "Wilcoxon p",
         "Holm p",
         "significant",
+    ]
+    return [*blocks, Block.table(headers, rows)]
+
+
+def _matched_section(comparison: Comparison) -> list[Block]:
+    blocks = [
+        Block.heading(2, "Matched lr: every lr both arms ran"),
+        Block.paragraph(
+            "Final test_acc1, arm − reference paired by seed at one lr; 'best common' marks the "
+            "lr of the matched view; selection scores are the mean over search seeds of "
+            f"{comparison.metric}. The best measure is in tables/matched_lr.csv."
+        ),
+    ]
+    matched = comparison.matched[comparison.matched["measure"] == "final"]
+    if matched.empty:
+        return [*blocks, Block.paragraph("No contrast whose arms ran a common lr.")]
+    rows = [
+        [
+            _family(row),
+            f"{row.sparsity:g}",
+            str(row.budget),
+            _contrast_text(row.contrast),
+            row.arm,
+            row.reference,
+            _lr(row.lr),
+            row.stage,
+            "yes" if row.best_common else "",
+            f"{_fmt(row.score_arm)} / {_fmt(row.score_reference)}",
+            str(row.n_pairs),
+            _signed(row.mean_diff),
+            _primary(row, row.n_pairs),
+            _bca(row, row.n_pairs),
+            _p(row.p_wilcoxon),
+        ]
+        for row in matched.itertuples(index=False)
+    ]
+    headers = [
+        "group",
+        "sparsity",
+        "budget",
+        "contrast",
+        "arm",
+        "reference",
+        "lr",
+        "seeds from",
+        "best common",
+        "selection score arm / reference",
+        "pairs",
+        "diff",
+        f"{comparison.confidence:.0%} CI (primary)",
+        f"{comparison.confidence:.0%} bootstrap CI",
+        "Wilcoxon p",
     ]
     return [*blocks, Block.table(headers, rows)]
 
@@ -337,33 +625,80 @@ def _target_section(comparison: Comparison) -> list[Block]:
     frame = comparison.budget_to_target
     if frame.empty:
         return [*blocks, Block.paragraph("No arm has finished runs yet.")]
+    blocks.append(
+        Block.paragraph(
+            "Each arm at its best lr. Intervals: percentile bootstrap over seeds (see How "
+            "these numbers were made), with the seeds per budget."
+        )
+    )
     rows = [
         [
-            _family_label(tuple(getattr(row, n) for n in _FAMILY)),
+            _family(row),
             f"{row.sparsity:g}",
             row.arm,
             f"{row.target:.2f} ({row.target_from})",
             str(row.budget_to_target) if row.reached else "not reached",
+            _budget_range(row.budget_ci_low, row.budget_ci_high),
             str(row.baseline_budget_to_target)
             if not pd.isna(row.baseline_budget_to_target)
             else "not reached",
+            _budget_range(row.baseline_budget_ci_low, row.baseline_budget_ci_high),
             f"{row.speedup:.2f}×" if not pd.isna(row.speedup) else "—",
+            _speedup_range(row.speedup_ci_low, row.speedup_ci_high),
+            f"{row.reached_frac:.0%}",
+            f"{row.ci_method}, n={row.n_seeds.replace(',', '/')}",
             _fmt(row.best_mean),
             row.budgets,
         ]
         for row in frame.itertuples(index=False)
     ]
+    level = f"{comparison.confidence:.0%}"
     headers = [
         "group",
         "sparsity",
         "arm",
         "target %",
         "budget to target",
+        f"{level} interval",
         "baseline budget",
+        f"{level} interval",
         "speedup",
+        f"{level} interval",
+        "reached",
+        "method, seeds per budget",
         "best mean %",
         "budgets run",
     ]
+    return [*blocks, Block.table(headers, rows)]
+
+
+def _activity_section(comparison: Comparison) -> list[Block]:
+    activity = comparison.activity
+    if activity.empty:
+        return []
+    blocks = [
+        Block.heading(2, "Modifier activity"),
+        Block.paragraph(
+            "Share of optimizer steps each modifier changed: <modifier>_active_frac averaged "
+            "over each run's epochs, then mean ± std over the cell's compared runs (every run "
+            "in tables/activity_per_run.csv)."
+        ),
+    ]
+    rows = []
+    for key, part in activity.groupby([*CELL, "modifier"], sort=True):
+        cell = dict(zip((*CELL, "modifier"), key, strict=True))
+        rows.append(
+            [
+                _family_label(tuple(cell[n] for n in _FAMILY)),
+                f"{cell['sparsity']:g}",
+                cell["arm"],
+                str(cell["budget"]),
+                cell["modifier"],
+                str(int(part["mean_active_frac"].notna().sum())),
+                _mean_std(part["mean_active_frac"], 4),
+            ]
+        )
+    headers = ["group", "sparsity", "arm", "budget", "modifier", "runs", "active fraction"]
     return [*blocks, Block.table(headers, rows)]
 
 
@@ -409,15 +744,18 @@ def _selection_section(comparison: Comparison) -> list[Block]:
     frame = comparison.selection
     rows = [
         [
-            _family_label(tuple(getattr(row, n) for n in _FAMILY)),
+            _family(row),
             f"{row.sparsity:g}",
             row.arm,
             str(row.budget),
             row.basis,
             str(row.lr_trials),
             "—" if math.isnan(row.lr_trial) else str(int(row.lr_trial)),
-            "—" if math.isnan(row.lr) else f"{row.lr:.4g}",
+            _lr(row.lr),
+            row.lrs_searched.replace(",", ", ") or "—",
+            row.lr_position or "—",
             _fmt(row.selection_score),
+            "—" if pd.isna(row.selection_seeds) else str(row.selection_seeds),
             str(row.runs),
         ]
         for row in frame.itertuples(index=False)
@@ -431,7 +769,10 @@ def _selection_section(comparison: Comparison) -> list[Block]:
         "lr trials",
         "lr trial",
         "lr",
+        "lrs run",
+        "chosen lr is",
         f"mean {comparison.metric}",
+        "chosen on seeds",
         "runs",
     ]
     return [Block.heading(2, "Runs compared per cell"), Block.table(headers, rows)]
@@ -443,7 +784,7 @@ def _status_section(comparison: Comparison, trials: pd.DataFrame) -> list[Block]
     present = [s for s in STATUSES if s in status.columns and status[s].sum() > 0]
     rows = [
         [
-            _family_label(tuple(getattr(row, n) for n in _FAMILY)),
+            _family(row),
             f"{row.sparsity:g}",
             row.arm,
             str(row.budget),

@@ -11,6 +11,7 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from analysis.fetch import ExperimentRecords, RunRecord, metric_frame
+from contract.names import ACTIVITY_METRICS
 
 MLFLOW_STATUS = {
     "finished": "FINISHED",
@@ -22,7 +23,12 @@ MLFLOW_STATUS = {
 
 @dataclass
 class Trial:
-    """One trial run. test_acc1 rises by 1 point per epoch to `final_test` at the last epoch."""
+    """One trial run. test_acc1 rises by 1 point per epoch to `final_test` at the last epoch.
+
+    `delta_t` and `steps_per_epoch` become tags when set (`steps_per_epoch` is tagged once a
+    trial reports, so None stands for a trial that never did); `activity` maps a modifier to
+    its `<modifier>_active_frac` per epoch (one value: every epoch the same).
+    """
 
     arm: str
     sparsity: float
@@ -39,6 +45,9 @@ class Trial:
     last_drop: float = 0.0
     dataset: str = "digits"
     model: str = "small_cnn"
+    delta_t: int | None = 10
+    steps_per_epoch: int | None = None
+    activity: dict[str, float | tuple[float, ...]] = field(default_factory=dict)
     extra_tags: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -70,12 +79,21 @@ class Trial:
     def itop_rate(self, epoch: int) -> float:
         return self.itop * epoch / self.logged_epochs
 
+    def active_frac(self, modifier: str, epoch: int) -> float:
+        """`<modifier>_active_frac` logged at `epoch` (1-based)."""
+        value = self.activity[modifier]
+        return value[epoch - 1] if isinstance(value, tuple) else value
+
     def metrics(self) -> list[Metric]:
         rows = []
         start = int(time.time() * 1000)
         for epoch in range(1, self.logged_epochs + 1):
             stamp = start + epoch
             values = {
+                **{
+                    ACTIVITY_METRICS[modifier]: self.active_frac(modifier, epoch)
+                    for modifier in self.activity
+                },
                 "train_loss": self.train_loss(epoch),
                 "train_acc1": self.test_acc1(epoch) + 5.0,
                 "val_acc1": self.val_acc1(epoch),
@@ -116,6 +134,10 @@ class Trial:
             "ray_trial_id": f"t{self.seed}",
             **self.extra_tags,
         }
+        if self.delta_t is not None:
+            tags["delta_t"] = str(self.delta_t)
+        if self.steps_per_epoch is not None:
+            tags["steps_per_epoch"] = str(self.steps_per_epoch)
         if parent_id is not None:
             tags["mlflow.parentRunId"] = parent_id
         return tags
@@ -238,6 +260,80 @@ def lr_search_trials() -> list[Trial]:
         trials.append(Trial(arm, 0.9, 6, 0, 50.0, 90.0, lr_trial=0, lr=0.2))
         for seed in (10, 11, 12):
             trials.append(
-                Trial(arm, 0.9, 6, seed, 65.0 + offset + seed / 10, stage="final", lr_trial=0)
+                Trial(
+                    arm, 0.9, 6, seed, 65.0 + offset + seed / 10, stage="final", lr_trial=0, lr=0.2
+                )
             )
+    return trials
+
+
+VIEW_TEST = {  # (arm, lr) -> (test_acc1 at seed 0, val_acc1): test rises by 1 per seed
+    ("rigl", 0.1): (60.0, 70.0),
+    ("rigl", 0.3): (59.0, 69.0),
+    ("rigl+sparseopt", 0.1): (60.5, 71.0),
+    ("rigl+sparseopt", 0.3): (62.0, 75.0),
+    ("rigl+sparseopt", 1.0): (40.0, 50.0),
+}
+
+
+def views_trials() -> list[Trial]:
+    """RigL at s=0.9, seeds 0-2 searched lr 0.1 (lr_trial 0) and 0.3 (lr_trial 1), plus 1.0
+    (lr_trial 2) for rigl+sparseopt only, then a final stage on seeds 10 and 11.
+
+    Budget 3: val picks 0.1 for rigl (70 vs 69) and 0.3 for rigl+sparseopt (75 vs 71, 50):
+    the best-lr view compares final runs at 0.3 vs 0.1 (61.33 + s/10 vs 60 + s/10: +1.33).
+    Common lrs 0.1 (+0.5 on the search seeds: only rigl ran 0.1 in the final stage) and 0.3
+    (+3.0); common scores 70.5 and 72, so the best common lr is 0.3.
+    Budget 6: the same search, but both arms' final stage runs at 0.3 (65 + s/10 vs
+    66 + s/10), so the matched view at 0.3 pairs the final seeds 10 and 11 (+1.0).
+    """
+    trials = []
+    for budget in (3, 6):
+        for (arm, lr), (test, val) in VIEW_TEST.items():
+            lr_trial = (0.1, 0.3, 1.0).index(lr)
+            trials += [
+                Trial(arm, 0.9, budget, seed, test + seed, val, lr_trial=lr_trial, lr=lr)
+                for seed in range(3)
+            ]
+    finals = {
+        (3, "rigl"): (0.1, 0, 60.0),
+        (3, "rigl+sparseopt"): (0.3, 1, 61.33),
+        (6, "rigl"): (0.3, 1, 65.0),
+        (6, "rigl+sparseopt"): (0.3, 1, 66.0),
+    }
+    for (budget, arm), (lr, lr_trial, base) in finals.items():
+        trials += [
+            Trial(arm, 0.9, budget, seed, base + seed / 10, stage="final", lr_trial=lr_trial, lr=lr)
+            for seed in (10, 11)
+        ]
+    return trials
+
+
+CLEAN_LRS = (0.05, 0.1, 0.2)
+
+
+def clean_trials(
+    arms: tuple[str, ...] = ("rigl", "rigl+sparseopt"), seeds: int = 10, **fields: object
+) -> list[Trial]:
+    """A sweep no verdict guard objects to: each arm searched lrs 0.05, 0.1 and 0.2 on `seeds`
+    seeds (10: enough), val picks the middle lr 0.1 for every arm, ΔT = 100 steps >= 20 steps
+    per epoch. The second arm is 1 point (test) better; `fields` override every Trial's."""
+    trials = []
+    for offset, arm in enumerate(arms):
+        for lr_trial, lr in enumerate(CLEAN_LRS):
+            val = 80.0 if lr == 0.1 else 70.0
+            trials += [
+                Trial(
+                    arm,
+                    0.9,
+                    2,
+                    seed,
+                    60.0 + offset + lr_trial + seed / 10,
+                    val,
+                    lr_trial=lr_trial,
+                    lr=lr,
+                    **{"delta_t": 100, "steps_per_epoch": 20, **fields},
+                )
+                for seed in range(seeds)
+            ]
     return trials

@@ -15,11 +15,20 @@ from analysis_fixtures import (
     lr_search_trials,
     planted_trials,
     records_for,
+    views_trials,
 )
 
-from analysis.compare import Comparison, compare
+from analysis.compare import Comparison, arm_contrasts, compare
 from analysis.export import build_tables
 from contract.arms import baseline_arm
+
+T975 = {3: 3.182446305284263, 4: 2.7764451051977987}  # Student t quantile 0.975 by df (tables)
+
+
+def _hand_t(values: list[float]) -> tuple[float, float]:
+    """mean ± t_{0.975, n-1} · s / sqrt(n)."""
+    half = T975[len(values) - 1] * statistics.stdev(values) / math.sqrt(len(values))
+    return statistics.mean(values) - half, statistics.mean(values) + half
 
 
 def _compare(trials: list[Trial], target: float | None = None) -> Comparison:
@@ -46,6 +55,11 @@ def lr_search() -> Comparison:
     return _compare(lr_search_trials())
 
 
+@pytest.fixture(scope="module")
+def views() -> Comparison:
+    return _compare(views_trials())
+
+
 def test_baseline_arm_drops_sparseopt_and_corrected() -> None:
     assert baseline_arm("rigl+sparseopt") == "rigl"
     assert baseline_arm("rigl+sparseopt+corrected+ham") == "rigl+ham"
@@ -66,7 +80,9 @@ def test_summary_matches_hand_computed_mean_std_over_finished_seeds(planted: Com
                 assert row["n"] == len(values)
                 assert row["mean"] == pytest.approx(statistics.mean(values))
                 assert row["std"] == pytest.approx(statistics.stdev(values))
-                assert min(values) <= row["ci_low"] < row["mean"] < row["ci_high"] <= max(values)
+                assert (row["ci_low"], row["ci_high"]) == pytest.approx(_hand_t(values))
+                assert (row["ci_method"], row["bca_method"]) == ("t", "BCa bootstrap")
+                assert min(values) <= row["bca_low"] < row["mean"] < row["bca_high"] <= max(values)
 
 
 def test_unfinished_runs_are_counted_not_averaged(planted: Comparison) -> None:
@@ -89,15 +105,19 @@ def test_best_measure_takes_the_best_epoch(planted: Comparison) -> None:
 
 
 def test_paired_differences_planted_effect_and_null(planted: Comparison) -> None:
-    final = planted.paired[planted.paired["measure"] == "final"]
+    final = planted.paired[
+        (planted.paired["measure"] == "final") & (planted.paired["view"] == "best lr")
+    ]
     assert len(final) == 4
     planted_2 = _row(final, sparsity=0.95, budget=2)
     planted_4 = _row(final, sparsity=0.95, budget=4)
     null_2 = _row(final, sparsity=0.9, budget=2)
-    assert planted_2["baseline"] == "rigl"
+    assert (planted_2["contrast"], planted_2["reference"]) == ("baseline", "rigl")
     assert planted_2["mean_diff"] == pytest.approx(statistics.mean(DIFFS[0.95]))
     assert planted_2["std_diff"] == pytest.approx(statistics.stdev(DIFFS[0.95]))
-    assert planted_2["ci_low"] > 0.0
+    assert (planted_2["ci_low"], planted_2["ci_high"]) == pytest.approx(_hand_t(DIFFS[0.95]))
+    assert (planted_4["ci_low"], planted_4["ci_high"]) == pytest.approx(_hand_t(DIFFS[0.95][:4]))
+    assert planted_2["ci_method"] == "t" and planted_2["bca_low"] > 0.0
     assert null_2["ci_low"] < 0.0 < null_2["ci_high"]
     assert (planted_4["n_pairs"], planted_4["seeds"]) == (4, "0,1,2,3")
     assert planted_4["mean_diff"] == pytest.approx(statistics.mean(DIFFS[0.95][:4]))
@@ -164,16 +184,21 @@ def test_lr_search_compares_each_arm_at_its_best_lr_on_val(lr_search: Comparison
     summary = lr_search.summary[lr_search.summary["measure"] == "final"]
     assert _row(summary, arm="set", budget=3)["mean"] == pytest.approx(59.0)
     assert _row(summary, arm="set+sparseopt", budget=3)["mean"] == pytest.approx(64.0)
-    pair = _row(lr_search.paired, budget=3, measure="final")
+    pair = _row(lr_search.paired, budget=3, measure="final", view="best lr")
     assert (pair["n_pairs"], pair["mean_diff"]) == (3, pytest.approx(5.0))
+    assert (pair["lr_arm"], pair["lr_reference"]) == (0.1, 0.05)
     assert pair["p_wilcoxon"] == pytest.approx(0.25)
 
 
 def test_final_stage_runs_are_compared_when_present(lr_search: Comparison) -> None:
-    assert _row(lr_search.selection, arm="set", budget=6)["basis"] == "final stage"
+    final = _row(lr_search.selection, arm="set", budget=6)
+    assert final["basis"] == "final stage"
+    assert pd.isna(final["selection_seeds"])  # one lr trial: no choice was made
+    searched = _row(lr_search.selection, arm="set+sparseopt", budget=3)
+    assert searched["selection_seeds"] == 3
     summary = lr_search.summary[lr_search.summary["measure"] == "final"]
     assert _row(summary, arm="set", budget=6)["mean"] == pytest.approx(66.1)
-    pair = _row(lr_search.paired, budget=6, measure="final")
+    pair = _row(lr_search.paired, budget=6, measure="final", view="best lr")
     assert (pair["seeds"], pair["mean_diff"]) == ("10,11,12", pytest.approx(1.5))
 
 
@@ -201,3 +226,154 @@ def test_itop_and_sparsity_per_compared_run(planted: Comparison) -> None:
     arm = itop[itop["arm"] == "rigl+sparseopt"]
     assert arm["final_itop_rate"].tolist() == pytest.approx([0.7] * len(arm))
     assert (itop["final_measured_sparsity"] == itop["sparsity"]).all()
+
+
+def test_planted_single_lr_sweep_has_both_views_at_the_one_lr(planted: Comparison) -> None:
+    final = planted.paired[planted.paired["measure"] == "final"]
+    for sparsity in (0.9, 0.95):
+        for budget in (2, 4):
+            best = _row(final, sparsity=sparsity, budget=budget, view="best lr")
+            common = _row(final, sparsity=sparsity, budget=budget, view="best common lr")
+            assert (common["lr_arm"], common["lr_reference"]) == (0.1, 0.1)
+            for name in ("seeds", "mean_diff", "ci_low", "ci_high", "p_wilcoxon", "p_holm"):
+                assert common[name] == pytest.approx(best[name]), name
+    # the running seed of s=0.9 e=4 keeps its lr from being scored, not from being the one lr
+    row = _row(planted.matched, sparsity=0.9, budget=4, measure="final")
+    assert row["best_common"] and math.isnan(row["score_arm"])
+
+
+def test_best_lr_view_pairs_each_arm_at_its_own_lr(views: Comparison) -> None:
+    final = views.paired[(views.paired["measure"] == "final") & (views.paired["view"] == "best lr")]
+    at_3 = _row(final, budget=3)
+    assert (at_3["lr_arm"], at_3["lr_reference"]) == (0.3, 0.1)
+    assert (at_3["seeds"], at_3["mean_diff"]) == ("10,11", pytest.approx(1.33))
+    at_6 = _row(final, budget=6)
+    assert (at_6["lr_arm"], at_6["lr_reference"]) == (0.3, 0.3)
+    assert (at_6["seeds"], at_6["mean_diff"]) == ("10,11", pytest.approx(1.0))
+
+
+def test_matched_view_pairs_both_arms_at_every_lr_both_ran(views: Comparison) -> None:
+    matched = views.matched[views.matched["measure"] == "final"]
+    assert sorted(zip(matched["budget"], matched["lr"], strict=True)) == [
+        (3, 0.1),
+        (3, 0.3),
+        (6, 0.1),
+        (6, 0.3),
+    ]  # lr 1.0: only rigl+sparseopt ran it
+    low = _row(matched, budget=3, lr=0.1)
+    # only rigl ran 0.1 in the final stage, so the search seeds are paired
+    assert (low["stage"], low["seeds"], low["mean_diff"]) == ("search", "0,1,2", 0.5)
+    assert (low["score_arm"], low["score_reference"], low["common_score"]) == (71.0, 70.0, 70.5)
+    high = _row(matched, budget=3, lr=0.3)
+    assert (high["stage"], high["mean_diff"], high["common_score"]) == ("search", 3.0, 72.0)
+    assert high["best_common"] and not low["best_common"]
+    both_final = _row(matched, budget=6, lr=0.3)
+    assert (both_final["stage"], both_final["seeds"]) == ("final", "10,11")
+    assert both_final["mean_diff"] == pytest.approx(1.0)
+
+
+def test_best_common_lr_view_is_the_matched_lr_with_the_best_mean_score(views: Comparison) -> None:
+    final = views.paired[
+        (views.paired["measure"] == "final") & (views.paired["view"] == "best common lr")
+    ]
+    at_3 = _row(final, budget=3)
+    assert (at_3["lr_arm"], at_3["lr_reference"]) == (0.3, 0.3)
+    assert (at_3["n_pairs"], at_3["mean_diff"]) == (3, pytest.approx(3.0))
+    assert _row(final, budget=6)["seeds"] == "10,11"
+
+
+def test_lr_position_among_the_lrs_each_cell_ran(views: Comparison) -> None:
+    selection = views.selection
+    rigl = _row(selection, arm="rigl", budget=3)
+    assert (rigl["lrs_searched"], rigl["lr"], rigl["lr_position"]) == ("0.1,0.3", 0.1, "lowest")
+    assert rigl["selection_seeds"] == 3  # the final stage's search lr trial ran seeds 0-2
+    assert _row(selection, arm="rigl", budget=6)["lr_position"] == "highest"
+    sparseopt = _row(selection, arm="rigl+sparseopt", budget=3)
+    assert (sparseopt["lrs_searched"], sparseopt["lr_position"]) == ("0.1,0.3,1", "inside")
+
+
+def test_arm_contrasts_follow_the_arm_grammar() -> None:
+    assert arm_contrasts("rigl") == []
+    assert arm_contrasts("rigl+sparseopt") == [("baseline", "rigl")]
+    assert arm_contrasts("rigl+sparseopt+corrected") == [
+        ("baseline", "rigl"),
+        ("corrected", "rigl+sparseopt"),
+    ]
+    assert arm_contrasts("rigl+sparseopt+renorm") == [
+        ("baseline", "rigl+renorm"),
+        ("renorm", "rigl+sparseopt"),
+    ]
+    assert arm_contrasts("set+ham") == [("ham", "set")]
+    assert arm_contrasts("rigl+bogus") == []
+
+
+ABLATION_ARMS = {  # arm -> test accuracy offset over rigl
+    "rigl": 0.0,
+    "rigl+sparseopt": 1.0,
+    "rigl+sparseopt+corrected": 0.5,
+    "rigl+sparseopt+cap": 0.75,
+    "rigl+renorm": -0.25,
+    "rigl+sparseopt+renorm": 1.5,
+    "set+ham": 0.0,  # its nearest arm, set, did not run: no contrast
+}
+
+
+def test_each_ablation_is_contrasted_with_its_nearest_arm_in_both_views() -> None:
+    trials = [
+        Trial(arm, 0.9, 2, seed, 60.0 + offset + seed)
+        for arm, offset in ABLATION_ARMS.items()
+        for seed in range(2)
+    ]
+    result = _compare(trials)
+    expected = {
+        ("baseline", "rigl+sparseopt", "rigl"): 1.0,
+        ("baseline", "rigl+sparseopt+corrected", "rigl"): 0.5,
+        ("corrected", "rigl+sparseopt+corrected", "rigl+sparseopt"): -0.5,
+        ("baseline", "rigl+sparseopt+cap", "rigl"): 0.75,
+        ("cap", "rigl+sparseopt+cap", "rigl+sparseopt"): -0.25,
+        ("renorm", "rigl+renorm", "rigl"): -0.25,
+        ("baseline", "rigl+sparseopt+renorm", "rigl+renorm"): 1.75,
+        ("renorm", "rigl+sparseopt+renorm", "rigl+sparseopt"): 0.5,
+    }
+    contrasts = result.contrasts
+    assert set(
+        zip(contrasts["contrast"], contrasts["arm"], contrasts["reference"], strict=True)
+    ) == set(expected)
+    final = result.paired[result.paired["measure"] == "final"]
+    for view in ("best lr", "best common lr"):
+        rows = final[final["view"] == view]
+        found = {
+            (row.contrast, row.arm, row.reference): row.mean_diff
+            for row in rows.itertuples(index=False)
+        }
+        assert found == pytest.approx(expected), view
+    # Holm runs over the 8 comparisons of one view and measure: each p = 1 (n=2, equal diffs)
+    assert final.groupby("view").size().to_dict() == {"best common lr": 8, "best lr": 8}
+
+
+def test_activity_is_the_mean_over_epochs_per_compared_run() -> None:
+    trials = [
+        Trial("rigl+renorm", 0.9, 2, 0, 60.0, activity={"renorm": (0.0, 0.03)}),
+        Trial("rigl+sparseopt+renorm", 0.9, 2, 0, 61.0, activity={"renorm": 0.5}),
+        Trial("rigl+ham", 0.9, 2, 0, 61.0),
+    ]
+    activity = _compare(trials).activity
+    assert _row(activity, arm="rigl+renorm")["mean_active_frac"] == pytest.approx(0.015)
+    assert _row(activity, arm="rigl+renorm")["epochs"] == 2
+    assert _row(activity, arm="rigl+sparseopt+renorm")["mean_active_frac"] == pytest.approx(0.5)
+    ham = _row(activity, arm="rigl+ham")
+    assert (ham["metric"], ham["epochs"]) == ("ham_active_frac", 0)
+    assert math.isnan(ham["mean_active_frac"])
+
+
+def test_budget_to_target_interval_in_the_planted_sweep(planted: Comparison) -> None:
+    # s=0.95: the arm's e=2 mean (57.28) beats the baseline's e=4 mean (56.04) in every
+    # resample; at s=0.9 the arm's e=4 mean is 64.05 against a target of 64.04: a coin toss.
+    clear = _row(planted.budget_to_target, sparsity=0.95, arm="rigl+sparseopt")
+    assert (clear["budget_ci_low"], clear["budget_ci_high"]) == (2.0, 2.0)
+    assert (clear["baseline_budget_ci_low"], clear["baseline_budget_ci_high"]) == (4.0, 4.0)
+    assert (clear["speedup_ci_low"], clear["speedup_ci_high"]) == (2.0, 2.0)
+    assert (clear["n_seeds"], clear["ci_method"]) == ("5,4", "percentile bootstrap over seeds")
+    toss = _row(planted.budget_to_target, sparsity=0.9, arm="rigl+sparseopt")
+    assert (toss["budget_ci_low"], toss["budget_ci_high"]) == (4.0, math.inf)
+    assert 0.3 < toss["reached_frac"] < 0.7

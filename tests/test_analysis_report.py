@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import csv
 import re
 from pathlib import Path
 
 import pytest
-from analysis_fixtures import Trial, build_store, lr_search_trials, planted_trials
+from analysis_fixtures import Trial, build_store, clean_trials, lr_search_trials, planted_trials
 from mlflow.tracking import MlflowClient
 
 from analysis.export import export_experiment
@@ -28,7 +29,14 @@ def test_report_files_and_figures_are_written(planted) -> None:
         png, svg = out / "plots" / f"{name}.png", out / "plots" / f"{name}.svg"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5_000
         assert "<svg" in svg.read_text()[:2_000]
-    for table in ("summary", "paired_differences", "budget_to_target", "itop_sparsity_per_run"):
+    for table in (
+        "summary",
+        "paired_differences",
+        "matched_lr",
+        "budget_to_target",
+        "itop_sparsity_per_run",
+        "guards",
+    ):
         assert len((out / "tables" / f"{table}.csv").read_text().splitlines()) > 1
     assert (out / "data" / "trials").is_dir() and (out / "data" / "manifest.json").is_file()
 
@@ -41,10 +49,49 @@ def test_markdown_has_the_paper_style_table_and_the_partial_banner(planted) -> N
     assert "| sparsity | arm | 2 ep | 4 ep |" in text
     # s=0.95 rigl+sparseopt at e=4: seeds 0-3 only, mean 58.33 (hand: 56 + noise + plant)
     assert re.search(
-        r"\| 0\.95 \| rigl\+sparseopt \| 57\.28 ± 0\.79 .*n=5 † \| 58\.33 ± 0\.91 .*n=4 \|", text
+        r"\| 0\.95 \| rigl\+sparseopt \| 57\.28 ± 0\.79 \[56\.30, 58\.26\] \(t, n=5\) † "
+        r"\| 58\.33 ± 0\.91 \[56\.88, 59\.77\] \(t, n=4\) \|",
+        text,
     )
-    assert "reaches 56.04% (rigl @ 4) at 2 epochs vs 4 for rigl (speedup 2.00×)" in text
+    assert (
+        "reaches 56.04% (rigl @ 4) at 2 epochs vs 4 for rigl (speedup 2.00×); percentile "
+        "bootstrap over seeds (n=5/4 seeds per budget): budget [2, 2] vs [4, 4], speedup "
+        "[2.00, 2.00]×, target reached in 100% of replicates" in text
+    )
+    assert (
+        "Gain, best lr (each arm at its own chosen lr): e=2: +2.24 pp [1.55, 2.93] (t, n=5)" in text
+    )
+    assert "Gain, matched lr (both arms at the best common lr): e=2: +2.24 pp" in text
     assert "Holm" in text and "![" in text
+
+
+def _guard_box(text: str) -> str:
+    """The part of report.md before its first section."""
+    return text.split("\n## ")[0]
+
+
+def test_guards_csv_and_the_warning_box_at_the_top(planted) -> None:
+    _, result = planted
+    with (result.out_dir / "tables" / "guards.csv").open() as handle:
+        rows = list(csv.reader(handle))
+    assert rows[0] == ["guard", "scope", "detail"]
+    assert [row[0] for row in rows[1:]] == ["lr_at_edge"] * 8 + ["few_seeds"] * 4 + [
+        "guard_not_evaluated"
+    ]
+    assert rows[9] == [
+        "few_seeds",
+        "digits/small_cnn/rigl s=0.9 e=2 · rigl+sparseopt vs rigl (baseline)",
+        "paired seeds best lr: 5, best common lr: 5 (< 10)",
+    ]
+    top = _guard_box(result.markdown.read_text())
+    assert "> **⚠ VERDICT GUARDS — 13 warning(s) of 3 kind(s)" in top
+    assert "> - lr_at_edge ×8: the chosen lr is the lowest or highest" in top
+    assert "> - few_seeds ×4: fewer than 10 paired seeds" in top
+    assert "short_update_interval: 39 of 39 runs have no steps_per_epoch tag" in top
+    assert "## Verdict guards" in result.markdown.read_text()
+    html = result.html.read_text()
+    assert html.index('<div class="guards">') < html.index("<h2>")
+    assert "lr_at_edge ×8" in html
 
 
 def test_html_is_self_contained(planted) -> None:
@@ -62,6 +109,21 @@ def test_report_is_logged_as_a_report_run_and_not_exported_as_a_trial(planted, t
     run = client.get_run(result.mlflow_run_id)
     assert run.data.tags["sparsesweep.role"] == "report"
     assert run.data.tags["sparsesweep.partial"] == "true"
+    assert run.data.tags["sparsesweep.guards"] == "lr_at_edge,few_seeds,guard_not_evaluated"
+    counts = {
+        key.removeprefix("sparsesweep.guard."): value
+        for key, value in run.data.tags.items()
+        if key.startswith("sparsesweep.guard.")
+    }
+    assert counts == {
+        "lr_at_edge": "8",
+        "few_selection_seeds": "0",
+        "lr_mismatch": "0",
+        "few_seeds": "4",
+        "short_update_interval": "0",
+        "inactive_ablation": "0",
+        "guard_not_evaluated": "1",
+    }
     assert run.info.status == "FINISHED"
     names = {item.path for item in client.list_artifacts(run.info.run_id)}
     assert {"report.md", "report.html", "plots", "tables", "data"} <= names
@@ -78,6 +140,21 @@ def test_complete_sweep_report_has_no_banner_and_names_its_selection(tmp_path: P
     assert "best lr on val_acc1" in text and "final stage" in text
 
 
+def test_a_report_with_no_guard_says_so_and_tags_none(tmp_path: Path) -> None:
+    uri, _ = build_store(tmp_path, "clean", clean_trials())
+    result = write_report(uri, "clean", tmp_path / "report")
+    assert result.guards.empty
+    text = result.markdown.read_text()
+    assert "Verdict guards: none fired." in _guard_box(text)
+    assert "VERDICT GUARDS" not in text
+    assert "Verdict guards: none fired." in result.html.read_text()
+    lines = (result.out_dir / "tables" / "guards.csv").read_text().splitlines()
+    assert lines == ["guard,scope,detail"]
+    tags = MlflowClient(tracking_uri=uri).get_run(result.mlflow_run_id).data.tags
+    assert tags["sparsesweep.guards"] == "none"
+    assert tags["sparsesweep.guard.few_seeds"] == "0"
+
+
 def test_report_of_a_sweep_with_nothing_finished_yet(tmp_path: Path) -> None:
     running = [
         Trial("rigl", 0.9, 4, 0, 50.0, status="running", epochs=1),
@@ -87,7 +164,7 @@ def test_report_of_a_sweep_with_nothing_finished_yet(tmp_path: Path) -> None:
     result = write_report(uri, "early", tmp_path / "report", log_to_mlflow=False)
     text = result.markdown.read_text()
     assert result.partial and "2 of 2 trials are running" in text
-    assert "No SparseOpt arm has finished runs next to its baseline yet." in text
+    assert "No contrast has finished runs on both sides yet" in text
     for name in FIGURES:
         assert (tmp_path / "report" / "plots" / f"{name}.png").stat().st_size > 1_000
 

@@ -1,0 +1,261 @@
+"""Verdict guards: the confounds under which a comparison's numbers must not be read as is.
+
+Each guard that fires is one row (`guard`, `scope`, `detail`) of the report's
+`tables/guards.csv`, a line of the warning box at the top of the report, and a count in the
+report run's tags (`guard_tags`). Scope names the cell or comparison, detail the numbers.
+
+* `lr_at_edge`: a cell's chosen lr is the lowest or highest it ran (a one-value grid is always
+  at its edge), so a better lr may lie outside the grid.
+* `few_selection_seeds`: a cell's lr was chosen among several on the mean of fewer than
+  `MIN_SELECTION_SEEDS` seeds, so the choice itself is noisy.
+* `lr_mismatch`: a best-lr comparison whose two arms ran at different lrs: the difference
+  mixes the arms with the lrs (the matched-lr view compares them at one lr).
+* `few_seeds`: a comparison with fewer than `MIN_SEEDS` paired seeds in either view.
+* `short_update_interval`: a sparse dynamic method (`DYNAMIC_METHODS`) whose topology update
+  interval ΔT (tag `delta_t`) is shorter than one epoch of optimizer steps (tag
+  `steps_per_epoch`).
+* `inactive_ablation`: a modifier that changed fewer than `MIN_ACTIVE_FRAC` of the steps: its
+  activity metric (`contract.names.ACTIVITY_METRICS`) averaged over each run's epochs, then
+  over the cell's compared runs.
+* `guard_not_evaluated`: a guard the data cannot decide (no `steps_per_epoch` tag because the
+  trials never reported it, an activity metric never logged, a comparison without an lr).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import pandas as pd
+
+from analysis.compare import BASELINE, BEST_LR, CELL, CONTRAST, LR_EDGES, VIEWS, Comparison
+
+GUARDS: tuple[str, ...] = (
+    "lr_at_edge",
+    "few_selection_seeds",
+    "lr_mismatch",
+    "few_seeds",
+    "short_update_interval",
+    "inactive_ablation",
+    "guard_not_evaluated",
+)
+COLUMNS: tuple[str, ...] = ("guard", "scope", "detail")
+MIN_SEEDS = 10
+MIN_SELECTION_SEEDS = 3
+MIN_ACTIVE_FRAC = 0.01
+DYNAMIC_METHODS: tuple[str, ...] = ("set", "rigl")
+GUARDS_TAG = "sparsesweep.guards"
+"""Report-run tag: the comma list of the guards that fired (`none` if none did)."""
+GUARD_TAG_PREFIX = "sparsesweep.guard."
+"""Report-run tags `sparsesweep.guard.<guard>`: how many rows of each guard fired (0 too)."""
+
+GUARD_HELP: dict[str, str] = {
+    "lr_at_edge": "the chosen lr is the lowest or highest its cell ran (or the only one): "
+    "a better lr may lie outside the grid",
+    "few_selection_seeds": f"an lr chosen on the mean of fewer than {MIN_SELECTION_SEEDS} "
+    "seeds: the choice itself is noise-prone",
+    "lr_mismatch": "a best-lr comparison whose arms ran at different lrs: the difference mixes "
+    "the arms with the lrs; read the matched-lr view beside it",
+    "few_seeds": f"fewer than {MIN_SEEDS} paired seeds: wide intervals, weak tests",
+    "short_update_interval": "ΔT is shorter than one epoch of optimizer steps",
+    "inactive_ablation": f"a modifier changed fewer than {MIN_ACTIVE_FRAC:.0%} of the steps: "
+    "that ablation barely ran",
+    "guard_not_evaluated": "a guard the data could not decide",
+}
+
+
+def find_guards(comparison: Comparison) -> pd.DataFrame:
+    """Every guard that fires on a comparison, one row each (`COLUMNS`), in `GUARDS` order."""
+    rows = [
+        *_lr_at_edge(comparison.selection),
+        *_few_selection_seeds(comparison.selection),
+        *_lr_mismatch(comparison.paired),
+        *_few_seeds(comparison.paired),
+        *_short_update_interval(comparison.runs),
+        *_inactive_ablation(comparison.activity),
+    ]
+    frame = pd.DataFrame(rows, columns=list(COLUMNS))
+    order = frame["guard"].map({name: i for i, name in enumerate(GUARDS)})
+    return frame.assign(_order=order).sort_values("_order", kind="stable").drop(columns="_order")
+
+
+def guard_counts(guards: pd.DataFrame) -> dict[str, int]:
+    """How many rows of each guard fired (every guard listed, 0 included)."""
+    return {name: int((guards["guard"] == name).sum()) for name in GUARDS}
+
+
+def guard_tags(guards: pd.DataFrame) -> dict[str, str]:
+    """The report run's guard tags: the list of guards that fired and a count per guard."""
+    counts = guard_counts(guards)
+    fired = [name for name in GUARDS if counts[name]]
+    return {
+        GUARDS_TAG: ",".join(fired) or "none",
+        **{f"{GUARD_TAG_PREFIX}{name}": str(count) for name, count in counts.items()},
+    }
+
+
+def _row(guard: str, scope: str, detail: str) -> dict[str, str]:
+    return {"guard": guard, "scope": scope, "detail": detail}
+
+
+def group_label(row: Mapping[str, Any]) -> str:
+    """`dataset/model/method`, prefixed by the workload unless it is `default`."""
+    prefix = "" if row["workload"] == "default" else f"{row['workload']} · "
+    return f"{prefix}{row['dataset']}/{row['model']}/{row['method']}"
+
+
+def cell_scope(row: Mapping[str, Any]) -> str:
+    """A readable cell: `digits/small_cnn/rigl · rigl+sparseopt s=0.95 e=100`."""
+    return f"{group_label(row)} · {row['arm']} s={row['sparsity']:g} e={row['budget']}"
+
+
+def comparison_scope(row: Mapping[str, Any]) -> str:
+    """A readable comparison: `digits/small_cnn/rigl s=0.95 e=100 · A vs B (baseline)`."""
+    kind = BASELINE if row["contrast"] == BASELINE else f"ablation: {row['contrast']}"
+    return (
+        f"{group_label(row)} s={row['sparsity']:g} e={row['budget']} · "
+        f"{row['arm']} vs {row['reference']} ({kind})"
+    )
+
+
+def _lr_at_edge(selection: pd.DataFrame) -> Iterator[dict[str, str]]:
+    """Cells whose chosen lr is at the edge of the lrs they ran."""
+    for row in selection.to_dict("records"):
+        position, searched = row["lr_position"], row["lrs_searched"]
+        if position in LR_EDGES:
+            detail = (
+                f"chosen lr {row['lr']:g} is the only lr run"
+                if position == "only"
+                else f"chosen lr {row['lr']:g} is the {position} of the "
+                f"{len(searched.split(','))} lrs run ({searched.replace(',', ', ')})"
+            )
+            yield _row("lr_at_edge", cell_scope(row), detail)
+        elif not position and row["runs"]:
+            yield _row(
+                "guard_not_evaluated",
+                cell_scope(row),
+                f"lr_at_edge: the compared runs carry no single lr (lrs run: {searched or 'none'})",
+            )
+
+
+def _few_selection_seeds(selection: pd.DataFrame) -> Iterator[dict[str, str]]:
+    """Cells whose lr was chosen among several on fewer than MIN_SELECTION_SEEDS seeds."""
+    for row in selection.to_dict("records"):
+        seeds = row["selection_seeds"]
+        if pd.isna(seeds) or seeds >= MIN_SELECTION_SEEDS:
+            continue
+        yield _row(
+            "few_selection_seeds",
+            cell_scope(row),
+            f"lr {row['lr']:g} chosen among {row['lr_trials']} lr trials on the mean of "
+            f"{seeds} seed(s) (< {MIN_SELECTION_SEEDS})",
+        )
+
+
+def _lr_mismatch(paired: pd.DataFrame) -> Iterator[dict[str, str]]:
+    """Best-lr comparisons whose arms ran at different lrs (final measure)."""
+    final = paired[paired["measure"] == "final"]
+    common = {
+        tuple(row[name] for name in CONTRAST): row
+        for row in final[final["view"] != BEST_LR].to_dict("records")
+    }
+    for row in final[final["view"] == BEST_LR].to_dict("records"):
+        lr_arm, lr_reference = row["lr_arm"], row["lr_reference"]
+        if pd.isna(lr_arm) or pd.isna(lr_reference):
+            yield _row(
+                "guard_not_evaluated",
+                comparison_scope(row),
+                "lr_mismatch: an arm's compared runs carry no single lr",
+            )
+            continue
+        if lr_arm == lr_reference:
+            continue
+        matched = common.get(tuple(row[name] for name in CONTRAST))
+        at_common = (
+            f"at the best common lr {matched['lr_arm']:g}: {_difference(matched)}"
+            if matched is not None
+            else "no lr was run by both arms"
+        )
+        yield _row(
+            "lr_mismatch",
+            comparison_scope(row),
+            f"best lr: {row['arm']} at lr {lr_arm:g}, {row['reference']} at lr "
+            f"{lr_reference:g}: {_difference(row)}; {at_common}",
+        )
+
+
+def _difference(row: Mapping[str, Any]) -> str:
+    """A comparison's mean difference and n, e.g. `+1.33 pp (n=5)`."""
+    if not row["n_pairs"]:
+        return "no seed in common"
+    return f"{row['mean_diff']:+.2f} pp (n={row['n_pairs']})"
+
+
+def _few_seeds(paired: pd.DataFrame) -> Iterator[dict[str, str]]:
+    """Comparisons with fewer than MIN_SEEDS paired seeds in either view (final measure)."""
+    final = paired[paired["measure"] == "final"]
+    for _, part in final.groupby(list(CONTRAST), sort=False):
+        counts = dict(zip(part["view"], part["n_pairs"], strict=True))
+        if min(counts.values()) >= MIN_SEEDS:
+            continue
+        views = ", ".join(f"{view}: {counts[view]}" for view in VIEWS if view in counts)
+        yield _row(
+            "few_seeds",
+            comparison_scope(part.iloc[0]),
+            f"paired seeds {views} (< {MIN_SEEDS})",
+        )
+
+
+def _short_update_interval(runs: pd.DataFrame) -> Iterator[dict[str, str]]:
+    """Sparse dynamic groups whose ΔT is shorter than an epoch, or cannot be judged."""
+    dynamic = runs[runs["method"].isin(DYNAMIC_METHODS)]
+    for _, group in dynamic.groupby(["workload", "dataset", "model", "method"], sort=True):
+        first = group.iloc[0]
+        arms = ", ".join(sorted(group["arm"].unique()))
+        scope = f"{group_label(first)} · {arms}"
+        known = group[group["delta_t"].notna() & group["steps_per_epoch"].notna()]
+        if len(known) < len(group):
+            missing = [
+                f"{int(group[name].isna().sum())} of {len(group)} runs have no {name} tag"
+                for name in ("delta_t", "steps_per_epoch")
+                if group[name].isna().any()
+            ]
+            yield _row(
+                "guard_not_evaluated",
+                scope,
+                f"short_update_interval: {'; '.join(missing)} (steps_per_epoch is tagged "
+                "once a trial reports)",
+            )
+        short = known[known["delta_t"] < known["steps_per_epoch"]]
+        for (delta_t, steps), part in short.groupby(["delta_t", "steps_per_epoch"], sort=True):
+            cells = part.drop_duplicates(list(CELL))
+            yield _row(
+                "short_update_interval",
+                scope,
+                f"ΔT = {int(delta_t)} steps < {int(steps)} steps per epoch "
+                f"({delta_t / steps:.2f} epoch) in {len(part)} runs of {len(cells)} cells",
+            )
+
+
+def _inactive_ablation(activity: pd.DataFrame) -> Iterator[dict[str, str]]:
+    """Cells whose modifier changed fewer than MIN_ACTIVE_FRAC of the steps on average."""
+    for _, part in activity.groupby([*CELL, "modifier", "metric"], sort=True):
+        first = part.iloc[0]
+        logged = part["mean_active_frac"].dropna()
+        if logged.empty:
+            yield _row(
+                "guard_not_evaluated",
+                cell_scope(first),
+                f"inactive_ablation: {first['metric']} was not logged by its {len(part)} runs",
+            )
+            continue
+        mean = float(logged.mean())
+        if mean >= MIN_ACTIVE_FRAC:
+            continue
+        yield _row(
+            "inactive_ablation",
+            cell_scope(first),
+            f"{first['modifier']} changed {mean:.2%} of steps (< {MIN_ACTIVE_FRAC:.0%}): "
+            f"{first['metric']} averaged over each run's epochs, mean of {len(logged)} runs "
+            f"(range {logged.min():.2%}–{logged.max():.2%})",
+        )
