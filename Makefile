@@ -3,16 +3,26 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+LOCK := requirements.lock
 
-.PHONY: venv test test-fast lint browser quickstart results ui clean
+.PHONY: venv lock test test-fast lint browser quickstart results ui clean
 
-$(STAMP): pyproject.toml
+## The install goes through the lock file (pip constraints): a fresh machine gets the exact
+## versions the suite passed with; pyproject.toml's ranges say what may work.
+$(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -c $(LOCK) -e ".[dev]"
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+## make lock: re-pin requirements.lock to what .venv holds (after upgrading a dependency
+## within pyproject.toml's ranges and passing make test)
+lock: venv
+	{ echo "# Exact versions the test suite passed with; \`make\` installs through it (pip -c)."; \
+	  echo "# Regenerate with \`make lock\` after upgrading a dependency and passing \`make test\`."; \
+	  $(BIN)/python -m pip freeze --exclude-editable; } > $(LOCK)
 
 lint: venv
 	$(BIN)/ruff check .
@@ -45,21 +55,20 @@ quickstart: venv
 	$(BIN)/sparsesweep run sweeps/configs/quickstart.yaml
 
 ## make results: every experiment of RESULTS.md through the sweep system, into results/
-## (~3 h on an idle 2-core machine: Ray's per-trial start-up dominates 536 tiny trials)
+## (~1.5-2 h on an idle 2-core machine: ~7,000 trials of 2-16 epochs on the actor executor)
 RUNS := sweep_results
+RESULT_SWEEPS := rigl set ablations trace
 results: venv
 	$(BIN)/sparsesweep skew --sparsities 0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,0.95,0.97 \
 		--json --plot results/skew/skew.png > results/skew/skew.json
-	for sweep in results_digits_budget results_digits_budget_set results_digits_ablations; do \
-		$(BIN)/sparsesweep run sweeps/configs/$$sweep.yaml && \
-		$(BIN)/sparsesweep report -e $$sweep -o results/$${sweep#results_} || exit 1; \
+	for sweep in $(RESULT_SWEEPS); do \
+		$(BIN)/sparsesweep run sweeps/configs/results_digits_$$sweep.yaml && \
+		$(BIN)/sparsesweep report -e results_digits_$$sweep -o results/digits_$$sweep || exit 1; \
 	done
-	for sweep in digits_budget digits_budget_set; do \
-		$(BIN)/sparsesweep fanin --runs $(RUNS)/results_$$sweep/train_runs \
-			> results/$$sweep/fanin.jsonl && \
-		$(BIN)/python results/fanin_vs_accuracy.py results/$$sweep/fanin.jsonl \
-			results/$$sweep/data/trials > results/$$sweep/fanin_table.md || exit 1; \
-	done
+	$(BIN)/sparsesweep fanin --runs $(RUNS)/results_digits_trace/train_runs \
+		> results/digits_trace/fanin.jsonl
+	$(BIN)/python results/mechanism.py results/digits_trace/fanin.jsonl \
+		results/digits_trace/data/trials > results/digits_trace/mechanism.md
 
 ui: venv
 	$(BIN)/sparsesweep ui

@@ -125,9 +125,8 @@ def compare(
     `metric` is the sweep's search metric, which picks each cell's lr."""
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    candidates = _comparable(trials)
-    selection, chosen = _select(candidates, metric)
-    runs = _included(chosen)
+    candidates = comparable(trials)
+    selection, chosen, runs = compared_runs(candidates, metric)
     summary = _summary(runs, chosen, selection, confidence)
     contrasts = _contrasts(candidates)
     matched = _matched(candidates, contrasts, metric, confidence)
@@ -151,7 +150,16 @@ def compare(
     )
 
 
-def _comparable(trials: pd.DataFrame) -> pd.DataFrame:
+def compared_runs(
+    candidates: pd.DataFrame, metric: str
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(selection, the chosen runs of every cell, the finished ones the statistics use) of the
+    comparable trials (`comparable`), by the rules of the module docstring."""
+    selection, chosen = _select(candidates, metric)
+    return selection, chosen, _included(chosen)
+
+
+def comparable(trials: pd.DataFrame) -> pd.DataFrame:
     """Trials with an arm, a sparsity and a budget, with the group columns filled."""
     frame = trials[trials["arm"].notna() & trials["budget"].notna() & trials["sparsity"].notna()]
     frame = frame.copy()

@@ -3,7 +3,10 @@
 Two readers give the same records:
 
 * `sqlite:` stores are read directly with SQL (read-only, one snapshot transaction), in
-  batches of runs: the `runs`, `tags`, `params` and `metrics` tables of MLflow's schema.
+  batches of runs: the `runs`, `tags`, `params` and `metrics` tables of MLflow's schema. The
+  store's schema revision is checked first: a store at a revision the reader was not written
+  for (`SQL_SCHEMA_REVISIONS`, e.g. one a newer MLflow migrated) is read through the client,
+  with a warning.
 * any other URI goes through the MLflow client: `search_runs` pages for runs, tags and
   params, then histories in bulk — one query per metric key and batch of runs on SQL stores
   (`get_metric_history_bulk`), the tracking server's `metrics/get-history-bulk` endpoint
@@ -16,6 +19,7 @@ diverged, stopped and running trials are all included.
 
 from __future__ import annotations
 
+import logging
 import math
 import sqlite3
 from collections.abc import Iterable, Iterator
@@ -34,6 +38,11 @@ Reader = Literal["auto", "sql", "client"]
 READERS: tuple[str, ...] = ("auto", "sql", "client")
 METRIC_FRAME_COLUMNS: tuple[str, ...] = ("run_id", "key", "step", "value", "timestamp")
 
+SQL_SCHEMA_REVISIONS: frozenset[str] = frozenset({"dc11669786a5"})
+"""Alembic revisions of MLflow's SQL schema the SQL reader was written and tested for (the
+head of MLflow 3.17). A store at any other revision is read through the MLflow client."""
+
+logger = logging.getLogger(__name__)
 _SQL_BATCH_RUNS = 500
 _REST_BULK_PATH = "/ajax-api/2.0/mlflow/metrics/get-history-bulk"
 _REST_MAX_RUNS = 100
@@ -79,8 +88,29 @@ def fetch_experiment(
     if reader == "sql" and not is_sqlite:
         raise BadInputError(f"reader='sql' needs a sqlite: tracking URI, got {tracking_uri!r}")
     if reader == "sql" or (reader == "auto" and is_sqlite):
-        return _SqliteReader(tracking_uri).read(experiment)
+        sql = _SqliteReader(tracking_uri)
+        revision = sql.schema_revision()
+        if revision is None:
+            raise BadInputError(
+                f"{tracking_uri} is not an MLflow SQLite store (no schema revision)"
+            )
+        if revision in SQL_SCHEMA_REVISIONS:
+            return sql.read(experiment)
+        if reader == "sql":
+            raise BadInputError(_schema_note(tracking_uri, revision) + "; use reader='client'")
+        logger.warning(
+            "%s; reading it through the MLflow client instead (slower)",
+            _schema_note(tracking_uri, revision),
+        )
     return _ClientReader(tracking_uri).read(experiment)
+
+
+def _schema_note(tracking_uri: str, revision: str) -> str:
+    """Why the SQL reader does not read a store: its schema revision is not one it knows."""
+    return (
+        f"the MLflow store {tracking_uri} has schema revision {revision}, not one "
+        f"the SQL reader was written for ({', '.join(sorted(SQL_SCHEMA_REVISIONS))})"
+    )
 
 
 def metric_frame(rows: Iterable[tuple[str, str, int, float, int]]) -> pd.DataFrame:
@@ -133,8 +163,22 @@ class _SqliteReader:
                 "pass --tracking-uri or set MLFLOW_TRACKING_URI"
             )
 
+    def schema_revision(self) -> str | None:
+        """The store's Alembic schema revision (`alembic_version`); None without one."""
+        connection = sqlite3.connect(self._location(), uri=True, timeout=60)
+        try:
+            row = connection.execute("SELECT version_num FROM alembic_version").fetchone()
+        except sqlite3.DatabaseError:
+            return None
+        finally:
+            connection.close()
+        return None if row is None else str(row[0])
+
+    def _location(self) -> str:
+        return f"{self._path.resolve().as_uri()}?mode=ro"
+
     def read(self, experiment: str) -> ExperimentRecords:
-        location = f"{self._path.resolve().as_uri()}?mode=ro"
+        location = self._location()
         connection = sqlite3.connect(location, uri=True, timeout=60, isolation_level=None)
         try:
             connection.execute("BEGIN")

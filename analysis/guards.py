@@ -29,6 +29,7 @@ from typing import Any
 import pandas as pd
 
 from analysis.compare import BASELINE, BEST_LR, CELL, CONTRAST, LR_EDGES, VIEWS, Comparison
+from contract.names import Tag
 
 GUARDS: tuple[str, ...] = (
     "lr_at_edge",
@@ -44,10 +45,6 @@ MIN_SEEDS = 10
 MIN_SELECTION_SEEDS = 3
 MIN_ACTIVE_FRAC = 0.01
 DYNAMIC_METHODS: tuple[str, ...] = ("set", "rigl")
-GUARDS_TAG = "sparsesweep.guards"
-"""Report-run tag: the comma list of the guards that fired (`none` if none did)."""
-GUARD_TAG_PREFIX = "sparsesweep.guard."
-"""Report-run tags `sparsesweep.guard.<guard>`: how many rows of each guard fired (0 too)."""
 
 GUARD_HELP: dict[str, str] = {
     "lr_at_edge": "the chosen lr is the lowest or highest its cell ran (or the only one): "
@@ -89,8 +86,8 @@ def guard_tags(guards: pd.DataFrame) -> dict[str, str]:
     counts = guard_counts(guards)
     fired = [name for name in GUARDS if counts[name]]
     return {
-        GUARDS_TAG: ",".join(fired) or "none",
-        **{f"{GUARD_TAG_PREFIX}{name}": str(count) for name, count in counts.items()},
+        Tag.GUARDS: ",".join(fired) or "none",
+        **{f"{Tag.GUARD_PREFIX}{name}": str(count) for name, count in counts.items()},
     }
 
 

@@ -15,6 +15,7 @@ The directory is then logged to MLflow as the artifacts of a run tagged
 
 from __future__ import annotations
 
+import getpass
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -113,12 +114,20 @@ def log_report(
     extra_tags: Mapping[str, str],
 ) -> str:
     """Log `out_dir` as the artifacts of a new `sparsesweep.role=report` run tagged with
-    `extra_tags` (the verdict guards); its run id."""
+    `extra_tags` (the verdict guards), and point every cell and curve run at it
+    (`sparsesweep.latest_report`); its run id."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking_uri)
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-    tags = {**extra_tags, Tag.ROLE: Role.REPORT, Tag.PARTIAL: str(partial).lower()}
+    tags = {
+        **extra_tags,
+        Tag.ROLE: Role.REPORT,
+        Tag.PARTIAL: str(partial).lower(),
+        "mlflow.user": _user(),
+        "mlflow.source.name": "sparsesweep report",
+        "mlflow.source.type": "LOCAL",
+    }
     run = client.create_run(experiment_id, run_name=f"report {stamp}", tags=tags)
     try:
         client.log_artifacts(run.info.run_id, str(out_dir))
@@ -128,7 +137,20 @@ def log_report(
             f"report written to {out_dir}, but logging it to MLflow failed: {error}"
         ) from error
     client.set_terminated(run.info.run_id, "FINISHED")
+    for role in (Role.CELL, Role.CURVE):
+        for aggregate in client.search_runs(
+            [experiment_id], f"tags.`{Tag.ROLE}` = '{role}'", max_results=50_000
+        ):
+            client.set_tag(aggregate.info.run_id, Tag.LATEST_REPORT, run.info.run_id)
     return run.info.run_id
+
+
+def _user() -> str:
+    """Who ran the report (MLflow's `mlflow.user`)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
 
 
 def _write_tables(comparison: Comparison, guards: pd.DataFrame, out_dir: Path) -> dict[str, Path]:

@@ -36,7 +36,9 @@ _ARROW_TYPES: dict[TagKind, pa.DataType] = {
     "float": pa.float64(),
     "int": pa.int64(),
 }
-TAG_COLUMNS: dict[str, pa.DataType] = {name: _ARROW_TYPES[kind] for name, kind in TRIAL_TAGS.items()}
+TAG_COLUMNS: dict[str, pa.DataType] = {
+    name: _ARROW_TYPES[kind] for name, kind in TRIAL_TAGS.items()
+}
 """One column per trial tag (`contract.names.TRIAL_TAGS`), typed by its kind."""
 
 IDENTITY_COLUMNS: tuple[str, ...] = (

@@ -126,7 +126,17 @@ def timed_train_loop(loop_config: dict[str, Any]) -> None:
     instrumented(worker.RayTrainSession, run)
 
 
+def timed_run_trial(config: dict[str, Any], runtime: Any) -> None:
+    """`trainables.driver.run_trial` whose TorchTrainer runs `timed_train_loop` (set here, in
+    the trial's driver process, where Train pickles the loop from)."""
+    from trainables import driver
+
+    driver.train_loop_per_worker = timed_train_loop
+    ORIGINAL_RUN_TRIAL(config, runtime)
+
+
 ORIGINAL_TRAIN_IN_ACTOR: Any = None
+ORIGINAL_RUN_TRIAL: Any = None
 
 
 class TrialClock:
@@ -177,7 +187,7 @@ def spec_payload(out: Path, executor: str, trials: int, epochs: int) -> dict[str
 
 def child(variant: str, out: Path, trials: int, epochs: int) -> None:
     """Run the sweep with the wrappers in place (the parent set the variant's env vars)."""
-    global MARKS_DIR, ORIGINAL_TRAIN_IN_ACTOR
+    global MARKS_DIR, ORIGINAL_TRAIN_IN_ACTOR, ORIGINAL_RUN_TRIAL
     from sweeps import launch
     from sweeps.spec import parse_spec
     from trainables import actor, driver
@@ -186,7 +196,8 @@ def child(variant: str, out: Path, trials: int, epochs: int) -> None:
     Path(MARKS_DIR).mkdir(parents=True)
     ORIGINAL_TRAIN_IN_ACTOR = actor.train_in_actor
     actor.train_in_actor = timed_train_in_actor
-    driver.train_loop_per_worker = timed_train_loop
+    ORIGINAL_RUN_TRIAL = driver.run_trial
+    driver.run_trial = timed_run_trial
     clock = TrialClock(out / "clock.jsonl")
     build_tuner = launch.build_tuner
 

@@ -8,7 +8,7 @@ sparsity, budget, seed and searched values fix (`GRID_CONTROLLED`).
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +23,13 @@ GRID_CONTROLLED: tuple[str, ...] = (
     "sparse.sparsity",
     *ARM_CONTROLLED,
 )
-"""TrainConfig keys each trial gets from the grid, its arm or the search; a workload may not set them."""
+"""TrainConfig keys each trial gets from the grid, its arm or the search; neither a workload nor
+`base` may set them (`base` may set `BASE_SETTABLE`), nor the keys of searched values."""
+SEARCHED_KEYS: dict[str, str] = {"lr": "optim.lr", "weight_decay": "optim.weight_decay"}
+"""The TrainConfig key each searched parameter (`search.<name>`) sets for every trial."""
+BASE_SETTABLE: tuple[str, ...] = ("sparse.ham",)
+"""Controlled keys `base` may still set: `sparse.ham` holds HAM's settings, which the ham arms
+use (the arm only turns HAM on or off)."""
 
 
 def flatten_overrides(payload: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -41,6 +47,38 @@ def flatten_overrides(payload: Mapping[str, Any], prefix: str = "") -> dict[str,
 def touches(key: str, controlled: str) -> bool:
     """Whether setting dotted `key` sets (part of) dotted `controlled`, or the other way round."""
     return key == controlled or key.startswith(controlled + ".") or controlled.startswith(key + ".")
+
+
+def fixed_keys(searched: Iterable[str], exempt: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The TrainConfig keys the grid, an arm or the search (`searched`: the names of the searched
+    parameters) set for every trial, less `exempt`."""
+    keys = (*GRID_CONTROLLED, *(SEARCHED_KEYS[name] for name in searched))
+    return tuple(key for key in dict.fromkeys(keys) if key not in exempt)
+
+
+def controller(key: str) -> str:
+    """The spec field that sets the fixed TrainConfig `key` for every trial."""
+    sources = {
+        "epochs": "grid.budgets",
+        "seed": "grid.seeds",
+        "sparse.sparsity": "grid.sparsities",
+        **{dotted: f"search.{name}" for name, dotted in SEARCHED_KEYS.items()},
+    }
+    return sources.get(key, "the arm (grid.arms)")
+
+
+def overriding(
+    overrides: Mapping[str, Any], fixed: tuple[str, ...], exempt: tuple[str, ...] = ()
+) -> list[str]:
+    """The dotted keys of `overrides` that set one of the `fixed` keys, so their value could
+    never reach a trial; keys under an `exempt` key and empty mappings (`optim: {}`) pass."""
+    return [
+        key
+        for key, value in overrides.items()
+        if not (isinstance(value, Mapping) and not value)
+        and not any(key == free or key.startswith(free + ".") for free in exempt)
+        and any(touches(key, controlled) for controlled in fixed)
+    ]
 
 
 def cell_id(workload: str, arm: str, sparsity: float, budget: int) -> str:

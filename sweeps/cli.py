@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from sweeps import cli_analysis, cli_fanin, cli_run, cli_single, cli_status, cli_ui
+from sweeps import cli_analysis, cli_fanin, cli_queries, cli_run, cli_single, cli_status, cli_ui
 
 app = typer.Typer(
     name="sparsesweep",
@@ -18,7 +18,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-for module in (cli_single, cli_run, cli_status, cli_ui, cli_fanin, cli_analysis):
+for module in (cli_single, cli_run, cli_status, cli_queries, cli_ui, cli_fanin, cli_analysis):
     module.register(app)
 
 

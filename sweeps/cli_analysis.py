@@ -15,13 +15,17 @@ from typing import Annotated, TypeVar
 
 import typer
 
-from sweeps.cli_errors import DEFAULT_TRACKING_URI, check_tracking_option, fail, out_console
+from sweeps.cli_errors import (
+    DEFAULT_TRACKING_URI,
+    ExperimentOption,
+    NameArgument,
+    check_tracking_option,
+    fail,
+    out_console,
+    sweep_name,
+)
 
 T = TypeVar("T")
-
-ExperimentOption = Annotated[
-    str, typer.Option("--experiment", "-e", help="Sweep name (its MLflow experiment).")
-]
 TrackingOption = Annotated[
     str,
     typer.Option(
@@ -47,14 +51,16 @@ def _guarded(action: Callable[[], T], tracking_uri: str) -> T:
 
 
 def export_command(
-    experiment: ExperimentOption,
     out: OutOption,
+    name: NameArgument = None,
+    experiment: ExperimentOption = None,
     tracking_uri: TrackingOption = DEFAULT_TRACKING_URI,
 ) -> None:
     """Export every trial of a sweep to Parquet: trials/ (one row per trial) and epochs/
     (one row per trial x epoch), partitioned by method and sparsity."""
     from analysis.export import export_experiment
 
+    experiment = sweep_name(name, experiment)
     result = _guarded(lambda: export_experiment(tracking_uri, experiment, out), tracking_uri)
     manifest = result.manifest
     out_console.print(
@@ -68,8 +74,9 @@ def export_command(
 
 
 def report_command(
-    experiment: ExperimentOption,
     out: OutOption,
+    name: NameArgument = None,
+    experiment: ExperimentOption = None,
     tracking_uri: TrackingOption = DEFAULT_TRACKING_URI,
     target: Annotated[
         float | None,
@@ -86,6 +93,7 @@ def report_command(
     to MLflow as a report run."""
     from analysis.report import write_report
 
+    experiment = sweep_name(name, experiment)
     if target is not None and not 0.0 <= target <= 100.0:
         raise fail(f"--target {target} is out of range; allowed: a test accuracy in [0, 100] (%)")
     result = _guarded(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -24,11 +25,45 @@ _HOSTNAME_RE = re.compile(
 err_console = Console(stderr=True)
 out_console = Console()
 
+NameArgument = Annotated[
+    str | None, typer.Argument(metavar="NAME", help="the sweep's name (or --experiment NAME)")
+]
+ExperimentOption = Annotated[
+    str | None,
+    typer.Option("--experiment", "-e", help="the sweep's name, its MLflow experiment (or NAME)"),
+]
+
 
 def fail(message: str, code: int = BAD_INPUT_EXIT_CODE) -> typer.Exit:
     """Print `message` to stderr unwrapped (paths stay copyable) and return the exit to raise."""
     err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
+
+
+def warn(message: str) -> None:
+    """Print `message` to stderr as a warning, unwrapped like `fail`."""
+    err_console.print(
+        f"[bold yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True
+    )
+
+
+def say(message: str) -> None:
+    """Print a plain line to stdout, never wrapped (commands and paths stay copy-pasteable)."""
+    out_console.print(message, highlight=False, soft_wrap=True, markup=False)
+
+
+def sweep_name(name: str | None, experiment: str | None) -> str:
+    """The sweep named as NAME or by --experiment/-e (every sweep command takes both); exit 2
+    when neither is given or they name different sweeps."""
+    if name is not None and experiment is not None and name != experiment:
+        raise fail(
+            f"the sweep is named twice, as NAME {name!r} and --experiment {experiment!r}; "
+            "allowed: one of them, or both naming the same sweep"
+        )
+    chosen = name if name is not None else experiment
+    if chosen is None:
+        raise fail("missing the sweep's name; allowed: NAME or --experiment NAME (-e NAME)")
+    return chosen
 
 
 def check_tracking_option(tracking_uri: str, must_exist: bool) -> None:

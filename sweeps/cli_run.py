@@ -9,20 +9,24 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from sweeps.cli_errors import (
     DEFAULT_STORAGE,
     INCOMPLETE_EXIT_CODE,
-    add_column,
+    ExperimentOption,
+    NameArgument,
     fail,
-    out_console,
+    say,
+    sweep_name,
     valid_host,
+    warn,
 )
 
 _ADDRESS_RE = re.compile(r"^(?:ray://)?(?P<host>[^:/\s]+):(?P<port>\d{1,5})$")
@@ -37,46 +41,55 @@ def _load(spec_path: Path, overrides: list[str] | None) -> Any:
         raise fail(str(error)) from None
 
 
-def _print_dry_run(spec: Any) -> None:
+def _print_dry_run(spec: Any, address: str | None, allow_version_change: bool) -> None:
+    """The cells, trials and cost once, then, as warnings, whatever a real run would refuse
+    before Ray starts (tracking store, storage, an existing sweep, data roots here, the Ray
+    address)."""
     from sweeps.cost import estimate_cost
+    from sweeps.launch import dry_run_problems
 
-    estimate = estimate_cost(spec)
-    table = Table(title=f"sweep {spec.name}: {len(spec.cells())} cells")
-    for column in ("cell", "trials", "epochs/trial", "trial-epochs", "device-hours"):
-        add_column(table, column)
-    for cell in estimate.cells:
-        hours = "?" if cell.device_hours is None else f"{cell.device_hours:.2f}"
-        table.add_row(
-            cell.cell_id,
-            str(cell.trials),
-            str(cell.epochs_per_trial),
-            str(cell.trial_epochs),
-            hours,
-        )
-    out_console.print(table)
-    out_console.print(estimate.summary(), highlight=False)
+    say(f"sweep {spec.name} (dry run: nothing is started or written)")
+    say(estimate_cost(spec).summary())
+    problems = dry_run_problems(spec, allow_version_change)
+    for problem in [*problems, address_problem(address)]:
+        if problem is not None:
+            warn(problem)
+
+
+def next_commands(spec: Any) -> list[tuple[str, str]]:
+    """(what, command) for looking at a sweep: its dashboard, status and report, quoted for a
+    shell and with every location spelled out, so each runs from any directory."""
+    from sweeps.tracking_uri import is_server
+
+    uri, name = shlex.quote(spec.tracking_uri), shlex.quote(spec.name)
+    dashboard = (
+        spec.tracking_uri
+        if is_server(spec.tracking_uri)
+        else f"sparsesweep ui --tracking-uri {uri}"
+    )
+    return [
+        ("dashboard", dashboard),
+        ("status", f"sparsesweep status {name} --storage {shlex.quote(spec.storage_path)}"),
+        ("report", f"sparsesweep report {name} --tracking-uri {uri} --out report-{spec.name}"),
+    ]
 
 
 def _print_summary(spec: Any, summary: Any) -> None:
+    """How the trials ended, then the commands to look at the sweep, one unwrapped line each."""
     parts = ", ".join(f"{count} {status}" for status, count in sorted(summary.statuses.items()))
-    out_console.print(
-        f"sweep {spec.name}: {summary.ended}/{summary.expected} trials ended ({parts or 'none'})"
-    )
-    out_console.print(
-        f"MLflow: {spec.tracking_uri}  (dashboard: sparsesweep ui --tracking-uri {spec.tracking_uri})"
-    )
-    out_console.print(
-        f"report: sparsesweep report --experiment {spec.name} --tracking-uri {spec.tracking_uri} --out report-{spec.name}"
-    )
+    say(f"sweep {spec.name}: {summary.ended}/{summary.expected} trials ended ({parts or 'none'})")
+    for what, command in next_commands(spec):
+        say(f"{what}: {command}")
 
 
-def _check_address(address: str | None) -> None:
-    """`--address` must be `auto`, `local`, HOST:PORT or ray://HOST:PORT, and reachable."""
+def address_problem(address: str | None) -> str | None:
+    """Why `--address` is unusable: not `auto`, `local`, HOST:PORT or ray://HOST:PORT, or
+    nothing answers there; None when it is fine (or not given)."""
     if address is None or address in ("auto", "local"):
-        return
+        return None
     match = _ADDRESS_RE.match(address)
     if match is None or not valid_host(match["host"]) or not 1 <= int(match["port"]) <= 65535:
-        raise fail(
+        return (
             f"--address {address!r} is not a Ray address; allowed: auto (the cluster running on "
             "this machine), local, HOST:PORT (the head's GCS, e.g. 10.0.0.5:6379) or "
             "ray://HOST:PORT (Ray Client, e.g. ray://10.0.0.5:10001)"
@@ -84,30 +97,55 @@ def _check_address(address: str | None) -> None:
     try:
         socket.create_connection((match["host"], int(match["port"])), timeout=5).close()
     except OSError as error:
-        raise fail(
+        return (
             f"--address {address}: nothing answers at {match['host']}:{match['port']} "
             f"({error.strerror or error}); start the cluster (`ray up cluster.yaml`) or forward its "
             "port, or leave --address out to run on a local Ray"
-        ) from None
+        )
+    return None
 
 
-def _launch(spec: Any, address: str | None, progress: bool) -> None:
+def _check_address(address: str | None) -> None:
+    """Exit 2 naming `--address` when it is unusable (`address_problem`)."""
+    problem = address_problem(address)
+    if problem is not None:
+        raise fail(problem)
+
+
+@dataclass(frozen=True)
+class LaunchOptions:
+    """How `run` and `resume` launch a sweep (their shared flags)."""
+
+    address: str | None
+    progress: bool
+    verbose: bool
+    allow_version_change: bool
+
+
+def _launch(spec: Any, options: LaunchOptions) -> None:
     from sweeps.launch import SweepError, run_sweep
     from sweeps.spec_checks import SpecError, check_data_roots
 
-    _check_address(address)
-    if address is None and "RAY_ADDRESS" not in os.environ:
+    _check_address(options.address)
+    if options.address is None and "RAY_ADDRESS" not in os.environ:
         # on a cluster the workers' disks may differ from this one; the trial checks them there
         try:
             check_data_roots(spec)
         except SpecError as error:
             raise fail(str(error)) from None
     try:
-        summary = run_sweep(spec, address=address, progress=progress)
+        summary = run_sweep(
+            spec,
+            address=options.address,
+            progress=options.progress,
+            verbose=options.verbose,
+            allow_version_change=options.allow_version_change,
+            on_warning=warn,
+        )
     except SweepError as error:
         raise fail(str(error)) from None
     except ConnectionError as error:
-        raise fail(f"--address {address}: {error}") from None
+        raise fail(f"--address {options.address}: {error}") from None
     _print_summary(spec, summary)
     if not summary.complete:
         raise fail(
@@ -117,6 +155,29 @@ def _launch(spec: Any, address: str | None, progress: bool) -> None:
         )
 
 
+AddressOption = Annotated[
+    str | None,
+    typer.Option("--address", help="Ray cluster: 'auto' or ray://HOST:10001 (default: local Ray)"),
+]
+ProgressOption = Annotated[
+    bool,
+    typer.Option(
+        "--progress/--no-progress",
+        help="live progress (a line per ended trial when stderr is not a terminal)",
+    ),
+]
+VerboseOption = Annotated[
+    bool, typer.Option("--verbose", help="also show Ray's, Tune's and MLflow's own output")
+]
+AllowVersionsOption = Annotated[
+    bool,
+    typer.Option(
+        "--allow-version-change",
+        help="resume a sweep under other ray/optuna versions than it ran under (warns)",
+    ),
+]
+
+
 def run(
     spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="sweep spec YAML")],
     overrides: Annotated[
@@ -124,37 +185,36 @@ def run(
         typer.Option("--set", help="override a spec field, e.g. --set grid.seeds=[0,1,2]"),
     ] = None,
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="print cells, trial count and cost; run nothing")
+        bool,
+        typer.Option("--dry-run", help="print cells, trial count, cost and warnings; run nothing"),
     ] = False,
-    address: Annotated[
-        str | None,
-        typer.Option(
-            "--address", help="Ray cluster: 'auto' or ray://HOST:10001 (default: local Ray)"
-        ),
-    ] = None,
-    progress: Annotated[
-        bool, typer.Option("--progress/--no-progress", help="live progress bar")
-    ] = True,
+    address: AddressOption = None,
+    progress: ProgressOption = True,
+    verbose: VerboseOption = False,
+    allow_version_change: AllowVersionsOption = False,
 ) -> None:
     """Run a sweep; running it again on an existing sweep resumes (and may extend) it."""
     spec = _load(spec_path, overrides)
     if dry_run:
-        _print_dry_run(spec)
+        _print_dry_run(spec, address, allow_version_change)
         return
-    _launch(spec, address, progress)
+    _launch(spec, LaunchOptions(address, progress, verbose, allow_version_change))
 
 
 def resume(
-    name: Annotated[str, typer.Argument(help="sweep name")],
+    name: NameArgument = None,
+    experiment: ExperimentOption = None,
     storage: Annotated[
         str, typer.Option("--storage", help="the sweep's storage_path")
     ] = DEFAULT_STORAGE,
-    address: Annotated[str | None, typer.Option("--address", help="Ray cluster address")] = None,
-    progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+    address: AddressOption = None,
+    progress: ProgressOption = True,
+    verbose: VerboseOption = False,
+    allow_version_change: AllowVersionsOption = False,
 ) -> None:
     """Resume an interrupted sweep by name, under the spec it was started with."""
-    spec = stored_sweep(name, storage)
-    _launch(spec, address, progress)
+    spec = stored_sweep(sweep_name(name, experiment), storage)
+    _launch(spec, LaunchOptions(address, progress, verbose, allow_version_change))
 
 
 def stored_sweep(name: str, storage: str) -> Any:

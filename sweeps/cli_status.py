@@ -7,12 +7,20 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from sweeps.cli_errors import DEFAULT_STORAGE, add_column, out_console
+from sweeps.cli_errors import (
+    DEFAULT_STORAGE,
+    ExperimentOption,
+    NameArgument,
+    add_column,
+    out_console,
+    sweep_name,
+)
 from sweeps.cli_run import stored_sweep
 
 
 def status(
-    name: Annotated[str, typer.Argument(help="sweep name")],
+    name: NameArgument = None,
+    experiment: ExperimentOption = None,
     storage: Annotated[
         str, typer.Option("--storage", help="the sweep's storage_path")
     ] = DEFAULT_STORAGE,
@@ -21,7 +29,7 @@ def status(
     from contract.outcome import ENDED, Status
     from sweeps.status import sweep_status
 
-    spec = stored_sweep(name, storage)
+    spec = stored_sweep(sweep_name(name, experiment), storage)
     rows = sweep_status(spec)
     shown = (*ENDED, Status.RUNNING, Status.PENDING)
     table = Table(title=f"sweep {spec.name}")

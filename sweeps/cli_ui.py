@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from sweeps.cli_errors import err_console, fail, is_loopback, out_console, valid_host
+from sweeps.cli_errors import (
+    DEFAULT_TRACKING_URI,
+    check_tracking_option,
+    err_console,
+    fail,
+    is_loopback,
+    out_console,
+    valid_host,
+)
+from sweeps.tracking_uri import is_server
 
 
 def _server_env() -> dict[str, str]:
@@ -52,9 +60,11 @@ def ui(
     tracking_uri: Annotated[
         str,
         typer.Option(
-            "--tracking-uri", help="backend store (default: sqlite:///mlflow.db in the cwd)"
+            "--tracking-uri",
+            envvar="MLFLOW_TRACKING_URI",
+            help="the sweep's tracking store (default: sqlite:///mlflow.db in the cwd)",
         ),
-    ] = "sqlite:///mlflow.db",
+    ] = DEFAULT_TRACKING_URI,
     host: Annotated[
         str, typer.Option("--host", help="bind address; loopback by default")
     ] = "127.0.0.1",
@@ -87,18 +97,13 @@ def ui(
     if workers < 1:
         raise fail(f"--workers {workers}: allowed: an integer >= 1")
     extra_hosts = _parse_allowed_hosts(allowed_hosts) if allowed_hosts is not None else []
-    if tracking_uri.startswith(("http://", "https://")):
+    if is_server(tracking_uri):
         raise fail(
-            f"--tracking-uri {tracking_uri} is already a server: open it in a browser; allowed "
-            "here: a local store, sqlite:///PATH or file:///PATH"
+            f"--tracking-uri (or MLFLOW_TRACKING_URI) {tracking_uri} is already a server: open "
+            "it in a browser; allowed here: a store to serve, sqlite:///PATH, file:///PATH or a "
+            "database URI"
         )
-    if tracking_uri.startswith("sqlite:///"):
-        database = tracking_uri.removeprefix("sqlite:///")
-        if not Path(database).is_file():
-            raise fail(
-                f"--tracking-uri: no MLflow database at {os.path.abspath(database)}; allowed: "
-                "sqlite:///PATH of an existing store (a sweep's tracking_uri; run a sweep first)"
-            )
+    check_tracking_option(tracking_uri, must_exist=True)
     if not is_loopback(host):
         err_console.print(
             f"[bold yellow]warning:[/] binding MLflow to {host}: the server has no authentication and "

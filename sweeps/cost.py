@@ -8,8 +8,10 @@ assumes:
 - every trial runs its full budget (early stopping can only make the sweep cheaper);
 - device-seconds per epoch do not depend on how many workers share a trial (linear scaling),
   and a trial on a fraction of a GPU runs proportionally slower;
-- each trial pays a fixed start-up cost (`TRIAL_OVERHEAD_S`: Ray Train worker group, data set
-  loading), measured ≈ 9-10 s per trial on CPU (shared/stack-notes.md);
+- each trial pays a fixed cost of its executor (`TRIAL_OVERHEAD_S`: everything but training
+  between one trial's end and the next one's, measured by benchmarks/trial_overhead.py on 2
+  CPUs): ≈ 0.35 s inside Tune's reused actor, ≈ 10 s on Ray Train (a controller and worker
+  processes per trial, each importing torch);
 - wall-clock time = the sum of trial times divided by `resources.max_concurrent_trials`
   (enough devices for that many trials at once).
 """
@@ -21,7 +23,8 @@ from typing import Literal
 
 from sweeps.spec import SweepSpec
 
-TRIAL_OVERHEAD_S = 10.0
+TRIAL_OVERHEAD_S: dict[str, float] = {"actor": 0.35, "train": 10.0}
+"""Seconds per trial besides training, by executor (BENCHMARKS.md, per-trial overhead)."""
 
 
 @dataclass(frozen=True)
@@ -57,7 +60,10 @@ EPOCH_COSTS: dict[tuple[str, str], EpochCost] = {
         "1,548 training images/s per GPU at 128 per GPU (global 1024), bf16, channels_last, "
         "deterministic kernels, 10 loader workers, RigL+SparseOpt s=0.9, synthetic 224x224 "
         "images in memory -> 103 s for 1.28M images + ~3 s of evaluation; linear DDP scaling "
-        "assumed and JPEG decoding not counted",
+        "assumed and JPEG decoding not counted. Measured while batches crossed the loader "
+        "workers, pinning and the host-to-device copy as float32 (77 MB per batch), which set "
+        "that pace; the CIFAR-100/ImageNet loaders now send uint8 and normalise on the GPU, so "
+        "for that part the figure is a conservative (pre-change) one (not re-measured on a GPU)",
     ),
     ("digits", "small_cnn"): EpochCost(
         0.45, 1, "cpu", "measured: 1 CPU thread, batch 64, 1,293 images, incl. eval + checkpoint"
@@ -153,7 +159,7 @@ def _normalise(epoch_seconds: dict[tuple[str, str] | str, float]) -> dict[tuple[
 def estimate_cost(
     spec: SweepSpec,
     epoch_seconds: dict[tuple[str, str] | str, float] | None = None,
-    trial_overhead_s: float = TRIAL_OVERHEAD_S,
+    trial_overhead_s: float | None = None,
 ) -> CostEstimate:
     """Estimate trials, trial-epochs, device-hours and wall-clock hours of a sweep.
 
@@ -163,6 +169,8 @@ def estimate_cost(
     """
     measured = _normalise(epoch_seconds or {})
     res = spec.resources
+    if trial_overhead_s is None:
+        trial_overhead_s = TRIAL_OVERHEAD_S[res.trial_executor]
     finals = len(spec.second_stage.seeds) if spec.second_stage else 0
     trials = spec.search.n_trials * len(spec.grid.seeds) + finals
     lr = spec.search.lr.representative()
@@ -202,7 +210,10 @@ def estimate_cost(
         for (d, m), cost in EPOCH_COSTS.items()
         if (d, m) in used and (d, m) not in measured
     ]
-    notes.append(f"{trial_overhead_s:g} s start-up per trial; full budgets (no early stopping)")
+    notes.append(
+        f"{trial_overhead_s:g} s overhead per trial ({res.trial_executor} executor); "
+        "full budgets (no early stopping)"
+    )
     wall = None if unknown else sum(c.wall_hours or 0.0 for c in cells) / res.max_concurrent_trials
     return CostEstimate(
         cells=cells,

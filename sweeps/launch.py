@@ -11,18 +11,27 @@ import contextlib
 import logging
 import os
 import subprocess
+import sys
 import tempfile
 from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from contract.outcome import ENDED, Status, tune_trial_status
 from contract.trial import TrialMeta
-from sweeps.spec import SweepSpec, read_spec_file
+from sweeps.spec import StoredSweep, SweepSpec, read_stored_sweep, stored_spec_text
+from sweeps.spec_checks import SpecError, check_data_roots
 from sweeps.spec_diff import spec_changes_that_alter_existing, spec_diff_text
 from sweeps.store import is_remote, write_text_atomic
 from sweeps.tracking_uri import TrackingUriError, check_tracking_uri
+from sweeps.versions import (
+    VersionChangeError,
+    check_resume_versions,
+    installed_versions,
+    version_tags,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +50,10 @@ set in this process's environment wins). Train polls a trial's workers every 2 s
 each epoch's report and the end of training wait for the next poll; the preemption watcher is
 one more actor process per trial that only flags node drains to `ray.train.get_preemption_info`,
 which the trials do not use. Measured in `benchmarks/trial_overhead.py` (BENCHMARKS.md)."""
+QUIET_LOGGERS: dict[str, int] = {"ray": logging.ERROR, "mlflow": logging.WARNING}
+"""Log levels of the libraries' loggers in the driver unless `--verbose`: Ray's start-up and
+token-authentication notes and MLflow's database set-up are not for the person running a
+sweep. Ray's own log files (its session directory) are not affected."""
 
 
 class SweepError(RuntimeError):
@@ -100,16 +113,34 @@ def check_storage(location: SweepLocation) -> None:
         with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-probe-"):
             pass
     except OSError as error:
-        raise SweepError(
-            f"storage_path: cannot write to {directory} ({error.strerror or error}); "
-            "choose a writable directory with --set storage_path=DIR"
-        ) from None
+        raise SweepError(_storage_message(directory, error.strerror or str(error))) from None
 
 
-def stored_spec(location: SweepLocation) -> SweepSpec | None:
-    """The spec an existing sweep runs under, if the sweep exists."""
+def storage_problem(location: SweepLocation) -> str | None:
+    """Why the sweep's local folder could not be created or written, found without writing
+    anything (the dry run); None when it looks writable or is on object storage."""
+    if is_remote(location.experiment_dir):
+        return None
+    directory = Path(location.experiment_dir)
+    existing = next(path for path in (directory, *directory.parents) if path.exists())
+    if not existing.is_dir():
+        return _storage_message(directory, f"{existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return _storage_message(directory, f"{existing} is not writable")
+    return None
+
+
+def _storage_message(directory: Path, reason: str) -> str:
+    return (
+        f"storage_path: cannot write to {directory} ({reason}); "
+        "choose a writable directory with --set storage_path=DIR"
+    )
+
+
+def stored_sweep(location: SweepLocation) -> StoredSweep | None:
+    """The spec (and versions) an existing sweep runs under, if the sweep exists."""
     try:
-        return read_spec_file(location.spec_file)
+        return read_stored_sweep(location.spec_file)
     except ValueError as error:
         raise SweepError(str(error)) from None
 
@@ -152,18 +183,59 @@ def git_commit() -> str:
     return f"{head}+dirty" if status else head
 
 
-def prepare(spec: SweepSpec) -> tuple[SweepLocation, SweepSpec | None]:
-    """Every check that must pass before Ray starts; returns the location and the old spec."""
+def prepare(
+    spec: SweepSpec, allow_version_change: bool = False
+) -> tuple[SweepLocation, StoredSweep | None, list[str]]:
+    """Every check that must pass before Ray starts; returns the location, the stored sweep
+    (None for a new one) and warnings to show."""
     location = locate(spec)
     try:
         check_tracking_uri(spec.tracking_uri)
     except TrackingUriError as error:
         raise SweepError(str(error)) from None
-    old = stored_spec(location)
-    if old is not None:
-        check_resume_compatible(old, spec, location)
+    old = stored_sweep(location)
+    warnings = _check_resume(old, spec, location, allow_version_change)
     check_storage(location)
-    return location, old
+    return location, old, warnings
+
+
+def _check_resume(
+    old: StoredSweep | None, spec: SweepSpec, location: SweepLocation, allow_version_change: bool
+) -> list[str]:
+    """An existing sweep may only be extended, and resumed under the ray/optuna it ran under."""
+    if old is None:
+        return []
+    check_resume_compatible(old.spec, spec, location)
+    try:
+        return check_resume_versions(
+            old.versions, installed_versions(), allow_version_change, spec.name
+        )
+    except VersionChangeError as error:
+        raise SweepError(str(error)) from None
+
+
+def dry_run_problems(spec: SweepSpec, allow_version_change: bool = False) -> list[str]:
+    """What a real run would refuse before Ray starts, found without writing anything: the
+    tracking store, storage, an existing sweep's spec and versions, and the data roots on
+    this machine (a spec for a cluster may name roots that exist only there)."""
+    location = locate(spec)
+    problems = []
+    try:
+        check_tracking_uri(spec.tracking_uri)
+    except TrackingUriError as error:
+        problems.append(str(error))
+    try:
+        problems += _check_resume(stored_sweep(location), spec, location, allow_version_change)
+    except SweepError as error:
+        problems.append(str(error))
+    storage = storage_problem(location)
+    if storage is not None:
+        problems.append(storage)
+    try:
+        check_data_roots(spec)
+    except SpecError as error:
+        problems.append(f"{error} (on this machine)")
+    return problems
 
 
 def _trainable(spec: SweepSpec, location: SweepLocation) -> Any:
@@ -329,51 +401,130 @@ def _remove_new_sweep(location: SweepLocation, created: list[Path]) -> None:
             path.rmdir()  # only ever an empty folder
 
 
-def run_sweep(spec: SweepSpec, address: str | None = None, progress: bool = True) -> SweepSummary:
-    """Run (or resume) the sweep to completion and return its summary."""
-    import ray
-    from ray import tune
+@contextlib.contextmanager
+def _library_output(verbose: bool) -> Iterator[None]:
+    """Unless `verbose`: the libraries' loggers at `QUIET_LOGGERS` levels, and what Tune prints
+    on stdout (an experiment box with `Number of trials 9223372036854775807`, a TensorBoard
+    hint for a folder the project never uses) dropped. Levels are restored afterwards."""
+    if verbose:
+        yield
+        return
+    import mlflow  # noqa: F401  (importing MLflow sets its logger's level: do it first)
 
-    from sweeps.progress import RichProgressCallback
+    loggers = {name: logging.getLogger(name) for name in QUIET_LOGGERS}
+    before = {name: found.level for name, found in loggers.items()}
+    try:
+        for name, found in loggers.items():
+            found.setLevel(QUIET_LOGGERS[name])
+        with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+            yield
+    finally:
+        for name, found in loggers.items():
+            found.setLevel(before[name])
+
+
+@contextlib.contextmanager
+def _environment(name: str, value: str) -> Iterator[None]:
+    """`os.environ[name] = value` for the duration, then as it was."""
+    before = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
+
+
+def _tracker(spec: SweepSpec, location: SweepLocation) -> Any:
+    """The sweep's MLflow tracker (a Tune callback)."""
     from sweeps.tracking import MlflowSweepCallback
 
-    created = _missing_directories(locate(spec))  # before `prepare` makes the folder
-    location, old = prepare(spec)
-    restore = old is not None and tune.Tuner.can_restore(location.experiment_dir)
+    return MlflowSweepCallback(
+        tracking_uri=spec.tracking_uri,
+        experiment_name=spec.name,
+        search_metric=spec.search.metric,
+        artifact_location=location.artifact_location,
+        git_commit=git_commit(),
+        spec_file=location.spec_file,
+    )
+
+
+def _tag_versions(spec: SweepSpec, location: SweepLocation, versions: dict[str, str]) -> None:
+    """The library versions as tags of the sweep's MLflow experiment (created here if new).
+
+    Set on every run, resumes included, through a tracker of its own: Tune restores the
+    tracker it runs from the sweep's first start. A failure is logged, not raised: the stored
+    spec records the versions too.
+    """
+    tracker = _tracker(spec, location)
     try:
-        write_text_atomic(location.spec_file, spec.to_yaml())
+        experiment_id = tracker.experiment_id()
+        for key, value in version_tags(versions).items():
+            tracker.client.set_experiment_tag(experiment_id, key, value)
+    except Exception as error:  # any MLflow error: the tags are a record, not a requirement
+        logger.warning("could not tag the MLflow experiment with library versions: %s", error)
+
+
+def _write_stored_spec(location: SweepLocation, spec: SweepSpec, versions: dict[str, str]) -> None:
+    """Store the spec the sweep runs under, with the library versions it runs with."""
+    try:
+        write_text_atomic(location.spec_file, stored_spec_text(spec, versions))
     except OSError as error:
         raise SweepError(
             f"storage_path: cannot write {location.spec_file} ({error.strerror or error}); "
             "the sweep's stored files are unchanged"
         ) from None
+
+
+def run_sweep(
+    spec: SweepSpec,
+    address: str | None = None,
+    progress: bool = True,
+    verbose: bool = False,
+    allow_version_change: bool = False,
+    on_warning: Callable[[str], None] = logger.warning,
+) -> SweepSummary:
+    """Run (or resume) the sweep to completion and return its summary.
+
+    `progress`: the live display (or a line per ended trial when stderr is not a terminal);
+    `verbose`: Ray's, Tune's and MLflow's own output too; `on_warning` receives what the
+    checks before Ray starts want said (e.g. an allowed library version change).
+    """
+    import ray
+    from ray import tune
+
+    from sweeps.progress import PROGRESS_ENV, RichProgressCallback, progress_mode
+
+    created = _missing_directories(locate(spec))  # before `prepare` makes the folder
+    location, old, warnings = prepare(spec, allow_version_change)
+    for warning in warnings:
+        on_warning(warning)
+    restore = old is not None and tune.Tuner.can_restore(location.experiment_dir)
+    versions = installed_versions()
+    _write_stored_spec(location, spec, versions)
     env_vars = {key: os.environ.get(key, value) for key, value in TRAIN_ENV_VARS.items()}
-    try:
-        ray.init(
-            address=address,
-            ignore_reinit_error=True,
-            log_to_driver=False,
-            runtime_env={"env_vars": env_vars},
-        )
-    except BaseException:
-        if old is None:  # e.g. no cluster at --address: a new sweep leaves nothing behind
-            _remove_new_sweep(location, created)
-        raise
-    try:
-        callbacks = [
-            MlflowSweepCallback(
-                tracking_uri=spec.tracking_uri,
-                experiment_name=spec.name,
-                search_metric=spec.search.metric,
-                artifact_location=location.artifact_location,
-                git_commit=git_commit(),
-                spec_file=location.spec_file,
-            ),
-            RichProgressCallback(spec_file=location.spec_file, enabled=progress),
-        ]
-        tuner = build_tuner(spec, location, callbacks, restore)
-        tuner.fit()
-        trials = tune_trials(location.experiment_dir)
-        return summarise(trials, spec.expected_trials(), tune_retries(spec))
-    finally:
-        ray.shutdown()
+    with _library_output(verbose):
+        try:
+            ray.init(
+                address=address,
+                ignore_reinit_error=True,
+                log_to_driver=False,
+                logging_level=logging.INFO if verbose else QUIET_LOGGERS["ray"],
+                runtime_env={"env_vars": env_vars},
+            )
+        except BaseException:
+            if old is None:  # e.g. no cluster at --address: a new sweep leaves nothing behind
+                _remove_new_sweep(location, created)
+            raise
+        try:
+            _tag_versions(spec, location, versions)
+            callbacks = [_tracker(spec, location), RichProgressCallback(location.spec_file)]
+            tuner = build_tuner(spec, location, callbacks, restore)
+            with _environment(PROGRESS_ENV, progress_mode(progress, sys.stderr)):
+                tuner.fit()
+            trials = tune_trials(location.experiment_dir)
+            return summarise(trials, spec.expected_trials(), tune_retries(spec))
+        finally:
+            ray.shutdown()

@@ -22,7 +22,9 @@ the ask/tell API:
   is never handed out again; a group member that would repeat one shares its result.
 - State (studies, groups, trial ids, results) is pickled by `save` and brought back by
   `restore`, so `Tuner.restore` continues every study where it stopped. `extend` adopts a
-  newer spec that only extends the old one.
+  newer spec that only extends the old one. Every told trial is also mirrored to an Optuna
+  journal beside the sweep's state (`sweeps.study_journal`), for `optuna.load_study` and
+  optuna-dashboard.
 - Tune wraps a `Searcher` in a `SearchGenerator` that saves a "finished" flag with the
   experiment; `SweepSearchGenerator` drops that flag on restore, so a sweep that had finished
   asks its searcher again and an extended spec gets its new trials.
@@ -35,6 +37,7 @@ import logging
 import math
 import pickle
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -47,6 +50,8 @@ from sparseopt.config import TrainConfig
 from sweeps.cells import Cell
 from sweeps.spec import SweepSpec, read_spec_file
 from sweeps.spec_diff import spec_changes_that_alter_existing, spec_diff_text
+from sweeps.store import is_remote
+from sweeps.study_journal import JOURNAL_FILE, mirror_trial
 
 logger = logging.getLogger(__name__)
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # else one INFO line per tell in Tune's log
@@ -424,6 +429,15 @@ class SweepSearcher(Searcher):
         else:
             study.tell(group.lr_trial, value)
         group.told = True
+        journal = self._journal_path()
+        if journal is not None:
+            mirror_trial(journal, study, group.lr_trial)
+
+    def _journal_path(self) -> str | None:
+        """The Optuna journal beside the sweep's Tune state (local storage only)."""
+        if not self._spec_file or is_remote(self._spec_file):
+            return None
+        return str(Path(self._spec_file).parent / JOURNAL_FILE)
 
     def _search_finished(self, state: _CellState) -> bool:
         return state.n_search >= self._spec.search.n_trials and all(

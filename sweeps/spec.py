@@ -10,10 +10,12 @@ a spec are judged by `sweeps.spec_diff`.
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -21,6 +23,7 @@ import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PrivateAttr,
@@ -28,18 +31,35 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from contract.arms import parse_arm
 from contract.names import DEFAULT_SEARCH_METRIC, SEARCH_METRICS, Direction, metric_direction
 from sparseopt.config import apply_overrides, load_yaml_mapping
-from sweeps.cells import GRID_CONTROLLED, Cell, expand_cells, flatten_overrides, touches
-from sweeps.spec_checks import CREDENTIALS_HINT, SpecError, check_cells, credential_paths
+from sweeps.cells import (
+    BASE_SETTABLE,
+    SEARCHED_KEYS,
+    Cell,
+    expand_cells,
+    fixed_keys,
+    flatten_overrides,
+    overriding,
+)
+from sweeps.spec_checks import (
+    CREDENTIALS_HINT,
+    SpecError,
+    check_cells,
+    check_fixed_keys,
+    credential_paths,
+)
 from sweeps.store import read_text
 from sweeps.validation_errors import format_validation_error
 
 MAX_EPOCHS = 10_000
 MAX_LR = 10.0
 CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
+VERSIONS_KEY = "versions"
+"""Top-level key of a stored spec file holding the library versions (not a spec field)."""
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 _URI_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
@@ -56,9 +76,22 @@ def _validated_arm(name: str) -> str:
     return name
 
 
-Sparsity = Annotated[float, Field(gt=0.0, lt=1.0)]
-Budget = Annotated[int, Field(ge=1, le=MAX_EPOCHS)]
-Seed = Annotated[int, Field(ge=0)]
+def _not_bool(value: Any) -> Any:
+    """Refuse true/false where a number is due: pydantic's lax mode would read them as 1 and 0."""
+    if isinstance(value, bool):
+        raise PydanticCustomError(
+            "bool_not_number", "{value} is a boolean, not a number", {"value": str(value).lower()}
+        )
+    return value
+
+
+NOT_BOOL = BeforeValidator(_not_bool)
+"""On every number of the spec, after its bounds (so the schema, and the messages, keep them)."""
+Float = Annotated[float, NOT_BOOL]
+Sparsity = Annotated[float, Field(gt=0.0, lt=1.0), NOT_BOOL]
+Budget = Annotated[int, Field(ge=1, le=MAX_EPOCHS), NOT_BOOL]
+Seed = Annotated[int, Field(ge=0), NOT_BOOL]
+Count = Annotated[int, Field(ge=1), NOT_BOOL]
 
 
 def _reject_duplicates(values: list[Any], normalise: Any = None) -> list[Any]:
@@ -103,10 +136,10 @@ class GridConfig(_Strict):
 class SearchParam(_Strict):
     """A searched value: a range `{low, high, log}` (TPE) or a list `{grid: [...]}`."""
 
-    low: float | None = None
-    high: float | None = None
+    low: Float | None = None
+    high: Float | None = None
     log: bool = False
-    grid: list[float] | None = None
+    grid: list[Float] | None = None
 
     @field_validator("grid")
     @classmethod
@@ -144,11 +177,13 @@ class SearchParam(_Strict):
         return (self.low + self.high) / 2.0
 
     def check_bounds(self, path: str, low: float, high: float, low_open: bool) -> None:
-        """Raise ValueError naming `path` when a value lies outside [low, high] (or (low, high])."""
+        """Raise ValueError naming `path` when a value lies outside [low, high] (or (low, high]);
+        NaN lies outside every interval."""
         interval = f"{'(' if low_open else '['}{low}, {high}]"
 
         def bad(value: float) -> bool:
-            return value > high or value < low or (low_open and value == low)
+            inside = (low < value if low_open else low <= value) and value <= high
+            return not inside
 
         if self.grid is not None:
             for index, value in enumerate(self.grid):
@@ -169,8 +204,8 @@ class SearchConfig(_Strict):
 
     lr: SearchParam
     weight_decay: SearchParam | None = None
-    trials_per_cell: int | None = Field(None, ge=1)
-    sampler_seed: int = Field(0, ge=0)
+    trials_per_cell: Count | None = None
+    sampler_seed: Seed = 0
     metric: Literal[SEARCH_METRICS] = DEFAULT_SEARCH_METRIC  # type: ignore[valid-type]
 
     @property
@@ -234,8 +269,8 @@ class SecondStage(_Strict):
 class EarlyStopping(_Strict):
     """ASHA within a cell on the search metric, time attribute `epoch`."""
 
-    grace_period: int = Field(1, ge=1)
-    reduction_factor: float = Field(2.0, gt=1.0)
+    grace_period: Count = 1
+    reduction_factor: Annotated[float, Field(gt=1.0, allow_inf_nan=False), NOT_BOOL] = 2.0
 
 
 class Resources(_Strict):
@@ -247,11 +282,11 @@ class Resources(_Strict):
     worker and `train` for more.
     """
 
-    workers_per_trial: int = Field(1, ge=1)
-    cpus_per_worker: float = Field(1.0, ge=0.0)
-    gpus_per_worker: float = Field(0.0, ge=0.0)
-    max_concurrent_trials: int = Field(1, ge=1)
-    max_failures: int = Field(1, ge=0)
+    workers_per_trial: Count = 1
+    cpus_per_worker: Annotated[float, Field(ge=0.0, allow_inf_nan=False), NOT_BOOL] = 1.0
+    gpus_per_worker: Annotated[float, Field(ge=0.0, allow_inf_nan=False), NOT_BOOL] = 0.0
+    max_concurrent_trials: Count = 1
+    max_failures: Annotated[int, Field(ge=0), NOT_BOOL] = 1
     executor: Literal["auto", "actor", "train"] = "auto"
 
     @property
@@ -352,17 +387,12 @@ class SweepSpec(BaseModel):
             for key in overrides:
                 if not key or any(not part for part in key.split(".")):
                     raise ValueError(f".{name}: bad dotted key {key!r} (e.g. data.name)")
-                for controlled in GRID_CONTROLLED:
-                    if touches(key, controlled):
-                        raise ValueError(
-                            f".{name}.{key}: set by the grid/search for every trial; a workload "
-                            f"may not set any of: {', '.join(GRID_CONTROLLED)}"
-                        )
         return value
 
     @model_validator(mode="after")
     def _cross_checks(self) -> SweepSpec:
         _check_search(self.search)
+        check_fixed_keys(self)
         if self.second_stage is not None:
             for index, seed in enumerate(self.second_stage.seeds):
                 if seed in self.grid.seeds:
@@ -424,16 +454,71 @@ def resolve_spec_path(path: str | os.PathLike[str]) -> Path:
     raise FileNotFoundError(f"sweep spec {str(path)!r} not found (bundled specs: {known})")
 
 
-def read_spec_file(path: str) -> SweepSpec | None:
-    """The sweep spec stored at `path` (local or object store); None if absent; ValueError
-    naming the file if it does not validate."""
+@dataclass(frozen=True)
+class StoredSweep:
+    """What a sweep's stored spec file holds: the spec and the library versions it ran under."""
+
+    spec: SweepSpec
+    versions: dict[str, str]
+
+
+def stored_spec_text(spec: SweepSpec, versions: Mapping[str, str]) -> str:
+    """The stored spec file: the validated spec, then `versions:` (see `sweeps.versions`)."""
+    return spec.to_yaml() + yaml.safe_dump({VERSIONS_KEY: dict(versions)}, sort_keys=False)
+
+
+def _stored_payload(payload: Any) -> tuple[Any, dict[str, str]]:
+    """A stored spec's payload and its recorded versions, with the `base` keys older releases
+    stored but every trial overwrote (`base.epochs`, ...) dropped: they never reached a trial,
+    so dropping them changes none, and the sweep stays resumable."""
+    if not isinstance(payload, Mapping):
+        return payload, {}
+    payload = copy.deepcopy(dict(payload))
+    versions = payload.pop(VERSIONS_KEY, None)
+    versions = {str(k): str(v) for k, v in versions.items()} if isinstance(versions, dict) else {}
+    base, search = payload.get("base"), payload.get("search")
+    if isinstance(base, dict):
+        searched = [
+            name
+            for name in SEARCHED_KEYS
+            if isinstance(search, Mapping) and search.get(name) is not None
+        ]
+        fixed = fixed_keys(searched, BASE_SETTABLE)
+        for key in overriding(flatten_overrides(base), fixed, BASE_SETTABLE):
+            _delete_dotted(base, key)
+    return payload, versions
+
+
+def _delete_dotted(payload: dict[str, Any], dotted: str) -> None:
+    """Remove `payload["a"]["b"]` for `dotted="a.b"`, and any section that leaves empty."""
+    head, _, rest = dotted.partition(".")
+    if not rest:
+        payload.pop(head, None)
+        return
+    child = payload.get(head)
+    if isinstance(child, dict):
+        _delete_dotted(child, rest)
+        if not child:
+            payload.pop(head)
+
+
+def read_stored_sweep(path: str) -> StoredSweep | None:
+    """The spec and versions stored at `path` (local or object store); None if absent;
+    ValueError naming the file if the spec does not validate."""
     text = read_text(path)
     if text is None:
         return None
     try:
-        return parse_spec(yaml.safe_load(text))
+        payload, versions = _stored_payload(yaml.safe_load(text))
+        return StoredSweep(parse_spec(payload), versions)
     except ValueError as error:
         raise ValueError(f"{path}: the stored sweep spec does not validate:\n{error}") from None
+
+
+def read_spec_file(path: str) -> SweepSpec | None:
+    """The sweep spec stored at `path` (see `read_stored_sweep`); None if absent."""
+    stored = read_stored_sweep(path)
+    return None if stored is None else stored.spec
 
 
 def load_spec(path: str | os.PathLike[str], overrides: list[str] | None = None) -> SweepSpec:

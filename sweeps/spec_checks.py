@@ -1,10 +1,12 @@
 """Checks a sweep spec must pass beyond its field types, each naming the field at fault.
 
 - no credentials anywhere in it (it is stored with the sweep and logged to MLflow);
+- `base` and the workloads set nothing the grid, an arm or the search sets for every trial;
 - every cell's resolved TrainConfig validates, with errors attributed to `base` or the
   workload that set the bad value;
 - the lr warmup ends before the shortest budget; a `val_*` search metric has a validation
-  split; `base.sparse.ham` is valid even before an arm uses it;
+  split; `base.sparse.ham` is valid even before an arm uses it; every sparsity leaves each
+  maskable layer of the model at least one weight (`sweeps.model_layers`);
 - dataset roots exist on this machine (run before a local launch, not on spec load).
 """
 
@@ -19,8 +21,22 @@ from pydantic import ValidationError
 
 from contract.names import SEARCH_METRICS
 from sparseopt.config import DataConfig, HamConfig, TrainConfig
-from sweeps.cells import Cell, touches
-from sweeps.validation_errors import describe_error, join_path
+from sweeps.cells import (
+    BASE_SETTABLE,
+    Cell,
+    controller,
+    fixed_keys,
+    flatten_overrides,
+    overriding,
+    touches,
+)
+from sweeps.model_layers import (
+    DeadLayers,
+    dead_layers,
+    largest_alive_sparsity,
+    maskable_shapes,
+)
+from sweeps.validation_errors import describe_error, format_number, join_path
 
 if TYPE_CHECKING:
     from sweeps.spec import SweepSpec
@@ -65,6 +81,24 @@ def source_of(spec: SweepSpec, cell: Cell, dotted: str) -> str:
     return f"workloads.{cell.workload}" if from_workload else "base"
 
 
+def check_fixed_keys(spec: SweepSpec) -> None:
+    """`base` and the workloads may not set a key the grid, an arm or the search sets for every
+    trial: the value would never reach a trial (`--set base.optim.lr=0.05` would do nothing)."""
+    searched = tuple(spec.search.params)
+    sources = {"base": (flatten_overrides(spec.base), BASE_SETTABLE, "base")}
+    for name, overrides in spec.workloads.items():
+        sources[f"workloads.{name}"] = (overrides, (), "a workload")
+    for root, (overrides, exempt, who) in sources.items():
+        fixed = fixed_keys(searched, exempt)
+        for key in overriding(overrides, fixed, exempt):
+            owner = next(controlled for controlled in fixed if touches(key, controlled))
+            raise ValueError(
+                f"{root}.{key}: {controller(owner)} sets {owner} for every trial, so this value "
+                f"would never be used; allowed: leave it out ({who} may not set any of: "
+                f"{', '.join(fixed)})"
+            )
+
+
 def check_cells(spec: SweepSpec) -> None:
     """Validate every cell's resolved TrainConfig (at a representative lr) and its cross-checks."""
     check_base_ham(spec.base)
@@ -78,6 +112,7 @@ def check_cells(spec: SweepSpec) -> None:
             raise ValueError(_attribute(spec, error, cell)) from None
         _check_warmup(spec, config, cell)
         _check_validation_split(spec, config, cell)
+        _check_layers_alive(spec, config, cell)
 
 
 def check_base_ham(base: Mapping[str, Any]) -> None:
@@ -108,6 +143,45 @@ def _check_warmup(spec: SweepSpec, config: TrainConfig, cell: Cell) -> None:
             f"the budget grid.budgets[{index}] = {cell.budget} does; lower the warmup "
             "(e.g. --set base.schedule.warmup_epochs=0.5) or raise the budget"
         )
+
+
+def _check_layers_alive(spec: SweepSpec, config: TrainConfig, cell: Cell) -> None:
+    """The cell's model builds for its data, and every maskable layer keeps at least one
+    weight at the cell's sparsity."""
+    try:
+        shapes = maskable_shapes(config.model, config.data)
+    except ValueError as error:  # a model the data cannot feed (e.g. resnet50 on 1 channel)
+        root = source_of(spec, cell, "model.name")
+        raise ValueError(f"{root}.model.name: {error} (in cell {cell.cell_id})") from None
+    if cell.sparsity == 0.0:
+        return
+    try:
+        dead = dead_layers(shapes, config.sparse, cell.sparsity)
+    except ValueError as error:
+        root = source_of(spec, cell, "sparse.dense_layers")
+        raise ValueError(f"{root}.sparse.dense_layers: {error} (in cell {cell.cell_id})") from None
+    if dead is not None:
+        largest = largest_alive_sparsity(shapes, config.sparse)
+        raise ValueError(_dead_layers_message(spec, config, cell, dead, largest))
+
+
+def _dead_layers_message(
+    spec: SweepSpec, config: TrainConfig, cell: Cell, dead: DeadLayers, largest: float
+) -> str:
+    """`grid.sparsities[i]: ... leaves no weight in ...; allowed: a sparsity <= largest`."""
+    model = f"{config.model.name} (workload {cell.workload}, {config.sparse.distribution})"
+    if dead.everything:
+        what = f"any of the {len(dead.names)} layers of {model}"
+    else:
+        first = dead.names[0]
+        more = f" and {len(dead.names) - 1} more layers" if len(dead.names) > 1 else ""
+        what = f"layer {first!r} ({dead.sizes[first]:,} weights){more} of {model}"
+    index = spec.grid.sparsities.index(cell.sparsity)
+    return (
+        f"grid.sparsities[{index}]: {format_number(cell.sparsity)} leaves no weight in {what}; "
+        f"allowed: a sparsity <= {format_number(largest)}, the largest that keeps a weight in "
+        "every layer"
+    )
 
 
 def _check_validation_split(spec: SweepSpec, config: TrainConfig, cell: Cell) -> None:

@@ -1,4 +1,5 @@
-"""MLflow tracking for a sweep: a parent run per cell, one child run per trial, exactly once.
+"""MLflow tracking for a sweep: a parent run per cell, one child run per trial, exactly once,
+and the cell and curve runs that aggregate them (`sweeps.aggregation`).
 
 Ray's stock `MLflowLoggerCallback` opens a new run for every resumed trial and logs at
 `training_iteration`; this callback instead keys every run by the trial's config hash, so a
@@ -14,28 +15,59 @@ received them, so a resent batch is deduplicated by the store, and epochs MLflow
 are skipped, so a replay never duplicates a step. The outbox is part of the callback's Tune
 state: what is still unsent when the sweep stops (after `DRAIN_TIMEOUT_S` more of retries) is
 sent when the sweep is resumed.
+
+Aggregates: the hooks also keep, per trial, what the dashboard's aggregates need (with the
+callback's state, so a restored sweep has them). The sender thread, after a trial's end, tags
+its cell run with the cell's progress and, once the cell's trials have all ended, writes the
+cell's per-epoch seed means and its curve points (`step = budget`); what MLflow already holds
+is read back and compared, so a resumed sweep or a resent update never writes a step twice, and
+values that changed (a sweep extended with more seeds or lrs) replace the run that held them.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ray.tune import Callback
 
 from contract.names import DEFAULT_SEARCH_METRIC, EPOCH_METRICS, Role, Tag
 from contract.outcome import MLFLOW_RUN_STATUS, Status, ended_outcome
-from contract.trial import ResultKey, Stage, TrialMeta, train_payload
+from contract.trial import ResultKey, TrialMeta, train_payload
+from sweeps.aggregation import TrialRecords, cell_metrics, curve_points
+from sweeps.mlflow_runs import (
+    cell_run_name,
+    cell_tags,
+    curve_run_name,
+    curve_tags,
+    experiment_note,
+    flatten,
+    source_tags,
+    trial_run_name,
+    trial_tags,
+)
 from sweeps.store import read_text
 from sweeps.tracking_uri import is_server, probe_server
 
 logger = logging.getLogger(__name__)
 
 WITNESS_METRIC = "train_loss"
+CELL_WITNESS = "test_acc1_mean"
+"""The aggregate a cell run logs with all the others: its history says what was logged."""
+CURVE_WITNESSES: dict[str, str] = {
+    "test_acc1": "test_acc1_mean",
+    "diff_vs_baseline": "diff_vs_baseline_mean",
+}
+"""Curve-run metric families (by prefix), each logged together, and the key that witnesses it."""
+ERROR_TAG = "sparsesweep.error"
+ERROR_TAIL_LINES = 20
+NOTE_TAG = "mlflow.note.content"
+_AGGREGATE_TOLERANCE = 1e-9
 DRAIN_TIMEOUT_S = 30.0
 """How long the end of a sweep waits for MLflow to take what is still buffered."""
 RETRY_INTERVAL_S = 5.0
@@ -45,72 +77,6 @@ _TAG_LIMIT = 5000
 _REJECTED_CODES = frozenset(
     {"INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "INVALID_STATE", "BAD_REQUEST"}
 )
-
-
-def flatten(payload: dict[str, Any], prefix: str = "") -> dict[str, str]:
-    """Flatten a nested dict to dotted keys with string values (MLflow params)."""
-    flat: dict[str, str] = {}
-    for key, value in payload.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{name}."))
-        else:
-            flat[name] = json.dumps(value) if isinstance(value, list | tuple) else str(value)
-    return flat
-
-
-def trial_run_name(meta: TrialMeta) -> str:
-    """Readable child-run name, e.g. `rigl+sparseopt s=0.95 e=100 seed=0 lr=0.08`."""
-    text = f"{meta.arm} s={meta.sparsity:g} e={meta.budget} seed={meta.seed} lr={meta.lr:.3g}"
-    return f"{text} final" if meta.stage == Stage.FINAL else text
-
-
-def cell_run_name(meta: TrialMeta) -> str:
-    """Readable parent-run name, e.g. `rigl+sparseopt s=0.95 e=100`."""
-    prefix = "" if meta.workload == "default" else f"{meta.workload} "
-    return f"{prefix}{meta.arm} s={meta.sparsity:g} e={meta.budget}"
-
-
-def trial_tags(meta: TrialMeta, train: Mapping[str, Any], git_commit: str) -> dict[str, str]:
-    """Every factor of a trial as MLflow tags (`contract.names.TRIAL_TAGS`, docs/conventions.md)."""
-    sparse = train["sparse"]
-    return {
-        Tag.ROLE: Role.TRIAL,
-        Tag.STATUS: Status.RUNNING.value,
-        "cell": meta.cell,
-        "workload": meta.workload,
-        "arm": meta.arm,
-        "method": sparse["method"],
-        "preconditioner": sparse["preconditioner"],
-        "regrow_scores": sparse["regrow_scores"],
-        "ham": str(sparse["ham"] is not None).lower(),
-        "grad_renorm": str(sparse["grad_renorm"]).lower(),
-        "dataset": train["data"]["name"],
-        "model": train["model"]["name"],
-        "sparsity": f"{meta.sparsity:g}",
-        "budget": str(meta.budget),
-        "seed": str(meta.seed),
-        "lr": f"{meta.lr:.6g}",
-        "weight_decay": f"{train['optim']['weight_decay']:.6g}",
-        "delta_t": str(sparse["delta_t"]),
-        "stage": meta.stage,
-        "lr_trial": str(meta.lr_trial),
-        "config_hash": meta.config_hash,
-        Tag.GIT_COMMIT: git_commit,
-    }
-
-
-def cell_tags(meta: TrialMeta) -> dict[str, str]:
-    """The factors of a trial's cell as MLflow tags of its cell run."""
-    return {
-        Tag.ROLE: Role.CELL,
-        "cell": meta.cell,
-        "workload": meta.workload,
-        "arm": meta.arm,
-        "method": meta.method,
-        "sparsity": f"{meta.sparsity:g}",
-        "budget": str(meta.budget),
-    }
 
 
 def epoch_entries(result: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -157,6 +123,11 @@ class MlflowSweepCallback(Callback):
         self._resumes: dict[str, tuple[int, tuple[str, ...]]] = {}
         self._logged_epochs: dict[str, set[int]] = {}
         self._steps_tagged: set[str] = set()
+        self._records = TrialRecords(search_metric)
+        self._dirty_cells: set[str] = set()
+        self._curve_runs: dict[tuple, str] = {}
+        self._aggregates_logged: dict[str, dict[str, dict[int, float]]] = {}
+        self._note: str | None = None
         self._failing_since: float | None = None
         self._init_threading()
 
@@ -190,8 +161,28 @@ class MlflowSweepCallback(Callback):
     def setup(self, **info: Any) -> None:
         if self._spec_file:
             self._spec_text = read_text(self._spec_file)
+            self._follow_spec()
         self.experiment_id()
         self._start_sender()
+
+    def _follow_spec(self) -> None:
+        """Read the spec the sweep runs under now (an extension may have grown it): how many
+        trials a cell runs, and the experiment's description."""
+        from sweeps.spec import read_spec_file
+
+        spec = read_spec_file(self._spec_file) if self._spec_file else None
+        if spec is None:
+            return
+        finals = len(spec.second_stage.seeds) if spec.second_stage else 0
+        self._records.expected_per_cell = spec.search.n_trials * len(spec.grid.seeds) + finals
+        factors = {
+            "workloads": list(spec.workloads),
+            "arms": spec.grid.arms,
+            "sparsities": spec.grid.sparsities,
+            "budgets (epochs)": spec.grid.budgets,
+            "seeds": spec.grid.seeds,
+        }
+        self._note = experiment_note(spec.name, factors, spec.search.metric)
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._post(trial, "start", trial.trial_id)
@@ -208,19 +199,34 @@ class MlflowSweepCallback(Callback):
             for entry in epoch_entries(result)
         ]
         if entries:
+            with self._lock:
+                self._records.add_epochs(trial.trial_id, trial.config, entries)
             self._post(trial, "epochs", entries)
         self._note_resume(trial, result)
         self._note_steps_per_epoch(trial, result)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._post(trial, "end", _ending(trial, errored=False))
+        self._end(trial, errored=False)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._post(trial, "end", _ending(trial, errored=True))
+        self._end(trial, errored=True)
+
+    def _end(self, trial: Any, errored: bool) -> None:
+        """Record how the trial ended, mark its cell for aggregation, and queue its run's end."""
+        status, checkpoint = _ending(trial, errored)
+        error = _error_text(trial) if errored else None
+        with self._lock:
+            record = self._records.end(trial.trial_id, trial.config, status)
+            self._dirty_cells.add(record.meta["cell"])
+        self._post(trial, "end", (status, checkpoint, error))
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         with self._lock:
             self._cells_to_end = True
+            statuses = [getattr(trial, "status", None) for trial in trials]
+            if statuses and all(status in ("TERMINATED", "ERROR") for status in statuses):
+                self._records.sweep_ended = True
+                self._dirty_cells.update(r.meta["cell"] for r in self._records.records.values())
         self._start_sender()
         if not self.drain(self._drain_timeout_s):
             epochs, others, pending_trials = self._unsent()
@@ -248,6 +254,9 @@ class MlflowSweepCallback(Callback):
                 "configs": {trial_id: self._configs[trial_id] for trial_id in outbox},
                 "outbox": outbox,
                 "cells_to_end": self._cells_to_end,
+                "records": dict(self._records.records),
+                "dirty_cells": sorted(self._dirty_cells),
+                "curve_runs": dict(self._curve_runs),
             }
 
     def set_state(self, state: dict[str, Any]) -> None:
@@ -257,6 +266,9 @@ class MlflowSweepCallback(Callback):
             self._configs = dict(state.get("configs", {}))
             self._outbox = {key: list(items) for key, items in state.get("outbox", {}).items()}
             self._cells_to_end = bool(state.get("cells_to_end", False))
+            self._records.records = dict(state.get("records", {}))
+            self._dirty_cells = set(state.get("dirty_cells", ()))
+            self._curve_runs = dict(state.get("curve_runs", {}))
 
     # ----------------------------------------------------------------- outbox
     def drain(self, timeout_s: float) -> bool:
@@ -312,6 +324,7 @@ class MlflowSweepCallback(Callback):
             trials = sum(1 for queue in self._outbox.values() if queue)
             epochs = sum(len(payload) for kind, payload in items if kind == "epochs")
             others = len(items) - sum(1 for kind, _ in items if kind == "epochs")
+            others += len(self._dirty_cells)
             return epochs, others + (len(self._cell_runs) if self._cells_to_end else 0), trials
 
     # ----------------------------------------------------------------- sender thread
@@ -387,6 +400,12 @@ class MlflowSweepCallback(Callback):
                         del self._outbox[trial_id]
                         self._configs.pop(trial_id, None)
         with self._lock:
+            dirty = sorted(self._dirty_cells)
+        for cell in dirty:
+            self._aggregate(cell)
+            with self._lock:
+                self._dirty_cells.discard(cell)
+        with self._lock:
             cells_to_end, cell_runs = self._cells_to_end, list(self._cell_runs.values())
         if cells_to_end:
             for run_id in cell_runs:
@@ -398,23 +417,22 @@ class MlflowSweepCallback(Callback):
         run_id = self._attach(trial_id, config)
         if kind == "start":
             self.client.update_run(run_id, status="RUNNING")
-            self.client.set_tag(run_id, Tag.STATUS, Status.RUNNING.value)
-            self.client.set_tag(run_id, Tag.RAY_TRIAL_ID, trial_id)
+            self._set_tags(run_id, {Tag.STATUS: Status.RUNNING.value, Tag.RAY_TRIAL_ID: trial_id})
             self.client.update_run(self._cell_run(TrialMeta.of(config)), status="RUNNING")
         elif kind == "tags":
-            from mlflow.entities import RunTag
-
-            tags = {key: value for payload in payloads for key, value in payload.items()}
-            self.client.log_batch(run_id, tags=[RunTag(key, value) for key, value in tags.items()])
+            self._set_tags(run_id, {k: v for payload in payloads for k, v in payload.items()})
         elif kind == "epochs":
             self._log_epochs(run_id, [entry for payload in payloads for entry in payload])
         elif kind == "end":
-            (status, checkpoint_path), *_ = payloads
+            (status, checkpoint_path, error), *_ = payloads
             status = Status(status)
-            self.client.set_tag(run_id, Tag.STATUS, status.value)
+            tags = {Tag.STATUS: status.value}
             if checkpoint_path:
-                self.client.set_tag(run_id, Tag.CHECKPOINT_PATH, checkpoint_path)
-                self.client.log_text(run_id, checkpoint_path, "final_checkpoint_path.txt")
+                tags[Tag.CHECKPOINT_PATH] = checkpoint_path
+            if error:
+                tags[ERROR_TAG] = error.summary
+                self.client.log_text(run_id, error.text, "error.txt")
+            self._set_tags(run_id, tags)
             self.client.set_terminated(run_id, MLFLOW_RUN_STATUS[status])
         else:
             raise ValueError(f"unknown outbox item {kind!r}")
@@ -434,6 +452,8 @@ class MlflowSweepCallback(Callback):
             self.client.set_experiment_tag(
                 self._experiment_id, Tag.SEARCH_METRIC, self._search_metric
             )
+            if self._note:
+                self.client.set_experiment_tag(self._experiment_id, NOTE_TAG, self._note)
         return self._experiment_id
 
     def _find_run(self, tags: dict[str, str]) -> str | None:
@@ -446,12 +466,7 @@ class MlflowSweepCallback(Callback):
             {Tag.ROLE: Role.CELL, "cell": meta.cell}
         )
         if run_id is None:
-            run = self.client.create_run(
-                self.experiment_id(), run_name=cell_run_name(meta), tags=cell_tags(meta)
-            )
-            run_id = run.info.run_id
-            if self._spec_text:
-                self.client.log_text(run_id, self._spec_text, "sweep_spec.yaml")
+            run_id = self._create_cell_run(meta)
         with self._lock:
             self._cell_runs[meta.cell] = run_id
         return run_id
@@ -464,7 +479,7 @@ class MlflowSweepCallback(Callback):
         meta, train = TrialMeta.of(config), train_payload(config)
         run_id = self._find_run({Tag.ROLE: Role.TRIAL, "config_hash": meta.config_hash})
         if run_id is None:
-            tags = trial_tags(meta, train, self._git_commit)
+            tags = {**source_tags(self._git_commit), **trial_tags(meta, train, self._git_commit)}
             tags[Tag.PARENT] = self._cell_run(meta)
             tags[Tag.RAY_TRIAL_ID] = trial_id
             run = self.client.create_run(
@@ -481,6 +496,172 @@ class MlflowSweepCallback(Callback):
         with self._lock:
             self._trial_runs[trial_id] = run_id
         return run_id
+
+    def _set_tags(self, run_id: str, tags: dict[str, str]) -> None:
+        """Set several tags in one call."""
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(run_id, tags=[RunTag(k, v[:_TAG_LIMIT]) for k, v in tags.items()])
+
+    def _create_cell_run(self, meta: TrialMeta) -> str:
+        """A new cell run: its factors as tags and params, the source tags, the sweep's spec."""
+        from mlflow.entities import Param
+
+        tags = {**source_tags(self._git_commit), **cell_tags(meta)}
+        run = self.client.create_run(self.experiment_id(), run_name=cell_run_name(meta), tags=tags)
+        run_id = run.info.run_id
+        params = [Param(k, v) for k, v in cell_tags(meta).items() if k != Tag.ROLE]
+        self.client.log_batch(run_id, params=params)
+        if self._spec_text:
+            self.client.log_text(run_id, self._spec_text, "sweep_spec.yaml")
+        return run_id
+
+    # ----------------------------------------------------------------- aggregates (sender thread)
+    def _aggregate(self, cell: str) -> None:
+        """Tag the cell run with the cell's progress; once complete, log its aggregates and
+        its group's curve points (`sweeps.aggregation`)."""
+        with self._lock:
+            members = self._records.in_cell(cell)
+            progress = self._records.progress(cell)
+        if not members:
+            return
+        meta = TrialMeta.from_dict(members[0].meta)
+        run_id = self._cell_run(meta)
+        tags = {
+            "sparsesweep.trials_ended": str(progress.ended),
+            "sparsesweep.trials_expected": str(progress.expected),
+        }
+        if progress.best_lr is not None:
+            tags["lr"] = f"{progress.best_lr:.6g}"
+        if not progress.complete:
+            self._set_tags(run_id, tags)
+            return
+        with self._lock:
+            metrics = cell_metrics(self._records, cell)
+            group = self._records.group_of(members[0])
+            points = curve_points(self._records, self._records.complete_cells(group))
+        if metrics:
+            run_id = self._log_cell(meta, run_id, metrics)
+        self._set_tags(run_id, tags)
+        for (*curve, budget), values in points.items():
+            self._log_curve_point(tuple(curve), budget, values)
+
+    def _log_cell(self, meta: TrialMeta, run_id: str, metrics: dict[int, dict[str, float]]) -> str:
+        """Log a complete cell's per-epoch aggregates once; replace the run if they changed.
+        Returns the cell run's id (a new one if it was replaced)."""
+        logged = self._logged_history(run_id, CELL_WITNESS)
+        wanted = {
+            epoch: values[CELL_WITNESS]
+            for epoch, values in metrics.items()
+            if CELL_WITNESS in values
+        }
+        if logged and not _same(logged, wanted):
+            run_id = self._replace_cell_run(meta, run_id)
+            logged = {}
+        if not logged:
+            self._log_metrics(run_id, metrics)
+            self._aggregates_logged[f"{run_id}/{CELL_WITNESS}"] = wanted
+        return run_id
+
+    def _log_curve_point(self, curve: tuple, budget: int, values: dict[str, float]) -> None:
+        """Log one budget's point on its curve run, each metric family once per step; a family
+        whose logged value changed replaces the run with every point it should hold."""
+        run_id = self._curve_run(curve)
+        for prefix, witness in CURVE_WITNESSES.items():
+            family = {k: v for k, v in values.items() if k.startswith(prefix)}
+            if witness not in family:
+                continue
+            logged = self._logged_history(run_id, witness)
+            if budget in logged and _same({budget: logged[budget]}, {budget: family[witness]}):
+                continue
+            if budget in logged:
+                run_id = self._replace_curve_run(curve, run_id)
+                continue
+            self._log_metrics(run_id, {budget: family})
+            logged[budget] = family[witness]
+
+    def _curve_run(self, curve: tuple) -> str:
+        """The curve run of (workload, dataset, model, method, arm, sparsity), found or created."""
+        from analysis.dashboard import CURVE_KEY
+
+        run_id = self._curve_runs.get(curve)
+        if run_id is None:
+            factors = dict(zip(CURVE_KEY, curve, strict=True))
+            run_id = self._find_run(curve_tags(factors)) or self._create_curve_run(factors)
+            with self._lock:
+                self._curve_runs[curve] = run_id
+        return run_id
+
+    def _create_curve_run(self, factors: dict[str, Any]) -> str:
+        from mlflow.entities import Param
+
+        tags = {**source_tags(self._git_commit), **curve_tags(factors)}
+        run = self.client.create_run(
+            self.experiment_id(), run_name=curve_run_name(factors), tags=tags
+        )
+        run_id = run.info.run_id
+        params = [Param(k, v) for k, v in curve_tags(factors).items() if k != Tag.ROLE]
+        self.client.log_batch(run_id, params=params)
+        return run_id
+
+    def _replace_curve_run(self, curve: tuple, old: str) -> str:
+        """Delete a curve run whose values changed and log every current point on a new one."""
+        from analysis.dashboard import CURVE_KEY
+
+        self.client.delete_run(old)
+        for witness in CURVE_WITNESSES.values():
+            self._aggregates_logged.pop(f"{old}/{witness}", None)
+        factors = dict(zip(CURVE_KEY, curve, strict=True))
+        run_id = self._create_curve_run(factors)
+        workload, dataset, model, method, _, sparsity = curve
+        with self._lock:
+            self._curve_runs[curve] = run_id
+            group = (workload, dataset, model, method, sparsity)
+            points = curve_points(self._records, self._records.complete_cells(group))
+        steps = {budget: values for (*key, budget), values in points.items() if tuple(key) == curve}
+        self._log_metrics(run_id, steps)
+        for witness in CURVE_WITNESSES.values():
+            self._aggregates_logged[f"{run_id}/{witness}"] = {
+                budget: values[witness] for budget, values in steps.items() if witness in values
+            }
+        return run_id
+
+    def _replace_cell_run(self, meta: TrialMeta, old: str) -> str:
+        """Delete a cell run whose aggregates changed; a new one takes its trial runs as children."""
+        self.client.delete_run(old)
+        self._aggregates_logged.pop(f"{old}/{CELL_WITNESS}", None)
+        run_id = self._create_cell_run(meta)
+        with self._lock:
+            self._cell_runs[meta.cell] = run_id
+        children = self.client.search_runs(
+            [self.experiment_id()],
+            filter_string=f"tags.`{Tag.ROLE}` = '{Role.TRIAL}' and tags.`cell` = '{meta.cell}'",
+            max_results=10_000,
+        )
+        for child in children:
+            self.client.set_tag(child.info.run_id, Tag.PARENT, run_id)
+        return run_id
+
+    def _logged_history(self, run_id: str, key: str) -> dict[int, float]:
+        """step -> value of an aggregate metric as MLflow holds it (read once, then followed)."""
+        cache_key = f"{run_id}/{key}"
+        if cache_key not in self._aggregates_logged:
+            history = self.client.get_metric_history(run_id, key)
+            self._aggregates_logged[cache_key] = {int(m.step): float(m.value) for m in history}
+        return self._aggregates_logged[cache_key]
+
+    def _log_metrics(self, run_id: str, steps: dict[int, dict[str, float]]) -> None:
+        """Log {step: {key: value}} in batches."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        metrics = [
+            Metric(key, value, now, step)
+            for step, values in steps.items()
+            for key, value in values.items()
+        ]
+        for chunk in _chunks(metrics, _BATCH_LIMIT):
+            self.client.log_batch(run_id, metrics=chunk)
 
     def _logged(self, run_id: str) -> set[int]:
         if run_id not in self._logged_epochs:
@@ -514,6 +695,46 @@ class MlflowSweepCallback(Callback):
 def _rejected(error: Exception) -> bool:
     """True when MLflow refused a request as invalid: resending it cannot help."""
     return getattr(error, "error_code", None) in _REJECTED_CODES
+
+
+def _same(logged: dict[int, float], wanted: dict[int, float]) -> bool:
+    """Whether two step -> value maps hold the same steps and values (to rounding)."""
+    return logged.keys() == wanted.keys() and all(
+        abs(logged[step] - wanted[step]) <= _AGGREGATE_TOLERANCE * max(1.0, abs(wanted[step]))
+        for step in wanted
+    )
+
+
+@dataclass(frozen=True)
+class ErrorText:
+    """A failed trial's error: a one-line summary for a tag, the full text for an artifact."""
+
+    summary: str
+    text: str
+
+
+def _error_text(trial: Any) -> ErrorText | None:
+    """The last failure Tune recorded for a trial (its error file), or None if there is none."""
+    filename = getattr(trial.run_metadata, "error_filename", None)
+    if not filename or not trial.local_path:
+        return None
+    try:
+        text = Path(trial.local_path, filename).read_text(errors="replace")
+    except OSError:
+        return None
+    last = text.rsplit("Failure # ", 1)[-1]
+    lines = [line for line in last.splitlines() if line.strip()]
+    if not lines:
+        return None
+    exception = next((line for line in reversed(lines) if _looks_like_exception(line)), lines[0])
+    tail = "\n".join(lines[-ERROR_TAIL_LINES:])
+    return ErrorText(summary=exception.strip()[:500], text=f"{exception.strip()}\n\n{tail}\n")
+
+
+def _looks_like_exception(line: str) -> bool:
+    """`SomeError: message` (the last line of a Python traceback)."""
+    head = line.split(":", 1)[0].strip()
+    return ":" in line and head.isidentifier() and head.endswith(("Error", "Exception", "Exit"))
 
 
 def _ending(trial: Any, errored: bool) -> tuple[str, str | None]:

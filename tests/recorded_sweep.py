@@ -11,10 +11,11 @@ from typing import Any
 
 from contract.trial import TrialMeta
 from sweeps.launch import locate
+from sweeps.mlflow_runs import trial_run_name
 from sweeps.search import SweepSearcher
 from sweeps.spec import SweepSpec
 from sweeps.store import write_text_atomic
-from sweeps.tracking import MlflowSweepCallback, trial_run_name
+from sweeps.tracking import MlflowSweepCallback
 
 EpochResults = Callable[[int, TrialMeta], list[dict[str, Any]]]
 """The results one trial reports: (trial number, its meta) -> one dict per reported epoch."""
@@ -29,6 +30,7 @@ class RecordedSweep:
     config_hashes: list[str]
     trials: list[SimpleNamespace]  # trial_id, config, status, last_result (as Tune's Trial)
     searcher: SweepSearcher
+    callback: MlflowSweepCallback
 
 
 def val_acc1_results(val_acc1: Callable[[int, int], float]) -> EpochResults:
@@ -48,22 +50,30 @@ def record_sweep(
     val_acc1: Callable[[int, int], float] | None = None,
     git_commit: str = "0123abc",
     results: EpochResults | None = None,
+    extending: RecordedSweep | None = None,
 ) -> RecordedSweep:
-    """Run every trial of `spec` through the callback, reporting `results` (or `val_acc1`)."""
+    """Run every trial of `spec` through the callback, reporting `results` (or `val_acc1`);
+    with `extending`, continue that sweep under `spec` (an extension of its spec) as a re-run
+    of the same command would, with the same searcher and callback."""
     results = results or val_acc1_results(val_acc1 or (lambda number, epoch: 50.0))
     location = locate(spec)
     write_text_atomic(location.spec_file, spec.to_yaml())
-    searcher = SweepSearcher(spec)
-    callback = MlflowSweepCallback(
-        tracking_uri=spec.tracking_uri,
-        experiment_name=spec.name,
-        search_metric=spec.search.metric,
-        artifact_location=location.artifact_location,
-        git_commit=git_commit,
-        spec_file=location.spec_file,
-    )
+    if extending is None:
+        searcher = SweepSearcher(spec)
+        callback = MlflowSweepCallback(
+            tracking_uri=spec.tracking_uri,
+            experiment_name=spec.name,
+            search_metric=spec.search.metric,
+            artifact_location=location.artifact_location,
+            git_commit=git_commit,
+            spec_file=location.spec_file,
+        )
+        trials: list[SimpleNamespace] = []
+    else:
+        searcher, callback, trials = extending.searcher, extending.callback, extending.trials
+        searcher.extend(spec)
     callback.setup()
-    trials: list[SimpleNamespace] = []
+    first = len(trials)
     logged: dict[str, list[float]] = {}
     while (config := searcher.suggest(f"trial_{len(trials) + 1:05d}")) != SweepSearcher.FINISHED:
         assert config is not None, "the searcher waits on a trial that never completes"
@@ -83,5 +93,5 @@ def record_sweep(
         searcher.on_trial_complete(trial.trial_id, trial.last_result)
         logged[trial_run_name(meta)] = [result.get("val_acc1") for result in reported]
     callback.on_experiment_end(trials)
-    hashes = [TrialMeta.of(trial.config).config_hash for trial in trials]
-    return RecordedSweep(callback.experiment_id(), logged, hashes, trials, searcher)
+    hashes = [TrialMeta.of(trial.config).config_hash for trial in trials[first:]]
+    return RecordedSweep(callback.experiment_id(), logged, hashes, trials, searcher, callback)

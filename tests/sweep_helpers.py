@@ -256,3 +256,30 @@ def tune_rows(experiment_dir: Path) -> dict[str, list[dict[str, Any]]]:
                 row = json.loads(line)
                 rows.setdefault(row["config"]["meta"]["config_hash"], []).append(row)
     return rows
+
+
+def aggregate_steps(tracking_uri: str, experiment: str) -> dict[str, dict[str, list[int]]]:
+    """Every logged step of every metric of the sweep's cell and curve runs (a duplicate shows
+    twice), keyed `cell <cell id>` / `curve <arm> s=<sparsity>`; asserts one run per key."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    steps: dict[str, dict[str, list[int]]] = {}
+    for role in ("cell", "curve"):
+        runs = client.search_runs(
+            [found.experiment_id], f"tags.`sparsesweep.role` = '{role}'", max_results=1000
+        )
+        for run in runs:
+            tags = run.data.tags
+            key = (
+                f"cell {tags['cell']}"
+                if role == "cell"
+                else f"curve {tags['workload']} {tags['arm']} s={tags['sparsity']}"
+            )
+            assert key not in steps, f"two {role} runs for {key}"
+            steps[key] = {
+                name: sorted(m.step for m in client.get_metric_history(run.info.run_id, name))
+                for name in run.data.metrics
+            }
+    return steps

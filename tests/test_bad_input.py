@@ -106,6 +106,15 @@ def closed_port_address(work: Path) -> list[str]:
     return run(None, "--address", f"127.0.0.1:{port}")(work)
 
 
+def stored_under_other_versions(work: Path) -> list[str]:
+    """The existing sweep's stored spec says it ran under other ray and optuna versions."""
+    stored = work / "results" / EXISTING / SPEC_FILE
+    payload = yaml.safe_load(stored.read_text())
+    payload["versions"] = {"ray": "2.0.0", "mlflow": "3.17.2", "optuna": "3.0.0", "torch": "2.14.1"}
+    stored.write_text(yaml.safe_dump(payload))
+    return run({"name": EXISTING})(work)
+
+
 def broken_stored_spec(work: Path) -> list[str]:
     """A second sweep whose stored spec was edited by hand into an invalid one."""
     stored = work / "results" / "broken" / SPEC_FILE
@@ -158,6 +167,39 @@ ROWS: list[Row] = [
     ),
     Row("seed_negative", run({"grid.seeds": [-1]}), ("grid.seeds[0]", "an integer >= 0")),
     Row(
+        "budget_boolean",
+        run({"grid.budgets": [True]}),
+        ("grid.budgets[0]", "true is a boolean, not a number", INT_RANGE_BUDGET),
+    ),
+    Row(
+        "seed_boolean",
+        run({"grid.seeds": [False]}),
+        ("grid.seeds[0]", "false is a boolean", "an integer >= 0"),
+    ),
+    Row(
+        "sparsity_boolean",
+        run({"grid.sparsities": [True]}),
+        ("grid.sparsities[0]", "true is a boolean", RANGE_SPARSITY),
+    ),
+    Row(
+        "sparsity_leaves_every_layer_empty",
+        run({"base.model": {"name": "small_cnn"}, "grid.sparsities": [0.99999]}),
+        (
+            "grid.sparsities[0]: 0.99999 leaves no weight in any of the 4 layers of small_cnn",
+            "allowed: a sparsity <= 0.9997",
+        ),
+    ),
+    Row(
+        "sparsity_leaves_a_layer_empty",
+        run({"base.model": {"name": "small_cnn"}, "grid.sparsities": [0.9, 0.9999]}),
+        ("grid.sparsities[1]: 0.9999 leaves no weight in layer '0'", "a sparsity <= 0.9997"),
+    ),
+    Row(
+        "model_the_data_cannot_feed",
+        run({"base.model": {"name": "resnet50"}, "grid.arms": ["dense"]}),
+        ("base.model.name", "needs 3 input channels"),
+    ),
+    Row(
         "cells_duplicated",
         run({"grid.arms": ["rigl", "rigl"]}),
         ("grid.arms[1]", "duplicates [0]", "each value must appear once"),
@@ -168,6 +210,21 @@ ROWS: list[Row] = [
         ("search.lr", "low (0.5) must be < high (0.1)"),
     ),
     Row("lr_above_max", run({"search.lr": {"grid": [20]}}), ("search.lr.grid[0]", "(0.0, 10.0]")),
+    Row(
+        "lr_grid_nan",
+        run({"search.lr": {"grid": [0.1, float("nan")]}}),
+        ("search.lr.grid[1]: must be in (0.0, 10.0], got nan",),
+    ),
+    Row(
+        "lr_range_nan",
+        run({"search.lr": {"low": float("nan"), "high": 0.1}, "search.trials_per_cell": 2}),
+        ("search.lr.low: must be in (0.0, 10.0], got nan",),
+    ),
+    Row(
+        "lr_grid_infinite",
+        run({"search.lr": {"grid": [float("inf")]}}),
+        ("search.lr.grid[0]: must be in (0.0, 10.0], got inf",),
+    ),
     Row(
         "lr_low_zero",
         run({"search.lr": {"low": 0.0, "high": 0.1, "log": True}, "search.trials_per_cell": 2}),
@@ -235,6 +292,26 @@ ROWS: list[Row] = [
         "workload_sets_grid_field",
         run({"workloads": {"w": {"epochs": 3}}}),
         ("workloads.w.epochs", "may not set any of: epochs, seed"),
+    ),
+    Row(
+        "set_base_lr_the_search_sets",
+        run(None, "--set", "base.optim.lr=0.05"),
+        ("base.optim.lr: search.lr sets optim.lr for every trial", "allowed: leave it out"),
+    ),
+    Row(
+        "set_base_epochs_the_budgets_set",
+        run(None, "--set", "base.epochs=abc"),
+        ("base.epochs: grid.budgets sets epochs", "base may not set any of: epochs, seed"),
+    ),
+    Row(
+        "base_sets_what_an_arm_sets",
+        run({"base.sparse.preconditioner": "sparseopt"}),
+        ("base.sparse.preconditioner: the arm (grid.arms) sets", "leave it out"),
+    ),
+    Row(
+        "base_sets_searched_weight_decay",
+        run({"base.optim.weight_decay": 0.01, "search.weight_decay": {"grid": [0.001]}}),
+        ("base.optim.weight_decay: search.weight_decay sets optim.weight_decay",),
     ),
     Row(
         "second_stage_reuses_seed",
@@ -355,6 +432,26 @@ ROWS: list[Row] = [
         (f"{EXISTING}/{SPEC_FILE}", "grid.seeds: removed [1]", "--set name="),
     ),
     Row(
+        "resume_under_other_ray_and_optuna",
+        stored_under_other_versions,
+        ("ran under ray 2.0.0, optuna 3.0.0", "this machine has ray ", "--allow-version-change"),
+    ),
+    Row(
+        "status_named_twice",
+        command("status", EXISTING, "--experiment", "other", "--storage", "results"),
+        ("named twice", f"NAME '{EXISTING}'", "--experiment 'other'"),
+    ),
+    Row(
+        "status_without_name",
+        command("status", "--storage", "results"),
+        ("missing the sweep's name", "allowed: NAME or --experiment NAME"),
+    ),
+    Row(
+        "resume_by_experiment_unknown",
+        command("resume", "--experiment", "nosuch", "--storage", "results", "--no-progress"),
+        ("'nosuch'", "known sweeps: existing"),
+    ),
+    Row(
         "stored_spec_invalid",
         broken_stored_spec,
         (f"broken/{SPEC_FILE}", "does not validate", "grid.budgets[0]", INT_RANGE_BUDGET),
@@ -363,7 +460,7 @@ ROWS: list[Row] = [
     Row(
         "ui_missing_db",
         command("ui", "--tracking-uri", "sqlite:///{work}/none.db"),
-        ("none.db", "sqlite:///PATH of an existing store"),
+        ("--tracking-uri", "none.db", "allowed: the tracking_uri of a sweep that has run"),
     ),
     Row(
         "ui_server_uri",
@@ -398,6 +495,26 @@ ROWS: list[Row] = [
         "report_unknown_experiment",
         command("report", "--experiment", "nope", "--out", "out", "--no-log-mlflow"),
         ("'nope' not found", "experiments there:", EXISTING),
+    ),
+    Row(
+        "export_unknown_experiment_positional",
+        command("export", "nope", "--out", "out"),
+        ("'nope' not found", "experiments there:", EXISTING),
+    ),
+    Row(
+        "report_without_name",
+        command("report", "--out", "out"),
+        ("missing the sweep's name", "NAME or --experiment NAME"),
+    ),
+    Row(
+        "export_unreachable_server",
+        command("export", "-e", EXISTING, "--out", "out", "--tracking-uri", "http://127.0.0.1:9"),
+        ("--tracking-uri: MLflow server http://127.0.0.1:9 is unreachable",),
+    ),
+    Row(
+        "report_unreachable_server",
+        command("report", EXISTING, "--out", "out", "--tracking-uri", "http://127.0.0.1:9"),
+        ("--tracking-uri: MLflow server http://127.0.0.1:9 is unreachable",),
     ),
     Row(
         "export_missing_store",

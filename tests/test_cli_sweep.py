@@ -1,4 +1,5 @@
-"""Sweep CLI on good input: the dry run, and the Ray addresses `--address` accepts.
+"""Sweep CLI on good input: the dry run, `run`'s closing summary, the sweep name given either
+way, where `ui` finds its store, and the Ray addresses `--address` accepts.
 
 Bad input (every command, exit code 2, nothing written, Ray never started) is the table in
 tests/test_bad_input.py; the dashboard's bind address is in tests/test_security.py.
@@ -6,8 +7,12 @@ tests/test_bad_input.py; the dashboard's bind address is in tests/test_security.
 
 from __future__ import annotations
 
+import shlex
 import socket
+import time
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 import typer
@@ -15,7 +20,9 @@ import yaml
 from sweep_helpers import ONE_TRIAL_SPEC, sweep_cli_app
 from typer.testing import CliRunner
 
-from sweeps import cli_run
+from sweeps import cli_analysis, cli_run
+from sweeps.launch import SweepSummary
+from sweeps.spec import parse_spec
 
 GOOD = {"name": "cli", **ONE_TRIAL_SPEC}
 
@@ -49,3 +56,109 @@ def test_ray_addresses_that_answer_are_accepted() -> None:
         port = listener.getsockname()[1]
         for address in (None, "auto", "local", f"127.0.0.1:{port}", f"ray://localhost:{port}"):
             cli_run._check_address(address)
+
+
+def test_dry_run_prints_the_cell_table_once(app, tmp_path: Path) -> None:
+    path = write(tmp_path, {**GOOD, "grid": {**GOOD["grid"], "sparsities": [0.9, 0.95]}})
+    result = CliRunner().invoke(app, ["run", str(path), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    for cell in ("default/rigl/s=0.9/e=1", "default/rigl/s=0.95/e=1"):
+        assert result.output.count(cell) == 1, result.output
+    assert "┃" not in result.output and "warning" not in result.output
+    assert "total: 2 cells, 2 trials" in result.output
+
+
+def test_dry_run_warns_about_what_a_real_run_would_refuse(app, tmp_path: Path) -> None:
+    (tmp_path / "a-file").touch()
+    spec = {
+        **GOOD,
+        "base": {**GOOD["base"], "data": {"name": "cifar100", "root": str(tmp_path / "none")}},
+    }
+    path = tmp_path / "spec.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            dict(
+                spec,
+                storage_path=str(tmp_path / "a-file" / "results"),
+                tracking_uri="http://127.0.0.1:9",
+            )
+        )
+    )
+    before = sorted(tmp_path.rglob("*"))
+    result = CliRunner().invoke(app, ["run", str(path), "--dry-run", "--address", "nonsense"])
+    output = " ".join(result.output.split())
+    assert result.exit_code == 0, result.output
+    assert "warning: --address 'nonsense' is not a Ray address" in output
+    assert "warning: tracking_uri: MLflow server http://127.0.0.1:9 is unreachable" in output
+    assert f"warning: storage_path: cannot write to {tmp_path / 'a-file' / 'results'}" in output
+    assert "warning: base.data.root:" in output and "(on this machine)" in output
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_summary_commands_stay_on_one_line_each(tmp_path: Path) -> None:
+    deep = tmp_path / ("a-long-folder-name-" * 6) / "mlflow.db"
+    spec = parse_spec(
+        {**GOOD, "tracking_uri": f"sqlite:///{deep}", "storage_path": str(deep.parent)}
+    )
+    summary = SweepSummary(expected=1, statuses=Counter({"finished": 1}))
+    result = CliRunner().invoke(summary_app(spec, summary), [])
+    lines = result.output.splitlines()
+    assert lines[0] == "sweep cli: 1/1 trials ended (1 finished)"
+    commands = dict(line.split(": ", 1) for line in lines[1:])
+    assert shlex.split(commands["dashboard"]) == [
+        "sparsesweep",
+        "ui",
+        "--tracking-uri",
+        spec.tracking_uri,
+    ]
+    assert shlex.split(commands["status"])[-1] == spec.storage_path
+    report = shlex.split(commands["report"])
+    assert report[:3] == ["sparsesweep", "report", "cli"] and spec.tracking_uri in report
+
+
+def summary_app(spec: Any, summary: SweepSummary) -> typer.Typer:
+    """A one-command app printing `run`'s closing summary (as piped output: 80 columns)."""
+    application = typer.Typer()
+    application.command()(lambda: cli_run._print_summary(spec, summary))
+    return application
+
+
+@pytest.mark.parametrize(
+    "given", [["status", "s1"], ["status", "--experiment", "s1"], ["status", "-e", "s1"]]
+)
+def test_status_takes_the_name_either_way(app, tmp_path: Path, given: list[str]) -> None:
+    spec = parse_spec({**GOOD, "name": "s1", "storage_path": str(tmp_path)})
+    (tmp_path / "s1").mkdir()
+    (tmp_path / "s1" / "sweep_spec.yaml").write_text(spec.to_yaml())
+    result = CliRunner().invoke(app, [*given, "--storage", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "0/1 trials ended" in " ".join(result.output.split())
+
+
+def test_ui_takes_the_store_from_mlflow_tracking_uri(app, tmp_path: Path) -> None:
+    missing = tmp_path / "elsewhere.db"
+    result = CliRunner().invoke(app, ["ui"], env={"MLFLOW_TRACKING_URI": f"sqlite:///{missing}"})
+    assert result.exit_code == 2
+    assert str(missing) in " ".join(result.output.split())
+    served = CliRunner().invoke(app, ["ui"], env={"MLFLOW_TRACKING_URI": "http://127.0.0.1:9"})
+    assert served.exit_code == 2 and "already a server" in served.output
+
+
+@pytest.mark.parametrize("command", ["export", "report"])
+def test_analysis_against_a_silent_server_fails_within_seconds(
+    command: str, tmp_path: Path
+) -> None:
+    application = typer.Typer()
+    cli_analysis.register(application)
+    with socket.socket() as silent:  # accepts connections, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        uri = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        started = time.monotonic()
+        result = CliRunner().invoke(
+            application, [command, "sweep", "--out", str(tmp_path / "out"), "--tracking-uri", uri]
+        )
+    assert time.monotonic() - started < 20
+    assert result.exit_code == 2
+    assert f"--tracking-uri: MLflow server {uri} is unreachable" in " ".join(result.output.split())
+    assert not (tmp_path / "out").exists()

@@ -41,7 +41,7 @@ def test_writers_and_readers_use_the_one_definition_of_each_name() -> None:
 
 def test_every_tag_the_tracker_writes_is_one_the_reader_knows() -> None:
     from sparseopt.config import TrainConfig
-    from sweeps.tracking import cell_tags, trial_tags
+    from sweeps.mlflow_runs import cell_tags, trial_tags
 
     train = TrainConfig().model_dump(mode="json")
     written = set(trial_tags(meta(), train, "abc")) | set(cell_tags(meta()))

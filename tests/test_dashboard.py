@@ -21,6 +21,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from recorded_sweep import record_sweep
@@ -236,3 +237,90 @@ def test_dashboard_shows_the_sweep_runs_tags_and_epoch_metrics(
     for trace in traces:
         assert trace == {"x": list(range(1, BUDGET + 1)), "y": store.val_acc1[children[0]]}
     print(f"dashboard screenshots: {ARTIFACTS}")
+
+
+CURVE_BUDGETS = [2, 4]
+PLOT_TIMEOUT_S = 120
+
+
+def curve_results(number: int, meta: Any) -> list[dict[str, Any]]:
+    """Every epoch to the budget; test accuracy rises with the epoch and the trial."""
+    return [
+        {"epoch": e, "val_acc1": 40.0 + 10 * e, "test_acc1": 40.0 + 10 * e + number}
+        for e in range(1, meta.budget + 1)
+    ]
+
+
+def plotted(page: Any, plot: Any, traces: int) -> list[dict[str, list[float]]]:
+    """The distinct (x, y) series of a plotly chart (MLflow draws a run's line and its markers as
+    two traces), once `traces` series hold points."""
+    deadline = time.monotonic() + PLOT_TIMEOUT_S
+    script = "p => (p.data || []).map(t => ({x: Array.from(t.x || []), y: Array.from(t.y || [])}))"
+    while True:
+        found = [t for i, t in enumerate(plot.evaluate(script)) if t["x"]]
+        found = [t for i, t in enumerate(found) if t not in found[:i]]
+        if len(found) == traces:
+            return found
+        if time.monotonic() > deadline:
+            pytest.fail(
+                f"the chart did not show {traces} curves within {PLOT_TIMEOUT_S} s: {found}"
+            )
+        page.wait_for_timeout(1000)
+
+
+CURVE_SPEC = {
+    **SPEC,
+    "name": "curves",
+    "grid": {**SPEC["grid"], "budgets": CURVE_BUDGETS, "seeds": [0, 1, 2]},
+}
+
+
+def test_chart_view_of_the_curve_runs_shows_accuracy_against_budget(tmp_path: Path) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    from sweeps.spec import parse_spec
+
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: run `make browser` (apt-get install chromium) first")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    spec = parse_spec(
+        {
+            **CURVE_SPEC,
+            "storage_path": str(tmp_path / "results"),
+            "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        }
+    )
+    recorded = record_sweep(spec, results=curve_results)
+    browser_env = {
+        **os.environ,
+        "XDG_CONFIG_HOME": str(tmp_path / "xdg-config"),
+        "XDG_CACHE_HOME": str(tmp_path / "xdg-cache"),
+    }
+    with dashboard(spec.tracking_uri, tmp_path) as url, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS, env=browser_env
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 1400})
+            page.set_default_timeout(UI_TIMEOUT_MS)
+            expect.set_options(timeout=UI_TIMEOUT_MS)
+            page.goto(f"{url}/#/experiments/{recorded.experiment_id}/runs")
+            search = page.get_by_test_id("search-box")
+            search.click()
+            page.keyboard.type("tags.`sparsesweep.role` = 'curve'")
+            page.keyboard.press("Enter")
+            for arm in SPEC["grid"]["arms"]:
+                expect(page.get_by_text(f"curve {arm} s=0.9", exact=True)).to_be_visible()
+            page.locator('label:has(input[name="runs-view-mode"][value="CHART"])').click()
+            card = page.get_by_test_id("experiment-view-compare-runs-card").filter(
+                has=page.get_by_text("test_acc1_mean", exact=True)
+            )
+            plot = card.locator(".js-plotly-plot")
+            expect(plot).to_have_count(1)
+            traces = plotted(page, plot, len(SPEC["grid"]["arms"]))
+            page.screenshot(path=ARTIFACTS / "curves.png", full_page=True)
+        finally:
+            browser.close()
+    assert len(traces) == len(SPEC["grid"]["arms"])
+    for trace in traces:
+        assert trace["x"] == CURVE_BUDGETS

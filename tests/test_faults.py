@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 from sweep_helpers import (
+    aggregate_steps,
     finish,
     free_port,
     kill_group,
@@ -389,5 +390,10 @@ def test_mlflow_server_outage_mid_sweep_loses_nothing(executor: str, tmp_path: P
         experiment = client.get_experiment_by_name("outage")
         [cell] = client.search_runs([experiment.experiment_id], "tags.`sparsesweep.role` = 'cell'")
         assert cell.info.status == "FINISHED"
+        aggregates = aggregate_steps(uri, "outage")
+        assert aggregates["cell default/rigl/s=0.9/e=3"]["test_acc1_mean"] == [1, 2, 3]
+        assert aggregates["curve default rigl s=0.9"]["test_acc1_mean"] == [3]
+        for metrics in aggregates.values():
+            assert all(steps == sorted(set(steps)) for steps in metrics.values()), metrics
     finally:
         kill_group(server)

@@ -510,3 +510,24 @@ def test_tune_runs_interrupts_and_restores_the_searcher(tmp_path: Path) -> None:
         finals = [meta["lr"] for meta in configs if meta["stage"] == "final"]
         assert finals == [max(meta["lr"] for meta in configs)]
     assert list((tmp_path / "tiny").glob("searcher-state-*.pkl"))
+
+
+def test_told_trials_are_mirrored_to_an_optuna_journal_once(tmp_path: Path) -> None:
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    from sweeps.study_journal import JOURNAL_FILE, mirror_trial
+
+    spec = make_spec(grid={"arms": ["rigl"], "sparsities": [0.9], "budgets": [1]})
+    spec_file = tmp_path / "sweep_spec.yaml"
+    searcher = SweepSearcher(spec, spec_file=str(spec_file))
+    Driver(searcher).run_to_end()
+    cell = spec.cells()[0].cell_id
+    storage = JournalStorage(JournalFileBackend(str(tmp_path / JOURNAL_FILE)))
+    mirrored = optuna.load_study(study_name=cell, storage=storage)
+    ours = searcher.study(cell)
+    assert [(t.params, t.value) for t in mirrored.trials] == [
+        (t.params, t.value) for t in ours.trials
+    ]
+    mirror_trial(str(tmp_path / JOURNAL_FILE), ours, 0)  # a second mirror of a trial adds nothing
+    assert len(optuna.load_study(study_name=cell, storage=storage).trials) == len(ours.trials)

@@ -145,7 +145,7 @@ def test_environment_secrets_never_reach_mlflow(secret_store: SecretStore, tmp_p
     client = MlflowClient(secret_store.spec.tracking_uri)
     experiment = client.get_experiment(secret_store.recorded.experiment_id)
     runs = client.search_runs([experiment.experiment_id])
-    assert len(runs) == 1 + 2  # the cell and its two seeds
+    assert len(runs) == 1 + 2 + 1  # the cell, its two seeds and the arm's curve run
     logged: list[str] = [*experiment.tags.values(), experiment.artifact_location]
     for run in runs:
         logged += [*run.data.params, *run.data.params.values(), *run.data.tags.values()]
@@ -182,9 +182,11 @@ def test_export_masks_tracking_uri_credentials(
 
 @pytest.fixture
 def server_calls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[tuple[list[str], dict]]:
-    """Stand-in for the exec of `mlflow server`: records its argv and environment."""
+    """Stand-in for the exec of `mlflow server`: records its argv and environment. The store
+    is ./mlflow.db, whatever MLFLOW_TRACKING_URI another fixture left set (`ui` honours it)."""
     calls: list[tuple[list[str], dict]] = []
     monkeypatch.setattr(os, "execve", lambda path, argv, env: calls.append((list(argv), env)))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     (tmp_path / "mlflow.db").touch()
     monkeypatch.chdir(tmp_path)
     return calls

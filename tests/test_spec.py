@@ -9,9 +9,17 @@ import pytest
 import yaml
 
 from contract.arms import parse_arm
-from sparseopt.config import TrainConfig
+from sparseopt.config import DataConfig, ModelConfig, SparseConfig, TrainConfig
 from sweeps.cost import EPOCH_COSTS, TRIAL_OVERHEAD_S, estimate_cost
-from sweeps.spec import CONFIGS_DIR, SpecError, load_spec, parse_spec
+from sweeps.model_layers import dead_layers, largest_alive_sparsity, maskable_shapes
+from sweeps.spec import (
+    CONFIGS_DIR,
+    SpecError,
+    load_spec,
+    parse_spec,
+    read_stored_sweep,
+    stored_spec_text,
+)
 from sweeps.spec_diff import spec_changes_that_alter_existing, spec_diff_text
 
 BASE: dict[str, Any] = {
@@ -413,11 +421,10 @@ def test_cost_of_quickstart_from_the_table() -> None:
     spec = load_spec("quickstart")
     estimate = estimate_cost(spec)
     per_epoch = EPOCH_COSTS[("digits", "small_cnn")].seconds
+    overhead = TRIAL_OVERHEAD_S["actor"]  # one worker per trial: the actor executor
     assert estimate.total_trials == spec.expected_trials() == 24
     assert estimate.total_trial_epochs == 4 * (2 + 4) * 3  # 4 trials per cell, 3 cells per budget
-    trial_seconds = 4 * 3 * (2 * per_epoch + TRIAL_OVERHEAD_S) + 4 * 3 * (
-        4 * per_epoch + TRIAL_OVERHEAD_S
-    )
+    trial_seconds = 4 * 3 * (2 * per_epoch + overhead) + 4 * 3 * (4 * per_epoch + overhead)
     assert estimate.wall_hours == pytest.approx(
         trial_seconds / 3600 / spec.resources.max_concurrent_trials
     )
@@ -439,10 +446,60 @@ def test_cost_overrides_and_gpu_scaling() -> None:
 
 
 def test_cost_reports_unknown_pairs_and_bad_keys() -> None:
-    spec = parse_spec(payload(base__model={"name": "resnet50"}))
+    spec = parse_spec(payload(base__model={"name": "resnet20"}))
     estimate = estimate_cost(spec)
-    assert estimate.unknown == [("digits", "resnet50")]
+    assert estimate.unknown == [("digits", "resnet20")]
     assert estimate.wall_hours is None and estimate.device_hours == {}
-    assert "no epoch cost for (digits, resnet50)" in estimate.summary()
+    assert "no epoch cost for (digits, resnet20)" in estimate.summary()
     with pytest.raises(ValueError, match="epoch_seconds"):
         estimate_cost(spec, {"digits": 1.0})
+
+
+def test_stored_spec_records_versions_and_reads_back(tmp_path: Any) -> None:
+    spec = parse_spec(BASE)
+    path = tmp_path / "sweep_spec.yaml"
+    path.write_text(stored_spec_text(spec, {"ray": "2.60.0", "optuna": "5.0.0"}))
+    stored = read_stored_sweep(str(path))
+    assert stored is not None
+    assert stored.spec == spec and stored.versions == {"ray": "2.60.0", "optuna": "5.0.0"}
+    assert yaml.safe_load(path.read_text())["versions"]["ray"] == "2.60.0"
+
+
+def test_stored_spec_of_an_older_release_drops_base_keys_no_trial_used(tmp_path: Any) -> None:
+    """Older releases accepted `base.epochs: 1` (overwritten by every budget): such a sweep
+    stays resumable, and its cells are those of the spec without the key."""
+    older = payload(base__epochs=1, base__optim={"lr": 0.3, "momentum": 0.8})
+    path = tmp_path / "sweep_spec.yaml"
+    path.write_text(yaml.safe_dump(older))
+    stored = read_stored_sweep(str(path))
+    assert stored is not None and stored.versions == {}
+    assert stored.spec.base["optim"] == {"momentum": 0.8} and "epochs" not in stored.spec.base
+    with pytest.raises(SpecError, match=r"base\.epochs: grid\.budgets sets epochs"):
+        parse_spec(older)
+
+
+@pytest.mark.parametrize(
+    ("model", "distribution"),
+    [("small_cnn", "erk"), ("small_cnn", "uniform"), ("mlp", "erk"), ("resnet20", "erk")],
+)
+def test_largest_alive_sparsity_is_the_edge(model: str, distribution: str) -> None:
+    shapes = maskable_shapes(ModelConfig(name=model), DataConfig(name="digits"))
+    sparse = SparseConfig(distribution=distribution)
+    largest = largest_alive_sparsity(shapes, sparse)
+    assert 0.99 < largest < 1.0
+    assert dead_layers(shapes, sparse, largest) is None
+    assert dead_layers(shapes, sparse, min(largest + 1e-4, 1 - 1e-12)) is not None
+
+
+def test_resnet50_shapes_come_without_allocating_weights() -> None:
+    shapes = maskable_shapes(ModelConfig(name="resnet50"), DataConfig(name="imagenet", root="/x"))
+    assert shapes["conv1"] == (64, 3, 7, 7) and shapes["fc"] == (1000, 2048)
+    assert len(shapes) == 54
+
+
+def test_stored_base_weight_decay_stays_when_weight_decay_is_not_searched(tmp_path: Any) -> None:
+    spec = parse_spec(payload(base__optim={"weight_decay": 1e-3}))
+    path = tmp_path / "sweep_spec.yaml"
+    path.write_text(stored_spec_text(spec, {}))  # dumps `search.weight_decay: null`
+    stored = read_stored_sweep(str(path))
+    assert stored is not None and stored.spec.base["optim"] == {"weight_decay": 1e-3}

@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 from sweep_helpers import (
+    aggregate_steps,
     finish,
     kill_group,
     logged_steps,
@@ -173,3 +174,17 @@ def test_sweep_survives_driver_sigkill_and_resumes_exactly_once(
         assert resumed["epoch"] == min(resumed_from + 1, budget), trial
         assert [entry["epoch"] for entry in resumed["history"]] == list(range(1, resumed_from + 1))
     assert paused not in done_before
+
+    aggregates = aggregate_steps(uri, "e2e")
+    cells_logged = {key: value for key, value in aggregates.items() if key.startswith("cell ")}
+    assert len(cells_logged) == 8
+    for key, metrics in cells_logged.items():
+        budget = int(key.rsplit("e=", 1)[1])
+        assert metrics["test_acc1_mean"] == list(range(1, budget + 1)), key
+        assert all(steps == metrics["test_acc1_mean"] for steps in metrics.values()), key
+    curves = {key: value for key, value in aggregates.items() if key.startswith("curve ")}
+    assert len(curves) == 4  # 2 arms x 2 sparsities
+    for key, metrics in curves.items():
+        assert metrics["test_acc1_mean"] == [1, 2], key
+        if "sparseopt" in key:
+            assert metrics["diff_vs_baseline_mean"] == [1, 2], key

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from mlflow.tracking import MlflowClient
 from sweep_helpers import sweep_cli_app
 from typer.testing import CliRunner
 
@@ -101,8 +102,15 @@ def test_finished_sweep_grows_by_a_seed(tmp_path: Path) -> None:
     assert new.data.tags["seed"] == "2"
     assert new.info.status == "FINISHED"
     assert new.data.tags["sparsesweep.status"] == "finished"
-    old_parents = {run.data.tags["mlflow.parentRunId"] for run in first.values()}
-    assert old_parents == {new.data.tags["mlflow.parentRunId"]}
+    # the third seed changed the cell's seed means: a new cell run holds them, and it is the
+    # parent of every trial, the old ones re-parented (MLflow cannot overwrite a logged value)
+    parents = {run.data.tags["mlflow.parentRunId"] for run in second.values()}
+    (old_parent,) = {run.data.tags["mlflow.parentRunId"] for run in first.values()}
+    (parent,) = parents
+    assert parent != old_parent
+    cell = MlflowClient(uri).get_run(parent)
+    assert cell.data.tags["sparsesweep.trials_ended"] == "3"
+    assert MlflowClient(uri).get_run(old_parent).info.lifecycle_stage == "deleted"
     assert new.data.tags["lr_trial"] == "0"
     for key, points in histories(uri, new.info.run_id).items():
         assert [step for step, _, _ in points] == [1, 2], key

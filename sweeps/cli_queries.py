@@ -1,0 +1,49 @@
+"""`sparsesweep queries`: the MLflow search filters that answer common questions of a sweep."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from sweeps.cli_errors import (
+    DEFAULT_STORAGE,
+    ExperimentOption,
+    NameArgument,
+    out_console,
+    sweep_name,
+)
+from sweeps.cli_run import stored_sweep
+
+
+def queries(
+    name: NameArgument = None,
+    experiment: ExperimentOption = None,
+    storage: Annotated[
+        str, typer.Option("--storage", help="the sweep's storage_path")
+    ] = DEFAULT_STORAGE,
+) -> None:
+    """Print MLflow search filters for a sweep: an arm's trials, the curve runs of a sparsity,
+    failed or diverged trials… (paste one into the runs page's search box)."""
+    from sweeps.queries import sweep_queries
+
+    spec = stored_sweep(sweep_name(name, experiment), storage)
+    out_console.print(
+        f"MLflow experiment {spec.name!r} at {spec.tracking_uri} (open it with: "
+        f"sparsesweep ui --tracking-uri {spec.tracking_uri})",
+        highlight=False,
+        soft_wrap=True,
+    )
+    for question, filter_string in sweep_queries(spec):
+        out_console.print(f"\n# {question}", highlight=False, soft_wrap=True)
+        out_console.print(filter_string, highlight=False, soft_wrap=True, markup=False)
+    out_console.print(
+        "\nIn Python: MlflowClient(TRACKING_URI).search_runs([EXPERIMENT_ID], FILTER)",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def register(app: typer.Typer) -> None:
+    """Add `queries` to the `sparsesweep` app."""
+    app.command("queries")(queries)

@@ -1,0 +1,171 @@
+"""How the sweep's MLflow runs are named and tagged: trial, cell and curve runs, the source
+tags MLflow users expect on every run, and the experiment's description.
+
+Run roles (`contract.names.Role`): a *trial* run per trial (child of its cell run); a *cell*
+run per cell (workload × arm × sparsity × budget) holding the per-epoch seed means of the runs
+the report compares; a *curve* run per (workload, dataset/model, arm, sparsity) holding, at
+`step = budget`, the final accuracy and its interval (the convergence-versus-budget curves).
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from contract.names import Role, Tag
+from contract.outcome import Status
+from contract.trial import Stage, TrialMeta
+
+SOURCE_NAME = "sparsesweep"
+
+
+def flatten(payload: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """Flatten a nested dict to dotted keys with string values (MLflow params)."""
+    flat: dict[str, str] = {}
+    for key, value in payload.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = json.dumps(value) if isinstance(value, list | tuple) else str(value)
+    return flat
+
+
+def trial_run_name(meta: TrialMeta) -> str:
+    """Readable child-run name, e.g. `rigl+sparseopt s=0.95 e=100 seed=0 lr=0.08`."""
+    text = f"{meta.arm} s={meta.sparsity:g} e={meta.budget} seed={meta.seed} lr={meta.lr:.3g}"
+    return f"{text} final" if meta.stage == Stage.FINAL else text
+
+
+def cell_run_name(meta: TrialMeta) -> str:
+    """Readable parent-run name, e.g. `rigl+sparseopt s=0.95 e=100`."""
+    prefix = "" if meta.workload == "default" else f"{meta.workload} "
+    return f"{prefix}{meta.arm} s={meta.sparsity:g} e={meta.budget}"
+
+
+def trial_tags(meta: TrialMeta, train: Mapping[str, Any], git_commit: str) -> dict[str, str]:
+    """Every factor of a trial as MLflow tags (`contract.names.TRIAL_TAGS`, docs/conventions.md)."""
+    sparse = train["sparse"]
+    return {
+        Tag.ROLE: Role.TRIAL,
+        Tag.STATUS: Status.RUNNING.value,
+        "cell": meta.cell,
+        "workload": meta.workload,
+        "arm": meta.arm,
+        "method": sparse["method"],
+        "preconditioner": sparse["preconditioner"],
+        "regrow_scores": sparse["regrow_scores"],
+        "ham": str(sparse["ham"] is not None).lower(),
+        "grad_renorm": str(sparse["grad_renorm"]).lower(),
+        "dataset": train["data"]["name"],
+        "model": train["model"]["name"],
+        "sparsity": f"{meta.sparsity:g}",
+        "budget": str(meta.budget),
+        "seed": str(meta.seed),
+        "lr": f"{meta.lr:.6g}",
+        "weight_decay": f"{train['optim']['weight_decay']:.6g}",
+        "delta_t": str(sparse["delta_t"]),
+        "stage": meta.stage,
+        "lr_trial": str(meta.lr_trial),
+        "config_hash": meta.config_hash,
+        Tag.GIT_COMMIT: git_commit,
+    }
+
+
+def cell_tags(meta: TrialMeta) -> dict[str, str]:
+    """The factors of a trial's cell as MLflow tags of its cell run."""
+    return {
+        Tag.ROLE: Role.CELL,
+        "cell": meta.cell,
+        "workload": meta.workload,
+        "arm": meta.arm,
+        "method": meta.method,
+        "sparsity": f"{meta.sparsity:g}",
+        "budget": str(meta.budget),
+    }
+
+
+def curve_run_name(curve: Mapping[str, Any]) -> str:
+    """Readable curve-run name, e.g. `curve rigl+sparseopt s=0.97` (workload first if not default)."""
+    prefix = "" if curve["workload"] == "default" else f"{curve['workload']} "
+    return f"curve {prefix}{curve['arm']} s={float(curve['sparsity']):g}"
+
+
+def curve_tags(curve: Mapping[str, Any]) -> dict[str, str]:
+    """The factors of a curve run (one arm at one sparsity, all budgets) as MLflow tags."""
+    return {
+        Tag.ROLE: Role.CURVE,
+        "workload": str(curve["workload"]),
+        "dataset": str(curve["dataset"]),
+        "model": str(curve["model"]),
+        "method": str(curve["method"]),
+        "arm": str(curve["arm"]),
+        "sparsity": f"{float(curve['sparsity']):g}",
+    }
+
+
+def source_tags(git_commit: str) -> dict[str, str]:
+    """The tags MLflow's UI shows for every run: user, source, git commit and repository."""
+    tags = {
+        "mlflow.user": _user(),
+        "mlflow.source.name": SOURCE_NAME,
+        "mlflow.source.type": "LOCAL",
+    }
+    commit = git_commit.removesuffix("+dirty")
+    if commit != "unknown":
+        tags["mlflow.source.git.commit"] = commit
+    url = git_remote_url()
+    if url:
+        tags["mlflow.source.git.repoURL"] = url
+    return tags
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def git_remote_url() -> str | None:
+    """The `origin` remote of the checkout this code runs from, if it has one."""
+    checkout = str(Path(__file__).resolve().parent.parent)
+    try:
+        found = subprocess.run(
+            ["git", "-C", checkout, "remote", "get-url", "origin"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return found.stdout.strip() or None if found.returncode == 0 else None
+
+
+def experiment_note(sweep: str, factors: Mapping[str, Any], metric: str) -> str:
+    """The experiment description (`mlflow.note.content`): the factors and how to read the runs."""
+    lines = [
+        f"# Sweep `{sweep}`",
+        "",
+        *(f"- **{name}**: {', '.join(str(v) for v in values)}" for name, values in factors.items()),
+        f"- **lr** chosen per cell on the mean over seeds of `{metric}` (a diverged seed scores "
+        "the worst value)",
+        "",
+        "How to read the runs (tag `sparsesweep.role`):",
+        "- `cell`: one per workload × arm × sparsity × budget, the parent of its trial runs; "
+        "once all its trials have ended it logs, per epoch (`step = epoch`), the seed means "
+        "`test_acc1_mean`, `val_acc1_mean`, `test_loss_mean`, `test_acc1_std` and `n_seeds` "
+        "of the runs the report compares (its chosen lr: tag `lr`).",
+        "- `curve`: one per workload × arm × sparsity; at `step = budget` the final "
+        "`test_acc1_mean` with `test_acc1_ci_low`/`_high` (95% t-interval over seeds) and, "
+        "for a SparseOpt arm, `diff_vs_baseline_mean` with its paired interval. Select the "
+        "curve runs of one sparsity and open the chart view: accuracy against budget, arms "
+        "side by side.",
+        "- `trial`: one per trial, every epoch's metrics; `sparsesweep.status` says how it ended.",
+        "- `report`: the artifacts of `sparsesweep report`.",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,212 @@
+"""MLflow is where the comparison lives: cell and curve runs aggregate a sweep's trials.
+
+A sweep is recorded through the real searcher and tracking callback (no training, see
+tests/recorded_sweep.py); its cell and curve runs must hold each step once, with the numbers
+`sparsesweep report` computes from the same runs.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+from recorded_sweep import record_sweep
+
+from analysis.compare import compare
+from analysis.export import export_experiment
+from contract.trial import TrialMeta
+from sweeps.spec import parse_spec
+
+BUDGETS = (2, 4)
+ARMS = ("rigl", "rigl+sparseopt")
+
+
+def spec_payload(tmp_path: Path, seeds: list[int]) -> dict[str, Any]:
+    return {
+        "name": "dash",
+        "storage_path": str(tmp_path / "results"),
+        "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "base": {
+            "data": {"name": "digits"},
+            "model": {"name": "mlp"},
+            "schedule": {"warmup_epochs": 0.5},
+        },
+        "grid": {"arms": list(ARMS), "sparsities": [0.9], "budgets": list(BUDGETS), "seeds": seeds},
+        "search": {"lr": {"grid": [0.1, 0.3]}},
+    }
+
+
+def results(number: int, meta: TrialMeta) -> list[dict[str, Any]]:
+    """Distinct, known values: accuracy grows with the epoch, the seed and (for lr 0.3) the lr;
+    SparseOpt adds 1.5 points; one rigl seed at lr 0.3 diverges in its last epoch."""
+    bonus = 1.5 if "sparseopt" in meta.arm else 0.0
+    rows = []
+    for epoch in range(1, meta.budget + 1):
+        if meta.arm == "rigl" and meta.lr == 0.3 and meta.seed == 2 and epoch == meta.budget:
+            rows.append({"epoch": epoch, "val_acc1": math.nan, "diverged": True})
+            break
+        accuracy = 50 + 3 * epoch + meta.seed + 10 * meta.lr + bonus + 0.01 * meta.budget
+        rows.append(
+            {
+                "epoch": epoch,
+                "val_acc1": accuracy - 1,
+                "test_acc1": accuracy,
+                "test_loss": 1 / accuracy,
+                "train_loss": 1 / epoch,
+            }
+        )
+    return rows
+
+
+def runs_by_role(uri: str, experiment_id: str, role: str) -> list[Any]:
+    return MlflowClient(uri).search_runs(
+        [experiment_id], f"tags.`sparsesweep.role` = '{role}'", max_results=1000
+    )
+
+
+def history(uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
+    return sorted((m.step, m.value) for m in MlflowClient(uri).get_metric_history(run_id, key))
+
+
+@pytest.fixture
+def recorded(tmp_path: Path) -> tuple[Any, Any]:
+    spec = parse_spec(spec_payload(tmp_path, [0, 1, 2]))
+    return spec, record_sweep(spec, results=results)
+
+
+def test_cell_runs_hold_the_seed_means_of_the_compared_runs_once(recorded, tmp_path: Path) -> None:
+    spec, sweep = recorded
+    uri = spec.tracking_uri
+    cells = runs_by_role(uri, sweep.experiment_id, "cell")
+    assert len(cells) == len(ARMS) * len(BUDGETS)
+    exported = export_experiment(uri, spec.name, tmp_path / "export")
+    comparison = compare(
+        exported.tables.trials.to_pandas(),
+        exported.tables.epochs.to_pandas(),
+        metric=exported.manifest["search_metric"],
+    )
+    curves = comparison.curves
+    for run in cells:
+        tags = run.data.tags
+        chosen = comparison.selection[
+            (comparison.selection["arm"] == tags["arm"])
+            & (comparison.selection["budget"] == int(tags["budget"]))
+        ]
+        assert float(tags["lr"]) == chosen["lr"].item()
+        assert tags["sparsesweep.trials_ended"] == tags["sparsesweep.trials_expected"] == "6"
+        assert run.data.params["arm"] == tags["arm"]
+        expected = curves[
+            (curves["arm"] == tags["arm"]) & (curves["budget"] == int(tags["budget"]))
+        ]
+        logged = history(uri, run.info.run_id, "test_acc1_mean")
+        assert [step for step, _ in logged] == list(range(1, int(tags["budget"]) + 1))
+        assert [value for _, value in logged] == pytest.approx(expected["mean"].tolist())
+        seeds = history(uri, run.info.run_id, "n_seeds")
+        assert [value for _, value in seeds] == expected["n"].astype(float).tolist()
+        for key in ("val_acc1_mean", "test_loss_mean", "test_acc1_std"):
+            assert [step for step, _ in history(uri, run.info.run_id, key)] == [
+                step for step, _ in logged
+            ]
+
+
+def test_curve_runs_equal_what_the_report_computes(recorded, tmp_path: Path) -> None:
+    spec, sweep = recorded
+    uri = spec.tracking_uri
+    curves = {run.data.tags["arm"]: run for run in runs_by_role(uri, sweep.experiment_id, "curve")}
+    assert set(curves) == set(ARMS)
+    exported = export_experiment(uri, spec.name, tmp_path / "export")
+    comparison = compare(
+        exported.tables.trials.to_pandas(),
+        exported.tables.epochs.to_pandas(),
+        metric=exported.manifest["search_metric"],
+    )
+    summary = comparison.summary[comparison.summary["measure"] == "final"]
+    for arm, run in curves.items():
+        rows = summary[summary["arm"] == arm].sort_values("budget")
+        for key, column in (
+            ("test_acc1_mean", "mean"),
+            ("test_acc1_ci_low", "ci_low"),
+            ("test_acc1_ci_high", "ci_high"),
+        ):
+            logged = history(uri, run.info.run_id, key)
+            assert [step for step, _ in logged] == list(BUDGETS), key
+            assert [value for _, value in logged] == pytest.approx(rows[column].tolist()), key
+    paired = comparison.paired
+    best = paired[
+        (paired["view"] == "best lr")
+        & (paired["contrast"] == "baseline")
+        & (paired["measure"] == "final")
+    ].sort_values("budget")
+    sparseopt = curves["rigl+sparseopt"].info.run_id
+    for key, column in (
+        ("diff_vs_baseline_mean", "mean_diff"),
+        ("diff_vs_baseline_ci_low", "ci_low"),
+        ("diff_vs_baseline_ci_high", "ci_high"),
+    ):
+        logged = history(uri, sparseopt, key)
+        assert [step for step, _ in logged] == list(BUDGETS), key
+        assert [value for _, value in logged] == pytest.approx(best[column].tolist()), key
+    assert not history(uri, curves["rigl"].info.run_id, "diff_vs_baseline_mean")
+
+
+def test_every_run_carries_what_mlflow_users_expect(recorded) -> None:
+    spec, sweep = recorded
+    client = MlflowClient(spec.tracking_uri)
+    for role in ("trial", "cell", "curve"):
+        for run in runs_by_role(spec.tracking_uri, sweep.experiment_id, role):
+            assert run.data.tags["mlflow.user"], role
+            assert run.data.tags["mlflow.source.name"] == "sparsesweep", role
+            assert run.data.tags["mlflow.source.git.commit"] == "0123abc", role
+    note = client.get_experiment(sweep.experiment_id).tags["mlflow.note.content"]
+    assert "rigl+sparseopt" in note and "`curve`" in note and "val_acc1" in note
+
+
+def test_an_extended_sweep_replaces_changed_aggregates_and_logs_each_step_once(
+    recorded, tmp_path: Path
+) -> None:
+    spec, sweep = recorded
+    uri = spec.tracking_uri
+    before = {r.info.run_id for r in runs_by_role(uri, sweep.experiment_id, "curve")}
+    extended = parse_spec(spec_payload(tmp_path, [0, 1, 2, 3]))
+    record_sweep(extended, results=results, extending=sweep)
+    for role in ("cell", "curve"):
+        for run in runs_by_role(uri, sweep.experiment_id, role):
+            for key in run.data.metrics:
+                steps = [step for step, _ in history(uri, run.info.run_id, key)]
+                assert len(steps) == len(set(steps)), (role, key, steps)
+    curves = runs_by_role(uri, sweep.experiment_id, "curve")
+    assert {r.info.run_id for r in curves}.isdisjoint(before)  # the 4th seed changed every mean
+    cells = runs_by_role(uri, sweep.experiment_id, "cell")
+    trials = runs_by_role(uri, sweep.experiment_id, "trial")
+    parents = {r.data.tags["mlflow.parentRunId"] for r in trials}
+    assert parents == {r.info.run_id for r in cells}
+    assert all(r.data.tags["sparsesweep.trials_ended"] == "8" for r in cells)
+    frame = pd.DataFrame([r.data.metrics for r in cells])
+    assert (frame["n_seeds"] >= 3).all()
+
+
+def test_documented_queries_find_the_runs_they_promise(recorded) -> None:
+    from sweeps.queries import sweep_queries
+
+    spec, sweep = recorded
+    client = MlflowClient(spec.tracking_uri)
+    found = {
+        question: client.search_runs([sweep.experiment_id], filter_string, max_results=1000)
+        for question, filter_string in sweep_queries(spec)
+    }
+    by_start = {question.split(" (")[0]: runs for question, runs in found.items()}
+    trials = by_start["all trials of arm rigl at sparsity 0.9"]
+    assert len(trials) == 2 * 2 * 3 and {r.data.tags["arm"] for r in trials} == {"rigl"}
+    curves = by_start["the curve runs of sparsity 0.9"]
+    assert {r.data.tags["arm"] for r in curves} == set(ARMS)
+    assert len(by_start["the cell runs of budget 4"]) == len(ARMS)
+    failed = by_start["failed or diverged trials"]
+    assert [(r.data.tags["sparsesweep.status"], r.data.tags["seed"]) for r in failed] == [
+        ("diverged", "2"),
+        ("diverged", "2"),
+    ]
+    assert len(by_start["diverged trials only"]) == 2

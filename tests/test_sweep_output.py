@@ -1,0 +1,89 @@
+"""What `sparsesweep run` prints when its output is piped: one progress line per finished trial,
+none of Ray's, Tune's or MLflow's own chatter (unless --verbose), Ray's log files kept, and a
+closing summary whose commands paste back whole; and the library versions it records."""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from sweep_helpers import ONE_TRIAL_SPEC, finish, ray_temp_dir, sweep_env, write_spec
+
+from sweeps.versions import installed_versions
+
+pytestmark = pytest.mark.slow
+
+CHATTER = (
+    "Token authentication",
+    "Started a local Ray instance",
+    "Creating initial MLflow database tables",
+    "Number of trials",
+    "9223372036854775807",
+    "tensorboard",
+    "View detailed results",
+    "Wrote the latest version",
+)
+
+
+def run(spec: Path, cwd: Path, ray_tmp: str, *flags: str) -> tuple[str, str]:
+    """`python -m sweeps run SPEC` with stdout and stderr piped; returns both."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sweeps", "run", str(spec), *flags],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env=sweep_env(ray_tmp),
+    )
+    try:
+        out, err = process.communicate(timeout=600)
+    finally:
+        finish(process, 60)
+    assert process.returncode == 0, out + err
+    return out, err
+
+
+def test_piped_run_is_quiet_and_its_summary_pastes_back(tmp_path: Path) -> None:
+    spec = {"name": "out", **ONE_TRIAL_SPEC, "grid": {**ONE_TRIAL_SPEC["grid"], "seeds": [0, 1]}}
+    path = write_spec(tmp_path, spec)
+    tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with ray_temp_dir() as ray_tmp:
+        out, err = run(path, tmp_path, ray_tmp)
+        assert list(Path(ray_tmp).glob("**/logs/raylet.out")), "Ray's own log files are kept"
+        again_out, again_err = run(path, tmp_path, ray_tmp, "--verbose")
+    for line in CHATTER:
+        assert line not in out + err, f"{line!r} printed:\n{out}\n{err}"
+    progress = err.splitlines()
+    assert progress[0] == "sweep out: 2 trials to run"
+    assert progress[1].startswith("[1/2] finished default/rigl/s=0.9/e=1 seed=")
+    assert progress[2].startswith("[2/2] finished") and "ETA 0s" in progress[2]
+    summary = out.splitlines()
+    assert summary[0] == "sweep out: 2/2 trials ended (2 finished)"
+    commands = dict(line.split(": ", 1) for line in summary[1:])
+    assert shlex.split(commands["dashboard"]) == [
+        "sparsesweep",
+        "ui",
+        "--tracking-uri",
+        tracking_uri,
+    ]
+    assert shlex.split(commands["report"])[:3] == ["sparsesweep", "report", "out"]
+    assert "sweep out: 2/2 trials already ended" in again_err
+    assert_versions_recorded(tmp_path, tracking_uri)
+    assert "Started a local Ray instance" in again_err, "--verbose shows Ray's output"
+    assert "Configuration for experiment" in again_out, "--verbose shows Tune's output"
+
+
+def assert_versions_recorded(tmp_path: Path, tracking_uri: str) -> None:
+    """The stored spec and the MLflow experiment carry the installed library versions."""
+    from mlflow.tracking import MlflowClient
+
+    installed = installed_versions()
+    stored = yaml.safe_load((tmp_path / "results" / "out" / "sweep_spec.yaml").read_text())
+    assert stored["versions"] == installed
+    tags = MlflowClient(tracking_uri).get_experiment_by_name("out").tags
+    assert {name: tags[f"sparsesweep.version.{name}"] for name in installed} == installed
