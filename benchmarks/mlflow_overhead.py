@@ -1,4 +1,4 @@
-"""Cost of the sweep's MLflow tracking per epoch: SQLite file store vs a local `mlflow server`.
+"""Cost of the sweep's MLflow tracking per epoch and per finished trial: SQLite vs a server.
 
 Drives the real `sweeps.tracking.MlflowSweepCallback` with the hooks and results Tune feeds
 it (configs handed out by the sweep's own `SweepSearcher`; every result carries the 13 epoch
@@ -8,9 +8,14 @@ Tune's thread, and each MLflow send (wrapped `_send`, waiting for the outbox to 
 every event, as when epochs arrive seconds apart). Both stores are driven side by side, trial
 by trial, in one run. The per-epoch cost is set against a real epoch of the quickstart workload
 (digits, small_cnn), trained here in-process, and the whole per-trial cost against a 1-minute
-trial.
+trial. Per finished trial it also counts the MLflow calls (by client method) and times the
+live aggregation (`sweeps.aggregation`: the cell run's progress tags and, once the cell's
+trials have all ended, its per-epoch seed means and the curve points), which runs on the
+sender thread, and the end hook on Tune's thread (it only records the end and queues it).
+Each trial is its own cell's seed here (`--seeds` seeds per cell, lr fixed), so every
+`--seeds`-th trial completes a cell.
 
-    .venv/bin/python benchmarks/mlflow_overhead.py [--trials 10] [--epochs 20]
+    .venv/bin/python benchmarks/mlflow_overhead.py [--trials 10] [--epochs 20] [--seeds 5]
 """
 
 from __future__ import annotations
@@ -27,16 +32,37 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 from sweeps.search import SweepSearcher
 from sweeps.spec import SweepSpec, parse_spec
+from sweeps.store import write_text_atomic
 from sweeps.tracking import EPOCH_METRICS, MlflowSweepCallback
 
 
-def build_spec(trials: int, epochs: int, tracking_uri: str, name: str) -> SweepSpec:
+class CountingClient:
+    """An MlflowClient that counts the calls made through it, by method."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.calls: Counter = Counter()
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._client, name)
+        if not callable(attribute):
+            return attribute
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self.calls[name] += 1
+            return attribute(*args, **kwargs)
+
+        return call
+
+
+def build_spec(trials: int, epochs: int, seeds: int, tracking_uri: str, name: str) -> SweepSpec:
     return parse_spec(
         {
             "name": name,
@@ -48,9 +74,9 @@ def build_spec(trials: int, epochs: int, tracking_uri: str, name: str) -> SweepS
             },
             "grid": {
                 "arms": ["rigl"],
-                "sparsities": [0.9],
+                "sparsities": [round(0.5 + 0.001 * cell, 3) for cell in range(trials // seeds)],
                 "budgets": [epochs],
-                "seeds": list(range(trials)),
+                "seeds": list(range(seeds)),
             },
             "search": {"lr": {"grid": [0.1]}},
         }
@@ -69,6 +95,12 @@ class TimedCallback(MlflowSweepCallback):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.send_times: dict[str, list[float]] = {"start": [], "epochs": [], "end": []}
+        self.aggregate_times: list[float] = []
+
+    def _aggregate(self, cell: str) -> None:
+        start = time.perf_counter()
+        super()._aggregate(cell)
+        self.aggregate_times.append(time.perf_counter() - start)
 
     def _send(self, trial_id: str, config: dict[str, Any], kind: str, payloads: list[Any]) -> None:
         start = time.perf_counter()
@@ -79,15 +111,25 @@ class TimedCallback(MlflowSweepCallback):
 class Store:
     """One tracking store driven through its own callback and searcher."""
 
-    def __init__(self, label: str, tracking_uri: str, trials: int, epochs: int, root: Path):
-        spec = build_spec(trials, epochs, tracking_uri, f"bench-{label}")
+    def __init__(
+        self, label: str, tracking_uri: str, trials: int, epochs: int, seeds: int, root: Path
+    ):
+        spec = build_spec(trials, epochs, seeds, tracking_uri, f"bench-{label}")
+        spec_file = str(root / f"spec-{label}.yaml")
+        write_text_atomic(spec_file, spec.to_yaml())
         self.label = label
         self.searcher = SweepSearcher(spec)
         artifacts = (root / f"artifacts-{label}").as_uri() if label == "sqlite" else None
-        self.callback = TimedCallback(tracking_uri, spec.name, artifact_location=artifacts)
+        self.callback = TimedCallback(
+            tracking_uri, spec.name, artifact_location=artifacts, spec_file=spec_file
+        )
         self.callback.setup()
+        self.counting = CountingClient(self.callback.client)
+        self.callback._client = self.counting
         self.trials: list[SimpleNamespace] = []
         self.hook_times: list[float] = []
+        self.end_hook_times: list[float] = []
+        self.end_calls: list[int] = []
 
     def run_trial(self, epochs: int) -> None:
         trial_id = f"trial_{len(self.trials):05d}"
@@ -102,8 +144,12 @@ class Store:
             self.callback.on_trial_result(0, self.trials, trial, trial.last_result)
             self.hook_times.append(time.perf_counter() - start)
             self._drain()
+        self.counting.calls.clear()
+        start = time.perf_counter()
         self.callback.on_trial_complete(0, self.trials, trial)
+        self.end_hook_times.append(time.perf_counter() - start)
         self._drain()
+        self.end_calls.append(sum(self.counting.calls.values()))
         self.searcher.on_trial_complete(trial_id, trial.last_result)
 
     def _drain(self) -> None:
@@ -186,13 +232,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--seeds", type=int, default=5, help="trials per cell")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="mlflow-bench-"))
     server, server_uri = start_server(root)
+    sizes = (args.trials, args.epochs, args.seeds)
     try:
         stores = [
-            Store("sqlite", f"sqlite:///{root / 'local.db'}", args.trials, args.epochs, root),
-            Store("server", server_uri, args.trials, args.epochs, root),
+            Store("sqlite", f"sqlite:///{root / 'local.db'}", *sizes, root),
+            Store("server", server_uri, *sizes, root),
         ]
         for _ in range(args.trials):
             for store in stores:
@@ -224,6 +272,25 @@ def main() -> None:
             f"{store.label:<8}{hook_us:>9.0f}{median * 1000:>17.1f}{p90 * 1000:>7.1f}"
             f"{100 * median / epoch_s:>18.1f}%{start_s * 1000:>10.0f}{end_s * 1000:>8.0f}"
             f"{per_trial:>13.2f}{100 * per_trial / 60:>17.2f}%"
+        )
+    print(
+        f"\nper finished trial ({args.seeds} trials per cell: every {args.seeds}th completes its cell)"
+    )
+    print(
+        f"{'store':<8}{'end hook us':>12}{'MLflow calls, cell open':>25}{'cell complete':>15}"
+        f"{'aggregate ms, open':>20}{'complete':>10}"
+    )
+    for store in stores:
+        calls = store.end_calls
+        complete = calls[args.seeds - 1 :: args.seeds]
+        open_calls = [c for i, c in enumerate(calls) if (i + 1) % args.seeds]
+        times = store.callback.aggregate_times[: len(calls)]
+        done = times[args.seeds - 1 :: args.seeds]
+        pending = [t for i, t in enumerate(times) if (i + 1) % args.seeds]
+        print(
+            f"{store.label:<8}{statistics.median(store.end_hook_times) * 1e6:>12.0f}"
+            f"{statistics.median(open_calls):>25.0f}{statistics.median(complete):>15.0f}"
+            f"{statistics.median(pending) * 1000:>20.1f}{statistics.median(done) * 1000:>10.1f}"
         )
 
 

@@ -58,12 +58,12 @@ class TrialMeta:
     @classmethod
     def from_dict(cls, payload: Mapping[str, Any]) -> TrialMeta:
         """Read a `to_dict()` back; ValueError naming any missing or unknown key."""
-        names = [item.name for item in fields(cls)]
-        missing = [name for name in names if name not in payload]
-        unknown = sorted(set(payload) - set(names))
-        if missing or unknown:
+        names = _FIELD_NAMES
+        if len(payload) != len(names) or any(name not in payload for name in names):
+            missing = [name for name in names if name not in payload]
+            unknown = sorted(set(payload) - set(names))
             raise ValueError(
-                f"trial meta: missing keys {missing}, unknown keys {unknown}; expected {names}"
+                f"trial meta: missing keys {missing}, unknown keys {unknown}; expected {list(names)}"
             )
         return cls(
             sweep=str(payload["sweep"]),
@@ -86,6 +86,8 @@ class TrialMeta:
         """The meta of a Tune trial config (see `trial_config`)."""
         return cls.from_dict(config[META_KEY])
 
+
+_FIELD_NAMES: tuple[str, ...] = tuple(item.name for item in fields(TrialMeta))
 
 META_KEY = "meta"
 TRAIN_KEY = "train"

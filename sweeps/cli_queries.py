@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import typer
 
 from sweeps.cli_errors import (
     DEFAULT_STORAGE,
     ExperimentOption,
     NameArgument,
+    StorageOption,
     out_console,
     sweep_name,
 )
@@ -19,9 +18,7 @@ from sweeps.cli_run import stored_sweep
 def queries(
     name: NameArgument = None,
     experiment: ExperimentOption = None,
-    storage: Annotated[
-        str, typer.Option("--storage", help="the sweep's storage_path")
-    ] = DEFAULT_STORAGE,
+    storage: StorageOption = DEFAULT_STORAGE,
 ) -> None:
     """Print MLflow search filters for a sweep: an arm's trials, the curve runs of a sparsity,
     failed or diverged trials… (paste one into the runs page's search box)."""

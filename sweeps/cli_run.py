@@ -22,6 +22,7 @@ from sweeps.cli_errors import (
     INCOMPLETE_EXIT_CODE,
     ExperimentOption,
     NameArgument,
+    StorageOption,
     fail,
     say,
     sweep_name,
@@ -204,9 +205,7 @@ def run(
 def resume(
     name: NameArgument = None,
     experiment: ExperimentOption = None,
-    storage: Annotated[
-        str, typer.Option("--storage", help="the sweep's storage_path")
-    ] = DEFAULT_STORAGE,
+    storage: StorageOption = DEFAULT_STORAGE,
     address: AddressOption = None,
     progress: ProgressOption = True,
     verbose: VerboseOption = False,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import typer
 from rich.table import Table
 
@@ -11,6 +9,7 @@ from sweeps.cli_errors import (
     DEFAULT_STORAGE,
     ExperimentOption,
     NameArgument,
+    StorageOption,
     add_column,
     out_console,
     sweep_name,
@@ -21,9 +20,7 @@ from sweeps.cli_run import stored_sweep
 def status(
     name: NameArgument = None,
     experiment: ExperimentOption = None,
-    storage: Annotated[
-        str, typer.Option("--storage", help="the sweep's storage_path")
-    ] = DEFAULT_STORAGE,
+    storage: StorageOption = DEFAULT_STORAGE,
 ) -> None:
     """Cells × trials of a sweep by status, and each cell's best lr so far (mean over seeds)."""
     from contract.outcome import ENDED, Status

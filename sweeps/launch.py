@@ -478,6 +478,17 @@ def _write_stored_spec(location: SweepLocation, spec: SweepSpec, versions: dict[
         ) from None
 
 
+NO_AUTO_LOGGERS_ENV = "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"
+
+
+def _result_loggers() -> list[Any]:
+    """Tune's JSON and CSV result files per trial (`result.json`, `progress.csv`), without its
+    TensorBoard writer (an events file per trial nobody reads, and measurable driver time)."""
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
+    return [JsonLoggerCallback(), CSVLoggerCallback()]
+
+
 def run_sweep(
     spec: SweepSpec,
     address: str | None = None,
@@ -520,9 +531,19 @@ def run_sweep(
             raise
         try:
             _tag_versions(spec, location, versions)
-            callbacks = [_tracker(spec, location), RichProgressCallback(location.spec_file)]
+            callbacks = [
+                _tracker(spec, location),
+                RichProgressCallback(location.spec_file),
+                *_result_loggers(),
+            ]
             tuner = build_tuner(spec, location, callbacks, restore)
-            with _environment(PROGRESS_ENV, progress_mode(progress, sys.stderr)):
+            # a restored sweep keeps the callbacks it was started with, which may predate the
+            # explicit result loggers: Tune's defaults then add them back
+            disable_auto_loggers = "0" if restore else "1"
+            with (
+                _environment(PROGRESS_ENV, progress_mode(progress, sys.stderr)),
+                _environment(NO_AUTO_LOGGERS_ENV, disable_auto_loggers),
+            ):
                 tuner.fit()
             trials = tune_trials(location.experiment_dir)
             return summarise(trials, spec.expected_trials(), tune_retries(spec))

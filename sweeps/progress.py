@@ -56,6 +56,10 @@ def duration(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
+SNAPSHOT_S = 1.0
+"""At most one snapshot (a pass over every trial) per this many seconds of Tune's loop."""
+
+
 class Snapshot:
     """The sweep's per-cell counts at one moment, and the totals of the four columns."""
 
@@ -86,6 +90,7 @@ class RichProgressCallback(Callback):
         self._mode: Mode = "off"
         self._live: Live | None = None
         self._snapshot: Snapshot | None = None
+        self._snapshot_at = 0.0
         self._started = time.monotonic()
         self._ended_at_start = 0
         self._dirty = True
@@ -109,8 +114,11 @@ class RichProgressCallback(Callback):
     def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
         if self._mode == "off" or not self._dirty:
             return
+        if self._snapshot is not None and time.monotonic() - self._snapshot_at < SNAPSHOT_S:
+            return  # a snapshot reads every trial: at most one per SNAPSHOT_S
         first = self._snapshot is None
         self._snapshot = Snapshot(self._spec, trials)  # type: ignore[arg-type]
+        self._snapshot_at = time.monotonic()
         self._dirty = False
         if first:
             self._begin()
@@ -131,6 +139,7 @@ class RichProgressCallback(Callback):
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         self._dirty = True
+        self._snapshot_at = 0.0
         self.on_step_begin(0, trials)
         if self._live is not None:
             self._live.stop()

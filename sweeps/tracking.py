@@ -72,7 +72,11 @@ DRAIN_TIMEOUT_S = 30.0
 """How long the end of a sweep waits for MLflow to take what is still buffered."""
 RETRY_INTERVAL_S = 5.0
 """How often the sender retries while the tracking server is unreachable."""
+COALESCE_S = 0.5
+"""How long the sender lets records gather after a wake-up, so that several epochs of a trial
+go in one `log_batch` (each MLflow call is a database transaction or an HTTP request)."""
 _BATCH_LIMIT = 900
+_SEARCH_PAGE = 10_000
 _TAG_LIMIT = 5000
 _REJECTED_CODES = frozenset(
     {"INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "INVALID_STATE", "BAD_REQUEST"}
@@ -128,6 +132,9 @@ class MlflowSweepCallback(Callback):
         self._curve_runs: dict[tuple, str] = {}
         self._aggregates_logged: dict[str, dict[str, dict[int, float]]] = {}
         self._note: str | None = None
+        self._known_trials: dict[str, str] | None = None
+        self._running_cells: set[str] = set()
+        self._fresh_runs: set[str] = set()
         self._failing_since: float | None = None
         self._init_threading()
 
@@ -141,6 +148,7 @@ class MlflowSweepCallback(Callback):
         state = self.__dict__.copy()
         for name in ("_client", "_lock", "_wake", "_stop", "_sender"):
             state.pop(name)
+        state.update(_known_trials=None, _running_cells=set(), _fresh_runs=set())
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -339,6 +347,7 @@ class MlflowSweepCallback(Callback):
     def _send_loop(self) -> None:
         while not self._stop.is_set():
             self._wake.wait(RETRY_INTERVAL_S)
+            self._stop.wait(COALESCE_S)
             self._wake.clear()
             try:
                 if is_server(self._tracking_uri):
@@ -410,15 +419,20 @@ class MlflowSweepCallback(Callback):
         if cells_to_end:
             for run_id in cell_runs:
                 self.client.set_terminated(run_id, "FINISHED")
+            self._running_cells.clear()
             with self._lock:
                 self._cells_to_end = False
 
     def _send(self, trial_id: str, config: dict[str, Any], kind: str, payloads: list[Any]) -> None:
         run_id = self._attach(trial_id, config)
         if kind == "start":
-            self.client.update_run(run_id, status="RUNNING")
+            if run_id not in self._fresh_runs:  # a re-attached run: running again
+                self.client.update_run(run_id, status="RUNNING")
             self._set_tags(run_id, {Tag.STATUS: Status.RUNNING.value, Tag.RAY_TRIAL_ID: trial_id})
-            self.client.update_run(self._cell_run(TrialMeta.of(config)), status="RUNNING")
+            meta = TrialMeta.of(config)
+            if meta.cell not in self._running_cells:
+                self.client.update_run(self._cell_run(meta), status="RUNNING")
+                self._running_cells.add(meta.cell)
         elif kind == "tags":
             self._set_tags(run_id, {k: v for payload in payloads for k, v in payload.items()})
         elif kind == "epochs":
@@ -456,6 +470,27 @@ class MlflowSweepCallback(Callback):
                 self.client.set_experiment_tag(self._experiment_id, NOTE_TAG, self._note)
         return self._experiment_id
 
+    def _trial_runs_by_hash(self) -> dict[str, str]:
+        """config hash -> run id of the experiment's trial runs, read in one paged search the
+        first time (a restored sweep re-attaches to them; a new trial needs no search)."""
+        if self._known_trials is None:
+            known: dict[str, str] = {}
+            token = None
+            while True:
+                page = self.client.search_runs(
+                    [self.experiment_id()],
+                    filter_string=f"tags.`{Tag.ROLE}` = '{Role.TRIAL}'",
+                    max_results=_SEARCH_PAGE,
+                    page_token=token,
+                )
+                for run in page:
+                    known.setdefault(run.data.tags.get("config_hash", ""), run.info.run_id)
+                token = page.token
+                if not token:
+                    break
+            self._known_trials = known
+        return self._known_trials
+
     def _find_run(self, tags: dict[str, str]) -> str | None:
         clauses = " and ".join(f"tags.`{key}` = '{value}'" for key, value in tags.items())
         runs = self.client.search_runs([self.experiment_id()], filter_string=clauses, max_results=2)
@@ -477,7 +512,7 @@ class MlflowSweepCallback(Callback):
         if run_id is not None:
             return run_id
         meta, train = TrialMeta.of(config), train_payload(config)
-        run_id = self._find_run({Tag.ROLE: Role.TRIAL, "config_hash": meta.config_hash})
+        run_id = self._trial_runs_by_hash().get(meta.config_hash)
         if run_id is None:
             tags = {**source_tags(self._git_commit), **trial_tags(meta, train, self._git_commit)}
             tags[Tag.PARENT] = self._cell_run(meta)
@@ -486,6 +521,8 @@ class MlflowSweepCallback(Callback):
                 self.experiment_id(), run_name=trial_run_name(meta), tags=tags
             )
             run_id = run.info.run_id
+            self._fresh_runs.add(run_id)
+            self._known_trials[meta.config_hash] = run_id
             from mlflow.entities import Param
 
             params = [Param(key, value[:6000]) for key, value in flatten(train).items()]

@@ -162,32 +162,44 @@ def dashboard(tracking_uri: str, workdir: Path) -> Iterator[str]:
         process.wait(timeout=30)
 
 
-def test_dashboard_shows_the_sweep_runs_tags_and_epoch_metrics(
-    store: Store, tmp_path: Path
-) -> None:
+@contextlib.contextmanager
+def browser_page(tmp_path: Path, height: int) -> Iterator[Any]:
+    """A page of headless Chromium (Debian's, driven by Playwright), with its own config and
+    cache folders under `tmp_path` and the UI's generous timeouts."""
     from playwright.sync_api import expect, sync_playwright
 
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: run `make browser` (apt-get install chromium) first")
-    shutil.rmtree(ARTIFACTS, ignore_errors=True)
-    ARTIFACTS.mkdir(parents=True)
-    children = sorted(name for name in store.val_acc1 if name.startswith(f"{CELL} "))
-    others = sorted(name for name in store.val_acc1 if name.startswith(f"{OTHER_CELL} "))
-    assert len(children) == len(others) == 2
     browser_env = {
         **os.environ,
         "XDG_CONFIG_HOME": str(tmp_path / "xdg-config"),
         "XDG_CACHE_HOME": str(tmp_path / "xdg-cache"),
     }
-    with dashboard(store.tracking_uri, tmp_path) as url, sync_playwright() as playwright:
+    with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS, env=browser_env
         )
         try:
-            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page = browser.new_page(viewport={"width": 1600, "height": height})
             page.set_default_timeout(UI_TIMEOUT_MS)
             expect.set_options(timeout=UI_TIMEOUT_MS)
+            yield page
+        finally:
+            browser.close()
 
+
+def test_dashboard_shows_the_sweep_runs_tags_and_epoch_metrics(
+    store: Store, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    shutil.rmtree(ARTIFACTS, ignore_errors=True)
+    ARTIFACTS.mkdir(parents=True)
+    children = sorted(name for name in store.val_acc1 if name.startswith(f"{CELL} "))
+    others = sorted(name for name in store.val_acc1 if name.startswith(f"{OTHER_CELL} "))
+    assert len(children) == len(others) == 2
+    with dashboard(store.tracking_uri, tmp_path) as url:
+        with browser_page(tmp_path, height=1000) as page:
             page.goto(f"{url}/#/experiments/{store.experiment_id}/runs")
             expect(page.get_by_text(OTHER_CELL, exact=True)).to_be_visible()
             cell_row = page.get_by_role("row").filter(has=page.get_by_text(CELL, exact=True))
@@ -220,8 +232,6 @@ def test_dashboard_shows_the_sweep_runs_tags_and_epoch_metrics(
                 "plot => plot.data.map(t => ({x: Array.from(t.x), y: Array.from(t.y)}))"
             )
             page.screenshot(path=ARTIFACTS / "val_acc1.png", full_page=True)
-        finally:
-            browser.close()
         port = url.rsplit(":", 1)[1]
         host_statuses = {
             host: host_header_status(url, host)
@@ -276,12 +286,10 @@ CURVE_SPEC = {
 
 
 def test_chart_view_of_the_curve_runs_shows_accuracy_against_budget(tmp_path: Path) -> None:
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     from sweeps.spec import parse_spec
 
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: run `make browser` (apt-get install chromium) first")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     spec = parse_spec(
         {
@@ -291,36 +299,22 @@ def test_chart_view_of_the_curve_runs_shows_accuracy_against_budget(tmp_path: Pa
         }
     )
     recorded = record_sweep(spec, results=curve_results)
-    browser_env = {
-        **os.environ,
-        "XDG_CONFIG_HOME": str(tmp_path / "xdg-config"),
-        "XDG_CACHE_HOME": str(tmp_path / "xdg-cache"),
-    }
-    with dashboard(spec.tracking_uri, tmp_path) as url, sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS, env=browser_env
+    with dashboard(spec.tracking_uri, tmp_path) as url, browser_page(tmp_path, 1400) as page:
+        page.goto(f"{url}/#/experiments/{recorded.experiment_id}/runs")
+        search = page.get_by_test_id("search-box")
+        search.click()
+        page.keyboard.type("tags.`sparsesweep.role` = 'curve'")
+        page.keyboard.press("Enter")
+        for arm in SPEC["grid"]["arms"]:
+            expect(page.get_by_text(f"curve {arm} s=0.9", exact=True)).to_be_visible()
+        page.locator('label:has(input[name="runs-view-mode"][value="CHART"])').click()
+        card = page.get_by_test_id("experiment-view-compare-runs-card").filter(
+            has=page.get_by_text("test_acc1_mean", exact=True)
         )
-        try:
-            page = browser.new_page(viewport={"width": 1600, "height": 1400})
-            page.set_default_timeout(UI_TIMEOUT_MS)
-            expect.set_options(timeout=UI_TIMEOUT_MS)
-            page.goto(f"{url}/#/experiments/{recorded.experiment_id}/runs")
-            search = page.get_by_test_id("search-box")
-            search.click()
-            page.keyboard.type("tags.`sparsesweep.role` = 'curve'")
-            page.keyboard.press("Enter")
-            for arm in SPEC["grid"]["arms"]:
-                expect(page.get_by_text(f"curve {arm} s=0.9", exact=True)).to_be_visible()
-            page.locator('label:has(input[name="runs-view-mode"][value="CHART"])').click()
-            card = page.get_by_test_id("experiment-view-compare-runs-card").filter(
-                has=page.get_by_text("test_acc1_mean", exact=True)
-            )
-            plot = card.locator(".js-plotly-plot")
-            expect(plot).to_have_count(1)
-            traces = plotted(page, plot, len(SPEC["grid"]["arms"]))
-            page.screenshot(path=ARTIFACTS / "curves.png", full_page=True)
-        finally:
-            browser.close()
+        plot = card.locator(".js-plotly-plot")
+        expect(plot).to_have_count(1)
+        traces = plotted(page, plot, len(SPEC["grid"]["arms"]))
+        page.screenshot(path=ARTIFACTS / "curves.png", full_page=True)
     assert len(traces) == len(SPEC["grid"]["arms"])
     for trace in traces:
         assert trace["x"] == CURVE_BUDGETS

@@ -11,10 +11,17 @@ import pytest
 from rich.console import Console
 from sweep_helpers import ONE_TRIAL_SPEC, trial_meta
 
+from sweeps import progress
 from sweeps.progress import PROGRESS_ENV, RichProgressCallback, duration, progress_mode
 from sweeps.spec import SweepSpec, parse_spec
 
 CELLS = ("default/rigl/s=0.9/e=1", "default/rigl/s=0.95/e=1")
+
+
+@pytest.fixture(autouse=True)
+def every_step_snapshots(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tune's loop is driven step by step here: no throttling of the snapshots."""
+    monkeypatch.setattr(progress, "SNAPSHOT_S", 0.0)
 
 
 @pytest.fixture
@@ -138,3 +145,19 @@ def test_restores_from_the_state_an_older_release_pickled(spec_file, monkeypatch
     callback.__setstate__(old_state)
     started(callback, [trial("a", 0, 0, "TERMINATED", 50.0)], "lines", monkeypatch)
     assert capsys.readouterr().err == "sweep p: 1/4 trials already ended\n"
+
+
+def test_snapshots_are_throttled_on_a_busy_loop(spec_file, monkeypatch, capsys) -> None:
+    """A snapshot reads every trial; with thousands of trials it must not run on every step:
+    the lines of trials that end within SNAPSHOT_S of the last snapshot wait for the next one."""
+    _, path = spec_file
+    callback = RichProgressCallback(path)
+    trials: list[Any] = []
+    started(callback, trials, "lines", monkeypatch)
+    monkeypatch.setattr(progress, "SNAPSHOT_S", 3600.0)
+    trials.append(trial("a", 0, 0, "RUNNING"))
+    callback.on_trial_start(iteration=1, trials=trials, trial=trials[0])
+    end(callback, trials, trials[0], 50.0, ok=True)
+    assert capsys.readouterr().err.splitlines() == ["sweep p: 4 trials to run"]
+    callback.on_experiment_end(trials=trials)  # the last snapshot is never throttled
+    assert capsys.readouterr().err.startswith(f"[1/4] finished {CELLS[0]} seed=0")
