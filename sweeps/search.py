@@ -33,6 +33,7 @@ the ask/tell API:
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 import pickle
@@ -199,6 +200,10 @@ class SweepSearcher(Searcher):
         for sharer_cell, key, _seed in self._sharers[trial_id]:
             self._states[sharer_cell].idle = False
             self._maybe_tell(sharer_cell, self._states[sharer_cell].groups[key])
+
+    def running_trial_ids(self) -> set[str]:
+        """Trials handed out and not completed yet."""
+        return {trial_id for state in self._states.values() for trial_id in state.running}
 
     def save(self, checkpoint_path: str) -> None:
         """Pickle the whole search state (Tune calls this for every experiment checkpoint)."""
@@ -467,6 +472,48 @@ class SweepSearchGenerator(SearchGenerator):
     def set_state(self, state: dict) -> None:
         """Restore the generator's counters, leaving it unfinished (see the class docstring)."""
         super().set_state({**state, "finished": False})
+
+    def restore_from_dir(self, dirpath: str) -> None:
+        """Restore, then complete the trials the experiment state records as ended.
+
+        Tune writes its experiment state before the searcher's: a driver killed between the
+        two leaves trials TERMINATED in the one and live in the other, and a restored limiter
+        would wait for them forever (no trial starts again). Tune never re-runs a TERMINATED
+        trial, so they are completed here with their last result, as Tune would have done.
+        """
+        super().restore_from_dir(dirpath)
+        live = self.running_trial_ids()
+        for trial_id, result in ended_trials(Path(dirpath), live).items():
+            logger.info("trial %s ended after the searcher's last save: completed now", trial_id)
+            self.on_trial_complete(trial_id, result=result)
+
+    def running_trial_ids(self) -> set[str]:
+        """Trials the concurrency limiter or the sweep searcher still count as running."""
+        limiter = self.searcher
+        searcher = limiter.searcher if isinstance(limiter, ConcurrencyLimiter) else limiter
+        live = set(limiter.live_trials) if isinstance(limiter, ConcurrencyLimiter) else set()
+        if isinstance(searcher, SweepSearcher):
+            live |= searcher.running_trial_ids()
+        return live
+
+
+TERMINATED = "TERMINATED"
+
+
+def ended_trials(experiment_dir: Path, trial_ids: set[str]) -> dict[str, dict]:
+    """{trial id: last result} of those `trial_ids` the newest experiment state in
+    `experiment_dir` records as TERMINATED (Tune's `experiment_state-<time>.json`)."""
+    states = sorted(experiment_dir.glob("experiment_state-*.json"))
+    if not trial_ids or not states:
+        return {}
+    with open(states[-1]) as handle:
+        trial_data = json.load(handle)["trial_data"]
+    ended: dict[str, dict] = {}
+    for trial_json, run_json in trial_data:
+        trial = json.loads(trial_json)
+        if trial["trial_id"] in trial_ids and trial["status"] == TERMINATED:
+            ended[trial["trial_id"]] = json.loads(run_json).get("last_result") or {}
+    return ended
 
 
 def search_algorithm(searcher: SweepSearcher, max_concurrent_trials: int) -> SweepSearchGenerator:

@@ -96,6 +96,17 @@ def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
         yield items[start : start + size]
 
 
+_INIT_PARAMS = (
+    "tracking_uri",
+    "experiment_name",
+    "artifact_location",
+    "git_commit",
+    "spec_file",
+    "drain_timeout_s",
+    "search_metric",
+)
+
+
 class MlflowSweepCallback(Callback):
     """Tune callback that records a sweep in MLflow without duplicate runs or steps."""
 
@@ -152,7 +163,10 @@ class MlflowSweepCallback(Callback):
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
+        # built afresh, then the pickled attributes it still has: a sweep pickled by an older
+        # version restores with defaults for the attributes added since
+        self.__init__(**{name: state[f"_{name}"] for name in _INIT_PARAMS if f"_{name}" in state})
+        self.__dict__.update({name: value for name, value in state.items() if name in self.__dict__})
         self._client = None
         self._init_threading()
 

@@ -229,6 +229,25 @@ def test_diverged_epoch_placeholder_is_not_logged(tmp_path: Path) -> None:
     assert [p.step for p in client.get_metric_history(run.info.run_id, "train_loss")] == [1]
 
 
+def test_tracker_pickled_by_an_older_version_restores_with_todays_attributes(
+    tmp_path: Path,
+) -> None:
+    """Tune restores a resumed sweep's callbacks as pickled at its first start: attributes added
+    since (here `_fresh_runs`, `_records`) come back with their defaults, the pickled ones kept."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    callback = MlflowSweepCallback(uri, "older", (tmp_path / "artifacts").as_uri())
+    callback._trial_runs["t0"] = "run0"
+    state = callback.__getstate__()
+    for added_since in ("_fresh_runs", "_records", "_search_metric"):
+        del state[added_since]
+    restored = MlflowSweepCallback.__new__(MlflowSweepCallback)
+    restored.__setstate__(state)
+    assert restored._fresh_runs == set() and restored._records.records == {}
+    assert restored._trial_runs == {"t0": "run0"}
+    assert restored._experiment_name == "older" and restored._tracking_uri == uri
+    assert restored._lock is not callback._lock and restored._client is None
+
+
 # ----------------------------------------------------------------------------- storage
 GOOD = {"name": "stored", **ONE_TRIAL_SPEC}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import math
 import os
 import signal
@@ -15,7 +16,7 @@ import pytest
 from ray.tune.search import Searcher
 
 from sparseopt.config import TrainConfig
-from sweeps.search import SweepSearcher, cell_seed_offset
+from sweeps.search import SweepSearcher, cell_seed_offset, search_algorithm
 from sweeps.spec import SweepSpec, parse_spec
 
 TINY: dict[str, Any] = {
@@ -301,6 +302,43 @@ def test_tune_checkpoint_dir_roundtrip(tmp_path: Path) -> None:
     fresh.restore_from_dir(str(tmp_path))
     assert studies(fresh) == studies(searcher)
     assert fresh.suggest("next") is None  # everything handed out, all still running
+
+
+def test_restore_completes_trials_that_ended_after_the_searchers_last_save(
+    tmp_path: Path,
+) -> None:
+    """A driver killed between Tune's experiment state and the searcher's save: the trials
+    the experiment records as TERMINATED are completed on restore (the limiter frees their
+    slots and the study is told), the ones still running stay live."""
+    spec = make_spec(search={"lr": {"grid": [0.1]}, "trials_per_cell": None})
+    generator = search_algorithm(SweepSearcher(spec), max_concurrent_trials=2)
+    driver = Driver(generator.searcher)  # the limiter: hands out two, then waits
+    handed = [driver.suggest(), driver.suggest()]
+    assert driver.suggest()[1] is None
+    generator.save_to_dir(str(tmp_path), session_str="s1")
+    (done_id, done_config), (running_id, _) = handed
+    state = {
+        "trial_data": [
+            [
+                json.dumps({"trial_id": done_id, "status": "TERMINATED"}),
+                json.dumps({"last_result": ended(done_config, val_acc1=80.0)}),
+            ],
+            [
+                json.dumps({"trial_id": running_id, "status": "RUNNING"}),
+                json.dumps({"last_result": {}}),
+            ],
+        ]
+    }
+    (tmp_path / "experiment_state-s1.json").write_text(json.dumps(state))
+
+    restored = search_algorithm(SweepSearcher(spec), max_concurrent_trials=2)
+    restored.restore_from_dir(str(tmp_path))
+    assert restored.running_trial_ids() == {running_id}
+    assert isinstance(restored.searcher.suggest("next"), dict)  # the freed slot is used
+    sweep_searcher = restored.searcher.searcher
+    cell_id = done_config["meta"]["cell"]
+    assert sweep_searcher._outcomes[done_id] == 80.0
+    assert sweep_searcher.study(cell_id).trials[0].state == optuna.trial.TrialState.RUNNING
 
 
 def test_second_stage_reruns_the_best_lr_on_fresh_seeds() -> None:
