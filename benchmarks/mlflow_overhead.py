@@ -130,6 +130,7 @@ class Store:
         self.hook_times: list[float] = []
         self.end_hook_times: list[float] = []
         self.end_calls: list[int] = []
+        self.end_breakdown: list[dict[str, int]] = []
 
     def run_trial(self, epochs: int) -> None:
         trial_id = f"trial_{len(self.trials):05d}"
@@ -150,6 +151,7 @@ class Store:
         self.end_hook_times.append(time.perf_counter() - start)
         self._drain()
         self.end_calls.append(sum(self.counting.calls.values()))
+        self.end_breakdown.append(dict(self.counting.calls))
         self.searcher.on_trial_complete(trial_id, trial.last_result)
 
     def _drain(self) -> None:
@@ -292,6 +294,10 @@ def main() -> None:
             f"{statistics.median(open_calls):>25.0f}{statistics.median(complete):>15.0f}"
             f"{statistics.median(pending) * 1000:>20.1f}{statistics.median(done) * 1000:>10.1f}"
         )
+    for store in stores:
+        first, *_ = store.end_breakdown
+        last_complete = store.end_breakdown[args.seeds - 1 :: args.seeds][-1]
+        print(f"{store.label}: calls of a trial, cell open {first}; completing a cell {last_complete}")
 
 
 if __name__ == "__main__":

@@ -95,6 +95,22 @@ def curve_run_name(curve: Mapping[str, Any]) -> str:
     return f"curve {prefix}{curve['arm']} s={float(curve['sparsity']):g}"
 
 
+IDENTITY_TAGS: dict[str, tuple[str, ...]] = {
+    Role.TRIAL: ("config_hash",),
+    Role.CELL: ("cell",),
+    Role.CURVE: ("workload", "dataset", "model", "method", "arm", "sparsity"),
+}
+
+
+def run_identity(tags: Mapping[str, str]) -> tuple[str, ...] | None:
+    """What a sweep's trial, cell or curve run stands for, from its tags: (role, values of
+    `IDENTITY_TAGS[role]`); None for any other run (reports)."""
+    role = tags.get(Tag.ROLE)
+    if role not in IDENTITY_TAGS:
+        return None
+    return (role, *(tags.get(key, "") for key in IDENTITY_TAGS[role]))
+
+
 def curve_tags(curve: Mapping[str, Any]) -> dict[str, str]:
     """The factors of a curve run (one arm at one sparsity, all budgets) as MLflow tags."""
     return {

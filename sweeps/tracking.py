@@ -47,6 +47,7 @@ from sweeps.mlflow_runs import (
     curve_tags,
     experiment_note,
     flatten,
+    run_identity,
     source_tags,
     trial_run_name,
     trial_tags,
@@ -143,9 +144,10 @@ class MlflowSweepCallback(Callback):
         self._curve_runs: dict[tuple, str] = {}
         self._aggregates_logged: dict[str, dict[str, dict[int, float]]] = {}
         self._note: str | None = None
-        self._known_trials: dict[str, str] | None = None
+        self._known_runs: dict[tuple[str, ...], str] | None = None
         self._running_cells: set[str] = set()
         self._fresh_runs: set[str] = set()
+        self._unlogged_params: dict[str, dict[str, str]] = {}
         self._failing_since: float | None = None
         self._init_threading()
 
@@ -159,14 +161,16 @@ class MlflowSweepCallback(Callback):
         state = self.__dict__.copy()
         for name in ("_client", "_lock", "_wake", "_stop", "_sender"):
             state.pop(name)
-        state.update(_known_trials=None, _running_cells=set(), _fresh_runs=set())
+        state.update(_known_runs=None, _running_cells=set(), _fresh_runs=set(), _unlogged_params={})
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # built afresh, then the pickled attributes it still has: a sweep pickled by an older
         # version restores with defaults for the attributes added since
         self.__init__(**{name: state[f"_{name}"] for name in _INIT_PARAMS if f"_{name}" in state})
-        self.__dict__.update({name: value for name, value in state.items() if name in self.__dict__})
+        self.__dict__.update(
+            {name: value for name, value in state.items() if name in self.__dict__}
+        )
         self._client = None
         self._init_threading()
 
@@ -484,38 +488,32 @@ class MlflowSweepCallback(Callback):
                 self.client.set_experiment_tag(self._experiment_id, NOTE_TAG, self._note)
         return self._experiment_id
 
-    def _trial_runs_by_hash(self) -> dict[str, str]:
-        """config hash -> run id of the experiment's trial runs, read in one paged search the
-        first time (a restored sweep re-attaches to them; a new trial needs no search)."""
-        if self._known_trials is None:
-            known: dict[str, str] = {}
+    def _runs_by_identity(self) -> dict[tuple[str, ...], str]:
+        """(role, identity...) -> run id of the experiment's trial, cell and curve runs, read in
+        one paged search the first time (a restored sweep re-attaches to them; a new run needs
+        no search). A trial is its config hash, a cell its id, a curve its factors."""
+        if self._known_runs is None:
+            known: dict[tuple[str, ...], str] = {}
             token = None
             while True:
                 page = self.client.search_runs(
-                    [self.experiment_id()],
-                    filter_string=f"tags.`{Tag.ROLE}` = '{Role.TRIAL}'",
-                    max_results=_SEARCH_PAGE,
-                    page_token=token,
+                    [self.experiment_id()], max_results=_SEARCH_PAGE, page_token=token
                 )
                 for run in page:
-                    known.setdefault(run.data.tags.get("config_hash", ""), run.info.run_id)
+                    identity = run_identity(run.data.tags)
+                    if identity is not None:
+                        known.setdefault(identity, run.info.run_id)
                 token = page.token
                 if not token:
                     break
-            self._known_trials = known
-        return self._known_trials
-
-    def _find_run(self, tags: dict[str, str]) -> str | None:
-        clauses = " and ".join(f"tags.`{key}` = '{value}'" for key, value in tags.items())
-        runs = self.client.search_runs([self.experiment_id()], filter_string=clauses, max_results=2)
-        return runs[0].info.run_id if runs else None
+            self._known_runs = known
+        return self._known_runs
 
     def _cell_run(self, meta: TrialMeta) -> str:
-        run_id = self._cell_runs.get(meta.cell) or self._find_run(
-            {Tag.ROLE: Role.CELL, "cell": meta.cell}
-        )
+        run_id = self._cell_runs.get(meta.cell)
         if run_id is None:
-            run_id = self._create_cell_run(meta)
+            identity = run_identity(cell_tags(meta))
+            run_id = self._runs_by_identity().get(identity) or self._create_cell_run(meta)
         with self._lock:
             self._cell_runs[meta.cell] = run_id
         return run_id
@@ -526,7 +524,7 @@ class MlflowSweepCallback(Callback):
         if run_id is not None:
             return run_id
         meta, train = TrialMeta.of(config), train_payload(config)
-        run_id = self._trial_runs_by_hash().get(meta.config_hash)
+        run_id = self._runs_by_identity().get((Role.TRIAL, meta.config_hash))
         if run_id is None:
             tags = {**source_tags(self._git_commit), **trial_tags(meta, train, self._git_commit)}
             tags[Tag.PARENT] = self._cell_run(meta)
@@ -536,7 +534,7 @@ class MlflowSweepCallback(Callback):
             )
             run_id = run.info.run_id
             self._fresh_runs.add(run_id)
-            self._known_trials[meta.config_hash] = run_id
+            self._runs_by_identity()[(Role.TRIAL, meta.config_hash)] = run_id
             from mlflow.entities import Param
 
             params = [Param(key, value[:6000]) for key, value in flatten(train).items()]
@@ -561,6 +559,8 @@ class MlflowSweepCallback(Callback):
         tags = {**source_tags(self._git_commit), **cell_tags(meta)}
         run = self.client.create_run(self.experiment_id(), run_name=cell_run_name(meta), tags=tags)
         run_id = run.info.run_id
+        self._runs_by_identity()[run_identity(tags)] = run_id
+        self._aggregates_logged[f"{run_id}/{CELL_WITNESS}"] = {}  # a new run holds nothing
         params = [Param(k, v) for k, v in cell_tags(meta).items() if k != Tag.ROLE]
         self.client.log_batch(run_id, params=params)
         if self._spec_text:
@@ -592,14 +592,22 @@ class MlflowSweepCallback(Callback):
             group = self._records.group_of(members[0])
             points = curve_points(self._records, self._records.complete_cells(group))
         if metrics:
-            run_id = self._log_cell(meta, run_id, metrics)
-        self._set_tags(run_id, tags)
+            run_id, tags = self._log_cell(meta, run_id, metrics, tags)
+        if tags:
+            self._set_tags(run_id, tags)
         for (*curve, budget), values in points.items():
             self._log_curve_point(tuple(curve), budget, values)
 
-    def _log_cell(self, meta: TrialMeta, run_id: str, metrics: dict[int, dict[str, float]]) -> str:
-        """Log a complete cell's per-epoch aggregates once; replace the run if they changed.
-        Returns the cell run's id (a new one if it was replaced)."""
+    def _log_cell(
+        self,
+        meta: TrialMeta,
+        run_id: str,
+        metrics: dict[int, dict[str, float]],
+        tags: dict[str, str],
+    ) -> tuple[str, dict[str, str]]:
+        """Log a complete cell's per-epoch aggregates once, with `tags` in the same batch;
+        replace the run if they changed. Returns the cell run's id (a new one if replaced)
+        and the tags still to set (none if they went with the metrics)."""
         logged = self._logged_history(run_id, CELL_WITNESS)
         wanted = {
             epoch: values[CELL_WITNESS]
@@ -609,15 +617,17 @@ class MlflowSweepCallback(Callback):
         if logged and not _same(logged, wanted):
             run_id = self._replace_cell_run(meta, run_id)
             logged = {}
-        if not logged:
-            self._log_metrics(run_id, metrics)
-            self._aggregates_logged[f"{run_id}/{CELL_WITNESS}"] = wanted
-        return run_id
+        if logged:
+            return run_id, tags
+        self._log_metrics(run_id, metrics, tags)
+        self._aggregates_logged[f"{run_id}/{CELL_WITNESS}"] = wanted
+        return run_id, {}
 
     def _log_curve_point(self, curve: tuple, budget: int, values: dict[str, float]) -> None:
         """Log one budget's point on its curve run, each metric family once per step; a family
         whose logged value changed replaces the run with every point it should hold."""
         run_id = self._curve_run(curve)
+        new: dict[str, float] = {}
         for prefix, witness in CURVE_WITNESSES.items():
             family = {k: v for k, v in values.items() if k.startswith(prefix)}
             if witness not in family:
@@ -625,11 +635,15 @@ class MlflowSweepCallback(Callback):
             logged = self._logged_history(run_id, witness)
             if budget in logged and _same({budget: logged[budget]}, {budget: family[witness]}):
                 continue
-            if budget in logged:
-                run_id = self._replace_curve_run(curve, run_id)
-                continue
-            self._log_metrics(run_id, {budget: family})
-            logged[budget] = family[witness]
+            if budget in logged:  # the replacement logs every current point, this one included
+                self._replace_curve_run(curve, run_id)
+                return
+            new.update(family)
+        if new:  # the families not logged yet, in one batch
+            self._log_metrics(run_id, {budget: new})
+            for witness in CURVE_WITNESSES.values():
+                if witness in new:
+                    self._logged_history(run_id, witness)[budget] = new[witness]
 
     def _curve_run(self, curve: tuple) -> str:
         """The curve run of (workload, dataset, model, method, arm, sparsity), found or created."""
@@ -638,21 +652,25 @@ class MlflowSweepCallback(Callback):
         run_id = self._curve_runs.get(curve)
         if run_id is None:
             factors = dict(zip(CURVE_KEY, curve, strict=True))
-            run_id = self._find_run(curve_tags(factors)) or self._create_curve_run(factors)
+            identity = run_identity(curve_tags(factors))
+            run_id = self._runs_by_identity().get(identity) or self._create_curve_run(factors)
             with self._lock:
                 self._curve_runs[curve] = run_id
         return run_id
 
     def _create_curve_run(self, factors: dict[str, Any]) -> str:
-        from mlflow.entities import Param
-
+        """A new curve run; its factors go in as params with its first point's batch."""
         tags = {**source_tags(self._git_commit), **curve_tags(factors)}
         run = self.client.create_run(
             self.experiment_id(), run_name=curve_run_name(factors), tags=tags
         )
         run_id = run.info.run_id
-        params = [Param(k, v) for k, v in curve_tags(factors).items() if k != Tag.ROLE]
-        self.client.log_batch(run_id, params=params)
+        self._runs_by_identity()[run_identity(tags)] = run_id
+        self._unlogged_params[run_id] = {
+            k: v for k, v in curve_tags(factors).items() if k != Tag.ROLE
+        }
+        for witness in CURVE_WITNESSES.values():  # a new run holds nothing
+            self._aggregates_logged[f"{run_id}/{witness}"] = {}
         return run_id
 
     def _replace_curve_run(self, curve: tuple, old: str) -> str:
@@ -701,9 +719,12 @@ class MlflowSweepCallback(Callback):
             self._aggregates_logged[cache_key] = {int(m.step): float(m.value) for m in history}
         return self._aggregates_logged[cache_key]
 
-    def _log_metrics(self, run_id: str, steps: dict[int, dict[str, float]]) -> None:
-        """Log {step: {key: value}} in batches."""
-        from mlflow.entities import Metric
+    def _log_metrics(
+        self, run_id: str, steps: dict[int, dict[str, float]], tags: dict[str, str] | None = None
+    ) -> None:
+        """Log {step: {key: value}} in batches, `tags` and the run's unlogged params with the
+        first one."""
+        from mlflow.entities import Metric, Param, RunTag
 
         now = int(time.time() * 1000)
         metrics = [
@@ -711,8 +732,13 @@ class MlflowSweepCallback(Callback):
             for step, values in steps.items()
             for key, value in values.items()
         ]
+        pending_tags = [RunTag(k, v[:_TAG_LIMIT]) for k, v in (tags or {}).items()]
+        params = [Param(k, v) for k, v in self._unlogged_params.pop(run_id, {}).items()]
         for chunk in _chunks(metrics, _BATCH_LIMIT):
-            self.client.log_batch(run_id, metrics=chunk)
+            self.client.log_batch(run_id, metrics=chunk, tags=pending_tags, params=params)
+            pending_tags, params = [], []
+        if pending_tags or params:
+            self.client.log_batch(run_id, tags=pending_tags, params=params)
 
     def _logged(self, run_id: str) -> set[int]:
         if run_id not in self._logged_epochs:
