@@ -193,6 +193,12 @@ def prepare(
         check_tracking_uri(spec.tracking_uri)
     except TrackingUriError as error:
         raise SweepError(str(error)) from None
+    from sweeps.tracking import drain_timeout_s
+
+    try:
+        drain_timeout_s()
+    except ValueError as error:
+        raise SweepError(str(error)) from None
     old = stored_sweep(location)
     warnings = _check_resume(old, spec, location, allow_version_change)
     check_storage(location)
@@ -439,7 +445,7 @@ def _environment(name: str, value: str) -> Iterator[None]:
 
 def _tracker(spec: SweepSpec, location: SweepLocation) -> Any:
     """The sweep's MLflow tracker (a Tune callback)."""
-    from sweeps.tracking import MlflowSweepCallback
+    from sweeps.tracking import MlflowSweepCallback, drain_timeout_s
 
     return MlflowSweepCallback(
         tracking_uri=spec.tracking_uri,
@@ -448,6 +454,7 @@ def _tracker(spec: SweepSpec, location: SweepLocation) -> Any:
         artifact_location=location.artifact_location,
         git_commit=git_commit(),
         spec_file=location.spec_file,
+        drain_timeout_s=drain_timeout_s(),
     )
 
 

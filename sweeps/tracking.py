@@ -27,9 +27,11 @@ values that changed (a sweep extended with more seeds or lrs) replace the run th
 from __future__ import annotations
 
 import logging
+import math
+import os
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,6 +73,24 @@ NOTE_TAG = "mlflow.note.content"
 _AGGREGATE_TOLERANCE = 1e-9
 DRAIN_TIMEOUT_S = 30.0
 """How long the end of a sweep waits for MLflow to take what is still buffered."""
+DRAIN_TIMEOUT_ENV = "SPARSESWEEP_MLFLOW_DRAIN_S"
+"""Environment variable that overrides `DRAIN_TIMEOUT_S` (seconds, > 0)."""
+
+
+def drain_timeout_s(environ: Mapping[str, str] = os.environ) -> float:
+    """The end-of-sweep wait for MLflow: `DRAIN_TIMEOUT_ENV` if set, else `DRAIN_TIMEOUT_S`."""
+    raw = environ.get(DRAIN_TIMEOUT_ENV)
+    if raw is None:
+        return DRAIN_TIMEOUT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{DRAIN_TIMEOUT_ENV}={raw!r}: allowed values are seconds > 0")
+    return value
+
+
 RETRY_INTERVAL_S = 5.0
 """How often the sender retries while the tracking server is unreachable."""
 COALESCE_S = 0.5

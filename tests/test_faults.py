@@ -44,6 +44,7 @@ from sweep_helpers import (
 )
 
 from contract.trial import trial_config
+from sweeps.tracking import DRAIN_TIMEOUT_ENV
 from trainables.faults import marker_path
 
 # whole sweeps with retries and server restarts: give a busy machine more than the default
@@ -331,7 +332,9 @@ def test_mlflow_server_outage_mid_sweep_loses_nothing(executor: str, tmp_path: P
     server = start_mlflow_server(database, port, server_log)
     try:
         with ray_temp_dir() as ray_tmp:
-            sweep = start_sweep(spec_path, tmp_path, sweep_env(ray_tmp, plan))
+            # MLflow stays down past the sweep's end: wait 3 s for it there, not 30
+            env = {**sweep_env(ray_tmp, plan), DRAIN_TIMEOUT_ENV: "3"}
+            sweep = start_sweep(spec_path, tmp_path, env)
             try:
                 wait_for(
                     lambda: (

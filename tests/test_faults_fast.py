@@ -23,7 +23,13 @@ from sweep_helpers import ONE_TRIAL_SPEC, sweep_cli_app, trial_meta
 from typer.testing import CliRunner
 
 from sparseopt.config import TrainConfig
-from sweeps.tracking import EPOCH_METRICS, MlflowSweepCallback
+from sweeps.tracking import (
+    DRAIN_TIMEOUT_ENV,
+    DRAIN_TIMEOUT_S,
+    EPOCH_METRICS,
+    MlflowSweepCallback,
+    drain_timeout_s,
+)
 from trainables.faults import FAULT_PLAN_ENV, fault_hook, marker_path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -331,3 +337,22 @@ def test_no_cluster_at_the_address_leaves_no_sweep_folder(
     assert "--address auto: Could not find any running Ray" in result.output.replace("\n", "")
     assert not (tmp_path / "results").exists()
     assert not (tmp_path / "m.db").exists()
+
+
+@pytest.mark.parametrize("raw", ["abc", "0", "-1", "nan", "inf"])
+def test_a_bad_mlflow_drain_setting_is_refused_naming_the_variable(raw: str) -> None:
+    with pytest.raises(ValueError, match=f"{DRAIN_TIMEOUT_ENV}='{raw}': allowed values are"):
+        drain_timeout_s({DRAIN_TIMEOUT_ENV: raw})
+    assert drain_timeout_s({DRAIN_TIMEOUT_ENV: "2.5"}) == 2.5
+    assert drain_timeout_s({}) == DRAIN_TIMEOUT_S
+
+
+def test_run_refuses_a_bad_mlflow_drain_setting_before_ray_starts(
+    app, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec_path = write_spec(tmp_path, tmp_path / "results")
+    monkeypatch.setenv(DRAIN_TIMEOUT_ENV, "soon")
+    result = CliRunner().invoke(app, ["run", str(spec_path)])
+    assert result.exit_code == 2, result.output
+    assert f"{DRAIN_TIMEOUT_ENV}='soon'" in result.output
+    assert not (tmp_path / "results").exists()

@@ -53,14 +53,14 @@ SPEC = {
     },
     "grid": {
         "arms": ["rigl", "rigl+sparseopt"],
-        "sparsities": [0.9, 0.95],
+        "sparsities": [0.9],
         "budgets": [1, 2],
         "seeds": [0, 1],
     },
     "search": {"lr": {"low": 0.01, "high": 0.3, "log": True}, "trials_per_cell": 1},
     "resources": {"workers_per_trial": 1, "cpus_per_worker": 0.5, "max_concurrent_trials": 2},
 }
-EXPECTED_TRIALS = 16
+EXPECTED_TRIALS = 8
 
 
 def newest_loadable_epoch(run_dir: Path) -> int:
@@ -75,7 +75,7 @@ def newest_loadable_epoch(run_dir: Path) -> int:
     return 0
 
 
-@pytest.mark.timeout(3600)  # two runs of a 16-trial sweep: slow on a busy machine
+@pytest.mark.timeout(3600)  # two runs of an 8-trial sweep: slow on a busy machine
 @pytest.mark.parametrize("executor", ["actor", "train"])
 def test_sweep_survives_driver_sigkill_and_resumes_exactly_once(
     executor: str, tmp_path: Path
@@ -136,7 +136,7 @@ def test_sweep_survives_driver_sigkill_and_resumes_exactly_once(
     hashes = [r.data.tags["config_hash"] for r in trials]
     assert len(hashes) == len(set(hashes)) == EXPECTED_TRIALS
     assert set(hashes) == set(configs)
-    assert len(cells) == 8
+    assert len(cells) == 4
 
     rows = tune_rows(tmp_path / "results" / "e2e")
     for run in trials:
@@ -177,13 +177,13 @@ def test_sweep_survives_driver_sigkill_and_resumes_exactly_once(
 
     aggregates = aggregate_steps(uri, "e2e")
     cells_logged = {key: value for key, value in aggregates.items() if key.startswith("cell ")}
-    assert len(cells_logged) == 8
+    assert len(cells_logged) == 4
     for key, metrics in cells_logged.items():
         budget = int(key.rsplit("e=", 1)[1])
         assert metrics["test_acc1_mean"] == list(range(1, budget + 1)), key
         assert all(steps == metrics["test_acc1_mean"] for steps in metrics.values()), key
     curves = {key: value for key, value in aggregates.items() if key.startswith("curve ")}
-    assert len(curves) == 4  # 2 arms x 2 sparsities
+    assert len(curves) == 2  # 2 arms x 1 sparsity
     for key, metrics in curves.items():
         assert metrics["test_acc1_mean"] == [1, 2], key
         if "sparseopt" in key:
