@@ -297,7 +297,9 @@ def main() -> None:
     for store in stores:
         first, *_ = store.end_breakdown
         last_complete = store.end_breakdown[args.seeds - 1 :: args.seeds][-1]
-        print(f"{store.label}: calls of a trial, cell open {first}; completing a cell {last_complete}")
+        print(
+            f"{store.label}: calls of a trial, cell open {first}; completing a cell {last_complete}"
+        )
 
 
 if __name__ == "__main__":

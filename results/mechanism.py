@@ -5,7 +5,7 @@ fan-in spread and, per stored checkpoint, the mean |w| and row L2 norm of its lo
 high-fan-in thirds of rows, and the |gamma| / running std of the BatchNorm that follows) with
 the sweep's Parquet export (`sparsesweep report`'s data/trials) on the config hash, and
 prints, per update interval (workload) x lr x arm, the seed means of the chosen layer at the
-chosen epochs: high / low fan-in mean |w|, high / low BN scale (|gamma| / std), the share of
+chosen epochs (a third of rows with no weight left has no mean |w|: NaN, left out of the mean): high / low fan-in mean |w|, high / low BN scale (|gamma| / std), the share of
 rows with no weight left, and the final test accuracy.
 
     python results/mechanism.py FANIN_JSONL TRIALS_PARQUET_DIR [--layer 6] [--epochs 1,4,8,16]
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 
 import pandas as pd
 import pyarrow.dataset as ds
@@ -29,6 +30,7 @@ def history_frame(path: str, layer: str) -> pd.DataFrame:
             (found,) = [item for item in record["layers"] if item["layer"] == layer]
             dead = 100.0 * found["empty_rows"] / found["rows"]
             for point in found["history"]:
+                point = {key: math.nan if value is None else value for key, value in point.items()}
                 rows.append(
                     {
                         "config_hash": record["config_hash"],
