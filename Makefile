@@ -55,7 +55,7 @@ quickstart: venv
 	$(BIN)/sparsesweep run sweeps/configs/quickstart.yaml
 
 ## make results: every experiment of RESULTS.md through the sweep system, into results/
-## (~1.5-2 h on an idle 2-core machine: ~7,000 trials of 2-16 epochs on the actor executor)
+## (~2 h on an idle 2-core machine: 4,756 trials of 2-16 epochs on the actor executor; RESULTS.md says what was cut)
 RUNS := sweep_results
 RESULT_SWEEPS := rigl set ablations trace
 results: venv
