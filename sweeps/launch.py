@@ -25,7 +25,7 @@ from sweeps.spec import StoredSweep, SweepSpec, read_stored_sweep, stored_spec_t
 from sweeps.spec_checks import SpecError, check_data_roots
 from sweeps.spec_diff import spec_changes_that_alter_existing, spec_diff_text
 from sweeps.store import is_remote, write_text_atomic
-from sweeps.tracking_uri import TrackingUriError, check_tracking_uri
+from sweeps.tracking_uri import TrackingUriError, check_tracking_uri, drain_timeout_s
 from sweeps.versions import (
     VersionChangeError,
     check_resume_versions,
@@ -193,8 +193,6 @@ def prepare(
         check_tracking_uri(spec.tracking_uri)
     except TrackingUriError as error:
         raise SweepError(str(error)) from None
-    from sweeps.tracking import drain_timeout_s
-
     try:
         drain_timeout_s()
     except ValueError as error:
@@ -445,7 +443,7 @@ def _environment(name: str, value: str) -> Iterator[None]:
 
 def _tracker(spec: SweepSpec, location: SweepLocation) -> Any:
     """The sweep's MLflow tracker (a Tune callback)."""
-    from sweeps.tracking import MlflowSweepCallback, drain_timeout_s
+    from sweeps.tracking import MlflowSweepCallback
 
     return MlflowSweepCallback(
         tracking_uri=spec.tracking_uri,

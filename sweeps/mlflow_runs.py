@@ -113,15 +113,9 @@ def run_identity(tags: Mapping[str, str]) -> tuple[str, ...] | None:
 
 def curve_tags(curve: Mapping[str, Any]) -> dict[str, str]:
     """The factors of a curve run (one arm at one sparsity, all budgets) as MLflow tags."""
-    return {
-        Tag.ROLE: Role.CURVE,
-        "workload": str(curve["workload"]),
-        "dataset": str(curve["dataset"]),
-        "model": str(curve["model"]),
-        "method": str(curve["method"]),
-        "arm": str(curve["arm"]),
-        "sparsity": f"{float(curve['sparsity']):g}",
-    }
+    tags = {Tag.ROLE: Role.CURVE, **{key: str(curve[key]) for key in IDENTITY_TAGS[Role.CURVE]}}
+    tags["sparsity"] = f"{float(curve['sparsity']):g}"
+    return tags
 
 
 def source_tags(git_commit: str) -> dict[str, str]:

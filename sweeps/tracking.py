@@ -27,11 +27,9 @@ values that changed (a sweep extended with more seeds or lrs) replace the run th
 from __future__ import annotations
 
 import logging
-import math
-import os
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,7 +53,7 @@ from sweeps.mlflow_runs import (
     trial_tags,
 )
 from sweeps.store import read_text
-from sweeps.tracking_uri import is_server, probe_server
+from sweeps.tracking_uri import DRAIN_TIMEOUT_S, is_server, probe_server
 
 logger = logging.getLogger(__name__)
 
@@ -71,26 +69,6 @@ ERROR_TAG = "sparsesweep.error"
 ERROR_TAIL_LINES = 20
 NOTE_TAG = "mlflow.note.content"
 _AGGREGATE_TOLERANCE = 1e-9
-DRAIN_TIMEOUT_S = 30.0
-"""How long the end of a sweep waits for MLflow to take what is still buffered."""
-DRAIN_TIMEOUT_ENV = "SPARSESWEEP_MLFLOW_DRAIN_S"
-"""Environment variable that overrides `DRAIN_TIMEOUT_S` (seconds, > 0)."""
-
-
-def drain_timeout_s(environ: Mapping[str, str] = os.environ) -> float:
-    """The end-of-sweep wait for MLflow: `DRAIN_TIMEOUT_ENV` if set, else `DRAIN_TIMEOUT_S`."""
-    raw = environ.get(DRAIN_TIMEOUT_ENV)
-    if raw is None:
-        return DRAIN_TIMEOUT_S
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{DRAIN_TIMEOUT_ENV}={raw!r}: allowed values are seconds > 0")
-    return value
-
-
 RETRY_INTERVAL_S = 5.0
 """How often the sender retries while the tracking server is unreachable."""
 COALESCE_S = 0.5
@@ -126,6 +104,23 @@ _INIT_PARAMS = (
     "drain_timeout_s",
     "search_metric",
 )
+
+
+_TRANSIENT = frozenset(
+    {
+        "_client",
+        "_lock",
+        "_wake",
+        "_stop",
+        "_sender",
+        "_known_runs",
+        "_running_cells",
+        "_fresh_runs",
+        "_unlogged_params",
+    }
+)
+"""Attributes not pickled: the client and threads, and what a restored tracker re-reads from
+MLflow (`__setstate__` gives them their `__init__` values)."""
 
 
 class MlflowSweepCallback(Callback):
@@ -178,11 +173,7 @@ class MlflowSweepCallback(Callback):
         self._sender: threading.Thread | None = None
 
     def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        for name in ("_client", "_lock", "_wake", "_stop", "_sender"):
-            state.pop(name)
-        state.update(_known_runs=None, _running_cells=set(), _fresh_runs=set(), _unlogged_params={})
-        return state
+        return {name: value for name, value in self.__dict__.items() if name not in _TRANSIENT}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # built afresh, then the pickled attributes it still has: a sweep pickled by an older
@@ -191,8 +182,6 @@ class MlflowSweepCallback(Callback):
         self.__dict__.update(
             {name: value for name, value in state.items() if name in self.__dict__}
         )
-        self._client = None
-        self._init_threading()
 
     @property
     def client(self) -> Any:

@@ -10,10 +10,12 @@ of after the MLflow client's minutes of retries.
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 
 SCHEMES: tuple[str, ...] = ("sqlite", "file", "http", "https", "postgresql", "mysql", "mssql")
@@ -124,3 +126,23 @@ def _check_database(uri: str, field: str, timeout_s: float) -> None:
     if worker.is_alive() or problem:
         reason = problem[0] if problem else f"no answer within {timeout_s:g} s"
         raise TrackingUriError(f"{field}: database store is unreachable ({reason})")
+
+
+DRAIN_TIMEOUT_S = 30.0
+"""How long the end of a sweep waits for MLflow to take what is still buffered."""
+DRAIN_TIMEOUT_ENV = "SPARSESWEEP_MLFLOW_DRAIN_S"
+"""Environment variable that overrides `DRAIN_TIMEOUT_S` (seconds, > 0)."""
+
+
+def drain_timeout_s(environ: Mapping[str, str] = os.environ) -> float:
+    """The end-of-sweep wait for MLflow: `DRAIN_TIMEOUT_ENV` if set, else `DRAIN_TIMEOUT_S`."""
+    raw = environ.get(DRAIN_TIMEOUT_ENV)
+    if raw is None:
+        return DRAIN_TIMEOUT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{DRAIN_TIMEOUT_ENV}={raw!r}: allowed values are seconds > 0")
+    return value

@@ -23,13 +23,8 @@ from sweep_helpers import ONE_TRIAL_SPEC, sweep_cli_app, trial_meta
 from typer.testing import CliRunner
 
 from sparseopt.config import TrainConfig
-from sweeps.tracking import (
-    DRAIN_TIMEOUT_ENV,
-    DRAIN_TIMEOUT_S,
-    EPOCH_METRICS,
-    MlflowSweepCallback,
-    drain_timeout_s,
-)
+from sweeps.tracking import EPOCH_METRICS, MlflowSweepCallback
+from sweeps.tracking_uri import DRAIN_TIMEOUT_ENV, DRAIN_TIMEOUT_S, drain_timeout_s
 from trainables.faults import FAULT_PLAN_ENV, fault_hook, marker_path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -239,12 +234,14 @@ def test_tracker_pickled_by_an_older_version_restores_with_todays_attributes(
     tmp_path: Path,
 ) -> None:
     """Tune restores a resumed sweep's callbacks as pickled at its first start: attributes added
-    since (here `_fresh_runs`, `_records`) come back with their defaults, the pickled ones kept."""
+    since (here `_records`, `_curve_runs`) come back with their defaults, the pickled ones
+    kept, and the transient ones (`_fresh_runs`) are never pickled."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     callback = MlflowSweepCallback(uri, "older", (tmp_path / "artifacts").as_uri())
     callback._trial_runs["t0"] = "run0"
     state = callback.__getstate__()
-    for added_since in ("_fresh_runs", "_records", "_search_metric"):
+    assert "_fresh_runs" not in state
+    for added_since in ("_records", "_curve_runs", "_search_metric"):
         del state[added_since]
     restored = MlflowSweepCallback.__new__(MlflowSweepCallback)
     restored.__setstate__(state)
