@@ -69,6 +69,9 @@ results: venv
 		> results/digits_trace/fanin.jsonl
 	$(BIN)/python results/mechanism.py results/digits_trace/fanin.jsonl \
 		results/digits_trace/data/trials > results/digits_trace/mechanism.md
+	for sweep in rigl ablations; do \
+		$(BIN)/python results/lr_edges.py results/digits_$$sweep > results/digits_$$sweep/lr_edges.txt || exit 1; \
+	done
 
 ui: venv
 	$(BIN)/sparsesweep ui
