@@ -4,7 +4,7 @@ Ray Train V2 starts new actor processes for every trial (controller, workers), e
 `ray.train.torch` (torch, pandas, Ray Data). Ray's raylet can import modules in every worker
 process it starts (`_system_config={"preload_python_modules": [...]}`), which would only help if
 actors were handed prestarted, already-importing idle workers. This creates an actor (0.5 CPU, a
-job runtime_env as `sweeps.launch` sets) a few times per variant, each variant with its own local
+job runtime_env as `sweeps.run.launch` sets) a few times per variant, each variant with its own local
 Ray, and times creation and the import separately.
 
     .venv/bin/python benchmarks/actor_preload.py [--actors 3] [--rounds 2]

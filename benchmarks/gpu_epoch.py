@@ -1,6 +1,6 @@
 """One real training epoch of the paper's models on a GPU, on synthetic data of the right shape.
 
-For `sweeps/cost.py`'s per-epoch costs (issue #5). Each workload takes the paper spec's
+For `sweeps/spec/cost.py`'s per-epoch costs (issue #5). Each workload takes the paper spec's
 training recipe (`sweeps/configs/paper_*.yaml`: model, batch, optimizer, schedule, precision,
 channels_last) for a dense and a RigL+SparseOpt (s = 0.9) cell and swaps the dataset for
 `synthetic` images of the real shape and class count, so the whole training path runs
@@ -33,7 +33,7 @@ import torch
 
 from sparseopt.config import TrainConfig
 from sparseopt.recipe import Run, build_run, train_and_evaluate
-from sweeps.spec import load_spec
+from sweeps.spec.load import load_spec
 
 IMAGENET_TRAIN, IMAGENET_VAL, IMAGENET_GPUS = 1_281_167, 50_000, 8
 WORKLOADS: dict[str, dict[str, Any]] = {

@@ -1,6 +1,6 @@
 """Cost of the sweep's MLflow tracking per epoch and per finished trial: SQLite vs a server.
 
-Drives the real `sweeps.tracking.MlflowSweepCallback` with the hooks and results Tune feeds
+Drives the real `sweeps.tracking.callback.MlflowSweepCallback` with the hooks and results Tune feeds
 it (configs handed out by the sweep's own `SweepSearcher`; every result carries the 13 epoch
 metrics of docs/conventions.md). The callback's Tune hooks only queue the records; its sender
 thread makes the MLflow calls (one `log_batch` per epoch at `step = epoch`). Timed: the hook on
@@ -9,7 +9,7 @@ every event, as when epochs arrive seconds apart). Both stores are driven side b
 by trial, in one run. The per-epoch cost is set against a real epoch of the quickstart workload
 (digits, small_cnn), trained here in-process, and the whole per-trial cost against a 1-minute
 trial. Per finished trial it also counts the MLflow calls (by client method) and times the
-live aggregation (`sweeps.aggregation`: the cell run's progress tags and, once the cell's
+live aggregation (`sweeps.tracking.aggregates`: the cell run's progress tags and, once the cell's
 trials have all ended, its per-epoch seed means and the curve points), which runs on the
 sender thread, and the end hook on Tune's thread (it only records the end and queues it).
 Each trial is its own cell's seed here (`--seeds` seeds per cell, lr fixed), so every
@@ -37,10 +37,11 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from sweeps.search import SweepSearcher
-from sweeps.spec import SweepSpec, parse_spec
-from sweeps.store import write_text_atomic
-from sweeps.tracking import EPOCH_METRICS, MlflowSweepCallback
+from sweeps.run.search import SweepSearcher
+from sweeps.spec.load import parse_spec
+from sweeps.spec.schema import SweepSpec
+from sweeps.spec.storage import write_text_atomic
+from sweeps.tracking.callback import EPOCH_METRICS, MlflowSweepCallback
 
 
 class CountingClient:

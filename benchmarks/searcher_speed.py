@@ -20,8 +20,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from sweeps.search import SweepSearcher
-from sweeps.spec import SweepSpec, parse_spec
+from sweeps.run.search import SweepSearcher
+from sweeps.spec.load import parse_spec
+from sweeps.spec.schema import SweepSpec
 
 
 def build_spec(cells: int, trials_per_cell: int) -> SweepSpec:

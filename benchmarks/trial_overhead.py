@@ -1,12 +1,12 @@
 """Per-trial overhead of a sweep on local Ray, per trial executor, and the actor's memory.
 
-Runs the real `sweeps.launch.run_sweep` (Tune + SweepSearcher + MLflow callback) on a tiny
+Runs the real `sweeps.run.launch.run_sweep` (Tune + SweepSearcher + MLflow callback) on a tiny
 digits spec, trials one at a time, once per variant, each variant in a fresh process with its
 own local Ray; variants alternate for `--rounds` rounds so they see the same machine load:
 
 - **actor**: `resources.executor: actor`, the trial trains inside Tune's reused trial actor;
 - **train**: `resources.executor: train`, one Ray Train V2 `TorchTrainer` per trial, with the
-  Train settings `sweeps.launch` ships (`TRAIN_ENV_VARS`);
+  Train settings `sweeps.run.launch` ships (`TRAIN_ENV_VARS`);
 - **train-ray-defaults**: the same with Ray's own Train defaults (health check every 2 s,
   preemption watcher on).
 
@@ -188,8 +188,8 @@ def spec_payload(out: Path, executor: str, trials: int, epochs: int) -> dict[str
 def child(variant: str, out: Path, trials: int, epochs: int) -> None:
     """Run the sweep with the wrappers in place (the parent set the variant's env vars)."""
     global MARKS_DIR, ORIGINAL_TRAIN_IN_ACTOR, ORIGINAL_RUN_TRIAL
-    from sweeps import launch
-    from sweeps.spec import parse_spec
+    from sweeps.run import launch
+    from sweeps.spec.load import parse_spec
     from trainables import actor, driver
 
     MARKS_DIR = str(out / "marks")

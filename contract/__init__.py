@@ -1,7 +1,7 @@
 """The trial contract: the names and rules every layer of a sweep shares, defined once.
 
-A trial is created by the searcher (`sweeps.search`), trained by `trainables`, recorded by
-the tracker (`sweeps.tracking`), counted by `sparsesweep status` and compared by `analysis`.
+A trial is created by the searcher (`sweeps.run.search`), trained by `trainables`, recorded by
+the tracker (`sweeps.tracking.callback`), counted by `sparsesweep status` and compared by `analysis`.
 What they must agree on lives here, typed, and nowhere else:
 
 - `contract.trial`: the trial's identity and factors (`TrialMeta`), the Tune config that

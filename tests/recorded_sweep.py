@@ -10,12 +10,11 @@ from types import SimpleNamespace
 from typing import Any
 
 from contract.trial import TrialMeta
-from sweeps.launch import locate
-from sweeps.mlflow_runs import trial_run_name
-from sweeps.search import SweepSearcher
-from sweeps.spec import SweepSpec
-from sweeps.store import write_text_atomic
-from sweeps.tracking import MlflowSweepCallback
+from sweeps.run.search import SweepSearcher
+from sweeps.spec.schema import SweepSpec
+from sweeps.spec.storage import locate, write_text_atomic
+from sweeps.tracking.callback import MlflowSweepCallback
+from sweeps.tracking.runs import trial_run_name
 
 EpochResults = Callable[[int, TrialMeta], list[dict[str, Any]]]
 """The results one trial reports: (trial number, its meta) -> one dict per reported epoch."""

@@ -27,9 +27,11 @@ import yaml
 
 from contract.names import EPOCH_METRICS, RUN_METRICS, SPLIT_METRICS
 from contract.trial import TrialMeta
-from sweeps import cli_run, cli_status, cli_ui
-from sweeps.search import SweepSearcher
-from sweeps.spec import load_spec
+from sweeps.cli import run as cli_run
+from sweeps.cli import status as cli_status
+from sweeps.cli import ui as cli_ui
+from sweeps.run.search import SweepSearcher
+from sweeps.spec.load import load_spec
 from trainables.faults import FAULT_PLAN_ENV
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,7 +11,7 @@ from analysis_fixtures import Trial, build_store
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
-from sweeps.cli_analysis import register
+from sweeps.cli.analysis import register
 
 TRIALS = [
     Trial("rigl", 0.9, 2, 0, 50.0),

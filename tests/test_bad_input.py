@@ -25,8 +25,8 @@ from typer.testing import CliRunner
 
 from sparseopt.config import set_dotted
 from sweeps.cli import app
-from sweeps.launch import SPEC_FILE
-from sweeps.spec import load_spec
+from sweeps.spec.load import load_spec
+from sweeps.spec.storage import SPEC_FILE
 
 EXISTING = "existing"
 GOOD: dict[str, Any] = {

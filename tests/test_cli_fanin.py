@@ -11,7 +11,7 @@ import typer
 from typer.testing import CliRunner
 
 from sparseopt.checkpoint import save_checkpoint
-from sweeps.cli_fanin import register
+from sweeps.cli.fanin import register
 
 RAY_CHECKPOINTS = ("checkpoint_2026-01-01_00-00-00.000000", "checkpoint_2026-01-01_00-01-00.000000")
 

@@ -10,7 +10,7 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
-from sweeps.cli_single import register
+from sweeps.cli.single import register
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +174,7 @@ def test_fanin_of_fresh_masks_and_of_a_checkpoint(tmp_path):
     import torch
 
     from sparseopt.checkpoint import save_checkpoint
-    from sweeps.cli_fanin import register as register_fanin
+    from sweeps.cli.fanin import register as register_fanin
 
     application = typer.Typer()
     register_fanin(application)

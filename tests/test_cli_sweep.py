@@ -20,9 +20,10 @@ import yaml
 from sweep_helpers import ONE_TRIAL_SPEC, sweep_cli_app
 from typer.testing import CliRunner
 
-from sweeps import cli_analysis, cli_run
-from sweeps.launch import SweepSummary
-from sweeps.spec import parse_spec
+from sweeps.cli import analysis as cli_analysis
+from sweeps.cli import run as cli_run
+from sweeps.run.tune_state import SweepSummary
+from sweeps.spec.load import parse_spec
 
 GOOD = {"name": "cli", **ONE_TRIAL_SPEC}
 

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 
-from sweeps.spec_checks import credential_paths
+from sweeps.spec.credentials import credential_paths
 
 CLUSTER_YAML = Path(__file__).resolve().parents[1] / "cluster.yaml"
 

@@ -16,7 +16,7 @@ from sweep_helpers import trial_meta as meta
 from contract import arms, names, outcome, selection
 from contract.outcome import Status, ended_outcome, tune_trial_status
 from contract.trial import TrialMeta, trial_config
-from sweeps.spec import parse_spec
+from sweeps.spec.load import parse_spec
 
 ROOT = Path(__file__).parents[1]
 
@@ -27,21 +27,21 @@ ROOT = Path(__file__).parents[1]
 def test_writers_and_readers_use_the_one_definition_of_each_name() -> None:
     import analysis.schema
     import sparseopt.engine
-    import sweeps.spec
-    import sweeps.tracking
+    import sweeps.spec.schema
+    import sweeps.tracking.callback
 
-    assert sweeps.tracking.EPOCH_METRICS is names.EPOCH_METRICS
+    assert sweeps.tracking.callback.EPOCH_METRICS is names.EPOCH_METRICS
     assert analysis.schema.METRIC_KEYS is names.EPOCH_METRICS
     assert sparseopt.engine.SPLIT_METRICS is names.SPLIT_METRICS
     assert list(analysis.schema.TAG_COLUMNS) == list(names.TRIAL_TAGS)
     assert set(analysis.schema.STATUSES) == set(outcome.STATUSES) - {"pending"}
-    searchable = sweeps.spec.SearchConfig.model_fields["metric"].annotation.__args__
+    searchable = sweeps.spec.schema.SearchConfig.model_fields["metric"].annotation.__args__
     assert searchable == names.SEARCH_METRICS
 
 
 def test_every_tag_the_tracker_writes_is_one_the_reader_knows() -> None:
     from sparseopt.config import TrainConfig
-    from sweeps.mlflow_runs import cell_tags, trial_tags
+    from sweeps.tracking.runs import cell_tags, trial_tags
 
     train = TrainConfig().model_dump(mode="json")
     written = set(trial_tags(meta(), train, "abc")) | set(cell_tags(meta()))
@@ -59,7 +59,7 @@ def test_the_metrics_a_trial_reports_are_the_ones_the_tracker_logs() -> None:
 
 def test_tracker_and_analysis_load_no_torch() -> None:
     code = (
-        "import sys, sweeps.tracking, analysis.report, contract.selection;"
+        "import sys, sweeps.tracking.callback, analysis.report, contract.selection;"
         "bad = [m for m in ('torch', 'sparseopt') if m in sys.modules];"
         "assert not bad, bad"
     )
@@ -200,7 +200,7 @@ def test_a_diverged_trial_is_diverged_in_status_mlflow_and_report(recorded) -> N
     from mlflow.tracking import MlflowClient
 
     from analysis.export import export_experiment
-    from sweeps.status import cell_statuses
+    from sweeps.run.status import cell_statuses
 
     spec, sweep, tmp_path = recorded
     (row,) = cell_statuses(spec, sweep.trials)
@@ -220,7 +220,7 @@ def test_a_diverged_trial_is_diverged_in_status_mlflow_and_report(recorded) -> N
 def test_a_val_loss_sweep_gets_one_lr_from_searcher_status_and_report(recorded) -> None:
     from analysis.compare import compare
     from analysis.export import export_experiment
-    from sweeps.status import cell_statuses
+    from sweeps.run.status import cell_statuses
 
     spec, sweep, tmp_path = recorded
     cell = spec.cells()[0].cell_id
@@ -241,7 +241,7 @@ def test_a_val_loss_sweep_gets_one_lr_from_searcher_status_and_report(recorded) 
 
 
 def test_status_ranks_only_lr_trials_whose_seeds_all_ended(tmp_path: Path) -> None:
-    from sweeps.status import cell_statuses
+    from sweeps.run.status import cell_statuses
 
     spec = _val_loss_spec(tmp_path)
     config = {"meta": meta(cell=spec.cells()[0].cell_id, lr_trial=0).to_dict()}

@@ -76,7 +76,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
     """The finished sweep, logged by the sweep's own tracking callback; 4 FINISHED trial runs."""
     from mlflow.tracking import MlflowClient
 
-    from sweeps.spec import parse_spec
+    from sweeps.spec.load import parse_spec
 
     root = tmp_path_factory.mktemp("dashboard")
     spec = parse_spec(
@@ -288,7 +288,7 @@ CURVE_SPEC = {
 def test_chart_view_of_the_curve_runs_shows_accuracy_against_budget(tmp_path: Path) -> None:
     from playwright.sync_api import expect
 
-    from sweeps.spec import parse_spec
+    from sweeps.spec.load import parse_spec
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     spec = parse_spec(

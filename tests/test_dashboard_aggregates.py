@@ -19,7 +19,7 @@ from recorded_sweep import record_sweep
 from analysis.compare import compare
 from analysis.export import export_experiment
 from contract.trial import TrialMeta
-from sweeps.spec import parse_spec
+from sweeps.spec.load import parse_spec
 
 BUDGETS = (2, 4)
 ARMS = ("rigl", "rigl+sparseopt")
@@ -190,7 +190,7 @@ def test_an_extended_sweep_replaces_changed_aggregates_and_logs_each_step_once(
 
 
 def test_documented_queries_find_the_runs_they_promise(recorded) -> None:
-    from sweeps.queries import sweep_queries
+    from sweeps.tracking.queries import sweep_queries
 
     spec, sweep = recorded
     client = MlflowClient(spec.tracking_uri)

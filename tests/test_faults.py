@@ -44,7 +44,7 @@ from sweep_helpers import (
 )
 
 from contract.trial import trial_config
-from sweeps.tracking_uri import DRAIN_TIMEOUT_ENV
+from sweeps.tracking.uri import DRAIN_TIMEOUT_ENV
 from trainables.faults import marker_path
 
 # whole sweeps with retries and server restarts: give a busy machine more than the default

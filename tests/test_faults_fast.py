@@ -23,8 +23,8 @@ from sweep_helpers import ONE_TRIAL_SPEC, sweep_cli_app, trial_meta
 from typer.testing import CliRunner
 
 from sparseopt.config import TrainConfig
-from sweeps.tracking import EPOCH_METRICS, MlflowSweepCallback
-from sweeps.tracking_uri import DRAIN_TIMEOUT_ENV, DRAIN_TIMEOUT_S, drain_timeout_s
+from sweeps.tracking.callback import EPOCH_METRICS, MlflowSweepCallback
+from sweeps.tracking.uri import DRAIN_TIMEOUT_ENV, DRAIN_TIMEOUT_S, drain_timeout_s
 from trainables.faults import FAULT_PLAN_ENV, fault_hook, marker_path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -137,7 +137,7 @@ def test_tracker_buffers_through_an_outage_and_a_resume_without_duplicates(
     callback.on_trial_result(0, [], trial, trial.last_result)
     callback.on_trial_complete(0, [], trial)
     saved = pickle.loads(pickle.dumps(callback.get_state()))  # Tune's experiment snapshot
-    with caplog.at_level(logging.WARNING, logger="sweeps.tracking"):
+    with caplog.at_level(logging.WARNING, logger="sweeps.tracking.callback"):
         callback.on_experiment_end([trial])
     # run updates: the trial's end, its cell's aggregates and the end of the cell run
     assert "did not take 2 epoch records and 3 run updates of 1 trials" in caplog.text
@@ -289,9 +289,8 @@ def test_disk_full_while_storing_the_spec_changes_nothing(
 ) -> None:
     import ray
 
-    from sweeps.launch import locate
-    from sweeps.spec import load_spec
-    from sweeps.store import write_text_atomic
+    from sweeps.spec.load import load_spec
+    from sweeps.spec.storage import locate, write_text_atomic
 
     storage = tmp_path / "results"
     path = write_spec(tmp_path, storage)

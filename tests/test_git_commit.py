@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from sweeps import launch
+from sweeps.run import launch
 
 
 def test_git_commit_names_the_code_checkout_from_any_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)  # not a git checkout
-    checkout = Path(launch.__file__).resolve().parent.parent
+    checkout = Path(launch.__file__).resolve().parents[2]
     expected = r"[0-9a-f]{40}(\+dirty)?" if (checkout / ".git").exists() else "unknown"
     assert re.fullmatch(expected, launch.git_commit())
 

@@ -12,7 +12,7 @@ import tomllib
 from packaging.requirements import Requirement
 from packaging.version import Version
 
-from sweeps.versions import TRACKED
+from sweeps.run.versions import TRACKED
 
 ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())

@@ -11,9 +11,10 @@ import pytest
 from rich.console import Console
 from sweep_helpers import ONE_TRIAL_SPEC, trial_meta
 
-from sweeps import progress
-from sweeps.progress import PROGRESS_ENV, RichProgressCallback, duration, progress_mode
-from sweeps.spec import SweepSpec, parse_spec
+from sweeps.run import progress
+from sweeps.run.progress import PROGRESS_ENV, RichProgressCallback, duration, progress_mode
+from sweeps.spec.load import parse_spec
+from sweeps.spec.schema import SweepSpec
 
 CELLS = ("default/rigl/s=0.9/e=1", "default/rigl/s=0.95/e=1")
 

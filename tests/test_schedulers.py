@@ -7,7 +7,7 @@ from types import SimpleNamespace
 from ray.tune.schedulers import TrialScheduler
 from sweep_helpers import trial_meta
 
-from sweeps.schedulers import CellASHAScheduler
+from sweeps.run.schedulers import CellASHAScheduler
 
 
 def trial(trial_id: str, cell: str, budget: int = 4) -> SimpleNamespace:

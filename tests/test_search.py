@@ -16,8 +16,9 @@ import pytest
 from ray.tune.search import Searcher
 
 from sparseopt.config import TrainConfig
-from sweeps.search import SweepSearcher, cell_seed_offset, search_algorithm
-from sweeps.spec import SweepSpec, parse_spec
+from sweeps.run.search import SweepSearcher, cell_seed_offset, search_algorithm
+from sweeps.spec.load import parse_spec
+from sweeps.spec.schema import SweepSpec
 
 TINY: dict[str, Any] = {
     "name": "tiny",
@@ -554,7 +555,7 @@ def test_told_trials_are_mirrored_to_an_optuna_journal_once(tmp_path: Path) -> N
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
-    from sweeps.study_journal import JOURNAL_FILE, mirror_trial
+    from sweeps.run.study_journal import JOURNAL_FILE, mirror_trial
 
     spec = make_spec(grid={"arms": ["rigl"], "sparsities": [0.9], "budgets": [1]})
     spec_file = tmp_path / "sweep_spec.yaml"

@@ -17,7 +17,9 @@ from recorded_sweep import RecordedSweep, record_sweep
 from typer.testing import CliRunner
 
 from sweeps.cli import app
-from sweeps.spec import CONFIGS_DIR, SpecError, SweepSpec, load_spec, parse_spec
+from sweeps.spec.load import CONFIGS_DIR, load_spec, parse_spec
+from sweeps.spec.messages import SpecError
+from sweeps.spec.schema import SweepSpec
 
 SENTINEL = "sentinel-7f3a9c-never-log-me"
 SECRET_ENV = {

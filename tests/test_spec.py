@@ -10,17 +10,11 @@ import yaml
 
 from contract.arms import parse_arm
 from sparseopt.config import DataConfig, ModelConfig, SparseConfig, TrainConfig
-from sweeps.cost import EPOCH_COSTS, TRIAL_OVERHEAD_S, estimate_cost
-from sweeps.model_layers import dead_layers, largest_alive_sparsity, maskable_shapes
-from sweeps.spec import (
-    CONFIGS_DIR,
-    SpecError,
-    load_spec,
-    parse_spec,
-    read_stored_sweep,
-    stored_spec_text,
-)
-from sweeps.spec_diff import spec_changes_that_alter_existing, spec_diff_text
+from sweeps.spec.cost import EPOCH_COSTS, TRIAL_OVERHEAD_S, estimate_cost
+from sweeps.spec.diff import spec_changes_that_alter_existing, spec_diff_text
+from sweeps.spec.load import CONFIGS_DIR, load_spec, parse_spec, read_stored_sweep, stored_spec_text
+from sweeps.spec.messages import SpecError
+from sweeps.spec.model_layers import dead_layers, largest_alive_sparsity, maskable_shapes
 
 BASE: dict[str, Any] = {
     "name": "tiny",

@@ -21,8 +21,8 @@ from sweep_helpers import sweep_cli_app
 from typer.testing import CliRunner
 
 from contract.outcome import Status
-from sweeps.spec import load_spec
-from sweeps.status import sweep_status
+from sweeps.run.status import sweep_status
+from sweeps.spec.load import load_spec
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from sweep_helpers import ONE_TRIAL_SPEC, finish, ray_temp_dir, sweep_env, write_spec
 
-from sweeps.versions import installed_versions
+from sweeps.run.versions import installed_versions
 
 pytestmark = pytest.mark.slow
 

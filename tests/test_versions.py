@@ -8,15 +8,16 @@ from pathlib import Path
 import pytest
 from sweep_helpers import ONE_TRIAL_SPEC
 
-from sweeps.launch import SweepError, locate, prepare
-from sweeps.spec import parse_spec, stored_spec_text
-from sweeps.versions import (
+from sweeps.run.launch import SweepError, prepare
+from sweeps.run.versions import (
     TRACKED,
     VersionChangeError,
     check_resume_versions,
     installed_versions,
     version_tags,
 )
+from sweeps.spec.load import parse_spec, stored_spec_text
+from sweeps.spec.storage import locate
 
 RAN_UNDER = {"ray": "2.60.0", "mlflow": "3.17.2", "optuna": "5.0.0", "torch": "2.14.1"}
 

@@ -2,7 +2,7 @@
 
 One display: trials done / running / pending / failed against the spec's total, the elapsed
 time and an ETA, and per cell its counts and best value so far. Counts and best values come
-from `sweeps.status.cell_statuses` (the rule `sparsesweep status` and MLflow use), so a resumed
+from `sweeps.run.status.cell_statuses` (the rule `sparsesweep status` and MLflow use), so a resumed
 sweep starts from what is already done. On a terminal it redraws in place; otherwise (a pipe,
 a file, CI) it prints one plain line per ended trial.
 
@@ -13,6 +13,7 @@ so only the environment reflects the command running now.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -26,9 +27,10 @@ from rich.table import Table
 
 from contract.outcome import Status
 from contract.trial import TrialMeta
-from sweeps.launch import trial_status, tune_retries
-from sweeps.spec import SweepSpec, read_spec_file
-from sweeps.status import cell_statuses
+from sweeps.run.status import cell_statuses
+from sweeps.run.tune_state import trial_status, tune_retries
+from sweeps.spec.load import read_spec_file
+from sweeps.spec.schema import SweepSpec
 
 Mode = Literal["live", "lines", "off"]
 PROGRESS_ENV = "SPARSESWEEP_PROGRESS"
@@ -139,7 +141,7 @@ class RichProgressCallback(Callback):
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         self._dirty = True
-        self._snapshot_at = 0.0
+        self._snapshot_at = -math.inf  # not 0.0: time.monotonic() counts from boot
         self.on_step_begin(0, trials)
         if self._live is not None:
             self._live.stop()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from sweeps.cli_errors import (
+from sweeps.cli.common import (
     DEFAULT_STORAGE,
     ExperimentOption,
     NameArgument,
@@ -12,7 +12,7 @@ from sweeps.cli_errors import (
     out_console,
     sweep_name,
 )
-from sweeps.cli_run import stored_sweep
+from sweeps.cli.run import stored_sweep
 
 
 def queries(
@@ -22,7 +22,7 @@ def queries(
 ) -> None:
     """Print MLflow search filters for a sweep: an arm's trials, the curve runs of a sparsity,
     failed or diverged trials… (paste one into the runs page's search box)."""
-    from sweeps.queries import sweep_queries
+    from sweeps.tracking.queries import sweep_queries
 
     spec = stored_sweep(sweep_name(name, experiment), storage)
     out_console.print(

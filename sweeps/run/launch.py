@@ -13,31 +13,27 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from contract.outcome import ENDED, Status, tune_trial_status
-from contract.trial import TrialMeta
-from sweeps.spec import StoredSweep, SweepSpec, read_stored_sweep, stored_spec_text
-from sweeps.spec_checks import SpecError, check_data_roots
-from sweeps.spec_diff import spec_changes_that_alter_existing, spec_diff_text
-from sweeps.store import is_remote, write_text_atomic
-from sweeps.tracking_uri import TrackingUriError, check_tracking_uri, drain_timeout_s
-from sweeps.versions import (
+from sweeps.run.tune_state import SweepSummary, summarise, tune_retries, tune_trials
+from sweeps.run.versions import (
     VersionChangeError,
     check_resume_versions,
     installed_versions,
     version_tags,
 )
+from sweeps.spec.checks import check_data_roots
+from sweeps.spec.diff import spec_changes_that_alter_existing, spec_diff_text
+from sweeps.spec.load import StoredSweep, read_stored_sweep, stored_spec_text
+from sweeps.spec.messages import SpecError
+from sweeps.spec.schema import SweepSpec
+from sweeps.spec.storage import SweepLocation, is_remote, locate, write_text_atomic
+from sweeps.tracking.uri import TrackingUriError, check_tracking_uri, drain_timeout_s
 
 logger = logging.getLogger(__name__)
 
-SPEC_FILE = "sweep_spec.yaml"
-TRAIN_RUNS_DIR = "train_runs"
-ARTIFACTS_DIR = "mlflow_artifacts"
 DRIVER_CPUS = 0.01
 """CPU reserved by each trial's driver: it only waits on its TorchTrainer, so the workers
 get the cores (a whole CPU per driver would halve the trials a 2-core machine can run)."""
@@ -58,49 +54,6 @@ sweep. Ray's own log files (its session directory) are not affected."""
 
 class SweepError(RuntimeError):
     """A sweep cannot start: bad storage, unreachable tracking, or an incompatible spec."""
-
-
-@dataclass(frozen=True)
-class SweepLocation:
-    """Where a sweep keeps its state."""
-
-    experiment_dir: str
-    spec_file: str
-    train_runs_dir: str
-    artifact_location: str | None
-
-
-@dataclass
-class SweepSummary:
-    """What `fit()` left behind, compared with what the spec expects."""
-
-    expected: int
-    statuses: Counter = field(default_factory=Counter)
-
-    @property
-    def ended(self) -> int:
-        return sum(self.statuses[status.value] for status in ENDED)
-
-    @property
-    def complete(self) -> bool:
-        return self.ended >= self.expected
-
-
-def locate(spec: SweepSpec) -> SweepLocation:
-    """The sweep's directories and MLflow artifact location."""
-    experiment_dir = f"{spec.storage_path.rstrip('/')}/{spec.name}"
-    file_store = (
-        spec.tracking_uri.startswith(("sqlite:", "file:")) or "://" not in spec.tracking_uri
-    )
-    artifacts = f"{experiment_dir}/{ARTIFACTS_DIR}" if file_store else None
-    if artifacts and not is_remote(artifacts):
-        artifacts = Path(artifacts).resolve().as_uri()
-    return SweepLocation(
-        experiment_dir=experiment_dir,
-        spec_file=f"{experiment_dir}/{SPEC_FILE}",
-        train_runs_dir=f"{experiment_dir}/{TRAIN_RUNS_DIR}",
-        artifact_location=artifacts,
-    )
 
 
 def check_storage(location: SweepLocation) -> None:
@@ -164,7 +117,7 @@ def git_commit() -> str:
     Asked of the package's own directory, not the working directory: a sweep launched from
     elsewhere still records the code it ran. 'unknown' outside a git checkout.
     """
-    checkout = str(Path(__file__).resolve().parent.parent)
+    checkout = str(Path(__file__).resolve().parents[2])
     try:
         head, status = (
             subprocess.run(
@@ -274,7 +227,7 @@ def _trainable(spec: SweepSpec, location: SweepLocation) -> Any:
 
 
 def _scheduler(spec: SweepSpec) -> Any:
-    from sweeps.schedulers import CellASHAScheduler
+    from sweeps.run.schedulers import CellASHAScheduler
 
     if spec.early_stopping is None:
         return None
@@ -298,19 +251,13 @@ def _reuse_actors(spec: SweepSpec) -> bool:
     return spec.resources.trial_executor == "actor" or spec.early_stopping is None
 
 
-def tune_retries(spec: SweepSpec) -> int:
-    """Tune's retries of a failed trial: Ray Train retries its own workers (`max_failures`
-    of its FailureConfig), so Tune retries only trials of the actor executor."""
-    return spec.resources.max_failures if spec.resources.trial_executor == "actor" else 0
-
-
 def build_tuner(
     spec: SweepSpec, location: SweepLocation, callbacks: list[Any], restore: bool
 ) -> Any:
     """A new Tuner for the sweep, or the restored one when the experiment exists."""
     from ray import tune
 
-    from sweeps.search import SweepSearcher, search_algorithm
+    from sweeps.run.search import SweepSearcher, search_algorithm
 
     trainable = _trainable(spec, location)
     if restore:
@@ -339,52 +286,6 @@ def build_tuner(
             verbose=0,
         ),
     )
-
-
-def tune_trials(experiment_dir: str) -> list[Any]:
-    """The Tune trials recorded in a sweep's experiment state (none if it has no state yet)."""
-    from ray.tune import ExperimentAnalysis
-
-    try:
-        return list(ExperimentAnalysis(experiment_dir).trials)
-    except (ValueError, FileNotFoundError):
-        return []
-
-
-def trial_status(trial: Any, tune_retries: int) -> Status:
-    """Our status of a Tune trial (`contract.outcome.tune_trial_status`).
-
-    Tune does not save a trial's state again after the failure that exhausts its retries: its
-    saved state still says PENDING (waiting for the retry). The trial's error log counts every
-    failure, so a pending trial that failed more than `tune_retries` times has failed.
-    """
-    budget = TrialMeta.of(trial.config).budget
-    status = tune_trial_status(trial.status, trial.last_result, budget)
-    if status is Status.PENDING and _recorded_failures(trial) > tune_retries:
-        return Status.FAILED
-    return status
-
-
-def _recorded_failures(trial: Any) -> int:
-    """How many failures the trial's error log on storage records (0 without one)."""
-    filename = trial.run_metadata.error_filename
-    if not filename or trial.storage is None:
-        return 0
-    path = f"{trial.storage.trial_fs_path.rstrip('/')}/{filename}"
-    try:
-        with trial.storage.storage_filesystem.open_input_stream(path) as stream:
-            text = stream.read().decode(errors="replace")
-    except (OSError, FileNotFoundError):
-        return 0
-    return sum(line.startswith("Failure # ") for line in text.splitlines())
-
-
-def summarise(trials: list[Any], expected: int, tune_retries: int) -> SweepSummary:
-    """Count a sweep's Tune trials by status."""
-    summary = SweepSummary(expected=expected)
-    for trial in trials:
-        summary.statuses[trial_status(trial, tune_retries).value] += 1
-    return summary
 
 
 def _missing_directories(location: SweepLocation) -> list[Path]:
@@ -443,7 +344,7 @@ def _environment(name: str, value: str) -> Iterator[None]:
 
 def _tracker(spec: SweepSpec, location: SweepLocation) -> Any:
     """The sweep's MLflow tracker (a Tune callback)."""
-    from sweeps.tracking import MlflowSweepCallback
+    from sweeps.tracking.callback import MlflowSweepCallback
 
     return MlflowSweepCallback(
         tracking_uri=spec.tracking_uri,
@@ -511,7 +412,7 @@ def run_sweep(
     import ray
     from ray import tune
 
-    from sweeps.progress import PROGRESS_ENV, RichProgressCallback, progress_mode
+    from sweeps.run.progress import PROGRESS_ENV, RichProgressCallback, progress_mode
 
     created = _missing_directories(locate(spec))  # before `prepare` makes the folder
     location, old, warnings = prepare(spec, allow_version_change)

@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from sweeps.spec import SweepSpec
+from sweeps.spec.schema import SweepSpec
 
 TRIAL_OVERHEAD_S: dict[str, float] = {"actor": 0.35, "train": 10.0}
 """Seconds per trial besides training, by executor (BENCHMARKS.md, per-trial overhead)."""

@@ -14,7 +14,7 @@ from typing import Any
 
 from contract.arms import ARM_CONTROLLED, parse_arm
 from sparseopt.config import TrainConfig, set_dotted
-from sweeps.validation_errors import format_number
+from sweeps.spec.messages import format_number
 
 GRID_CONTROLLED: tuple[str, ...] = (
     "epochs",

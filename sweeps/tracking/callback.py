@@ -1,5 +1,5 @@
 """MLflow tracking for a sweep: a parent run per cell, one child run per trial, exactly once,
-and the cell and curve runs that aggregate them (`sweeps.aggregation`).
+and the cell and curve runs that aggregate them (`sweeps.tracking.aggregates`).
 
 Ray's stock `MLflowLoggerCallback` opens a new run for every resumed trial and logs at
 `training_iteration`; this callback instead keys every run by the trial's config hash, so a
@@ -30,17 +30,17 @@ import logging
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from ray.tune import Callback
 
 from contract.names import DEFAULT_SEARCH_METRIC, EPOCH_METRICS, Role, Tag
-from contract.outcome import MLFLOW_RUN_STATUS, Status, ended_outcome
+from contract.outcome import MLFLOW_RUN_STATUS, Status
 from contract.trial import ResultKey, TrialMeta, train_payload
-from sweeps.aggregation import TrialRecords, cell_metrics, curve_points
-from sweeps.mlflow_runs import (
+from sweeps.run.tune_state import ended_status, error_text
+from sweeps.spec.storage import read_text
+from sweeps.tracking.aggregates import TrialRecords, cell_metrics, curve_points
+from sweeps.tracking.runs import (
     cell_run_name,
     cell_tags,
     curve_run_name,
@@ -52,8 +52,7 @@ from sweeps.mlflow_runs import (
     trial_run_name,
     trial_tags,
 )
-from sweeps.store import read_text
-from sweeps.tracking_uri import DRAIN_TIMEOUT_S, is_server, probe_server
+from sweeps.tracking.uri import DRAIN_TIMEOUT_S, is_server, probe_server
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +65,6 @@ CURVE_WITNESSES: dict[str, str] = {
 }
 """Curve-run metric families (by prefix), each logged together, and the key that witnesses it."""
 ERROR_TAG = "sparsesweep.error"
-ERROR_TAIL_LINES = 20
 NOTE_TAG = "mlflow.note.content"
 _AGGREGATE_TOLERANCE = 1e-9
 RETRY_INTERVAL_S = 5.0
@@ -203,7 +201,7 @@ class MlflowSweepCallback(Callback):
     def _follow_spec(self) -> None:
         """Read the spec the sweep runs under now (an extension may have grown it): how many
         trials a cell runs, and the experiment's description."""
-        from sweeps.spec import read_spec_file
+        from sweeps.spec.load import read_spec_file
 
         spec = read_spec_file(self._spec_file) if self._spec_file else None
         if spec is None:
@@ -248,8 +246,8 @@ class MlflowSweepCallback(Callback):
 
     def _end(self, trial: Any, errored: bool) -> None:
         """Record how the trial ended, mark its cell for aggregation, and queue its run's end."""
-        status, checkpoint = _ending(trial, errored)
-        error = _error_text(trial) if errored else None
+        status, checkpoint = ended_status(trial, errored)
+        error = error_text(trial) if errored else None
         with self._lock:
             record = self._records.end(trial.trial_id, trial.config, status)
             self._dirty_cells.add(record.meta["cell"])
@@ -579,7 +577,7 @@ class MlflowSweepCallback(Callback):
     # ----------------------------------------------------------------- aggregates (sender thread)
     def _aggregate(self, cell: str) -> None:
         """Tag the cell run with the cell's progress; once complete, log its aggregates and
-        its group's curve points (`sweeps.aggregation`)."""
+        its group's curve points (`sweeps.tracking.aggregates`)."""
         with self._lock:
             members = self._records.in_cell(cell)
             progress = self._records.progress(cell)
@@ -789,43 +787,3 @@ def _same(logged: dict[int, float], wanted: dict[int, float]) -> bool:
         abs(logged[step] - wanted[step]) <= _AGGREGATE_TOLERANCE * max(1.0, abs(wanted[step]))
         for step in wanted
     )
-
-
-@dataclass(frozen=True)
-class ErrorText:
-    """A failed trial's error: a one-line summary for a tag, the full text for an artifact."""
-
-    summary: str
-    text: str
-
-
-def _error_text(trial: Any) -> ErrorText | None:
-    """The last failure Tune recorded for a trial (its error file), or None if there is none."""
-    filename = getattr(trial.run_metadata, "error_filename", None)
-    if not filename or not trial.local_path:
-        return None
-    try:
-        text = Path(trial.local_path, filename).read_text(errors="replace")
-    except OSError:
-        return None
-    last = text.rsplit("Failure # ", 1)[-1]
-    lines = [line for line in last.splitlines() if line.strip()]
-    if not lines:
-        return None
-    exception = next((line for line in reversed(lines) if _looks_like_exception(line)), lines[0])
-    tail = "\n".join(lines[-ERROR_TAIL_LINES:])
-    return ErrorText(summary=exception.strip()[:500], text=f"{exception.strip()}\n\n{tail}\n")
-
-
-def _looks_like_exception(line: str) -> bool:
-    """`SomeError: message` (the last line of a Python traceback)."""
-    head = line.split(":", 1)[0].strip()
-    return ":" in line and head.isidentifier() and head.endswith(("Error", "Exception", "Exit"))
-
-
-def _ending(trial: Any, errored: bool) -> tuple[str, str | None]:
-    """(our status, checkpoint path) of an ended trial (`contract.outcome.ended_outcome`)."""
-    last = trial.last_result or {}
-    checkpoint = last.get(ResultKey.CHECKPOINT_PATH)
-    status = ended_outcome(errored, last, TrialMeta.of(trial.config).budget)
-    return status.value, str(checkpoint) if checkpoint else None

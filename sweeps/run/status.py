@@ -13,8 +13,9 @@ from typing import Any
 from contract.outcome import ENDED, Status
 from contract.selection import best_key, group_score, seed_score
 from contract.trial import Stage, TrialMeta
-from sweeps.launch import locate, trial_status, tune_retries, tune_trials
-from sweeps.spec import SweepSpec
+from sweeps.run.tune_state import trial_status, tune_retries, tune_trials
+from sweeps.spec.schema import SweepSpec
+from sweeps.spec.storage import locate
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,10 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 
+class SpecError(ValueError):
+    """A sweep spec that does not validate; the message lists every problem by field path."""
+
+
 def format_number(value: float) -> str:
     """Shortest exact text of a number: 0.95 -> '0.95', 0.0 -> '0', 2.0 -> '2'."""
     text = repr(float(value))

@@ -68,8 +68,8 @@ def sweep_name(name: str | None, experiment: str | None) -> str:
 
 
 def check_tracking_option(tracking_uri: str, must_exist: bool) -> None:
-    """`--tracking-uri` through the one tracking-URI check (`sweeps.tracking_uri`); exit 2 if bad."""
-    from sweeps.tracking_uri import TrackingUriError, check_tracking_uri
+    """`--tracking-uri` through the one tracking-URI check (`sweeps.tracking.uri`); exit 2 if bad."""
+    from sweeps.tracking.uri import TrackingUriError, check_tracking_uri
 
     try:
         check_tracking_uri(tracking_uri, field="--tracking-uri", must_exist=must_exist)

@@ -23,8 +23,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from sweeps.cli_errors import fail
-from sweeps.cli_single import DEFAULT_NUM_CLASSES, DISTRIBUTIONS, MODEL_INPUTS
+from sweeps.cli.common import fail
+from sweeps.cli.single import DEFAULT_NUM_CLASSES, DISTRIBUTIONS, MODEL_INPUTS
 
 TRIAL_PREFIX = "trial-"
 """Ray Train run directories of a sweep are named trial-<config hash> (trainables.runtime)."""

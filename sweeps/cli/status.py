@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from sweeps.cli_errors import (
+from sweeps.cli.common import (
     DEFAULT_STORAGE,
     ExperimentOption,
     NameArgument,
@@ -14,7 +14,7 @@ from sweeps.cli_errors import (
     out_console,
     sweep_name,
 )
-from sweeps.cli_run import stored_sweep
+from sweeps.cli.run import stored_sweep
 
 
 def status(
@@ -24,7 +24,7 @@ def status(
 ) -> None:
     """Cells × trials of a sweep by status, and each cell's best lr so far (mean over seeds)."""
     from contract.outcome import ENDED, Status
-    from sweeps.status import sweep_status
+    from sweeps.run.status import sweep_status
 
     spec = stored_sweep(sweep_name(name, experiment), storage)
     rows = sweep_status(spec)

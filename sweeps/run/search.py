@@ -23,7 +23,7 @@ the ask/tell API:
 - State (studies, groups, trial ids, results) is pickled by `save` and brought back by
   `restore`, so `Tuner.restore` continues every study where it stopped. `extend` adopts a
   newer spec that only extends the old one. Every told trial is also mirrored to an Optuna
-  journal beside the sweep's state (`sweeps.study_journal`), for `optuna.load_study` and
+  journal beside the sweep's state (`sweeps.run.study_journal`), for `optuna.load_study` and
   optuna-dashboard.
 - Tune wraps a `Searcher` in a `SearchGenerator` that saves a "finished" flag with the
   experiment; `SweepSearchGenerator` drops that flag on restore, so a sweep that had finished
@@ -33,7 +33,6 @@ the ask/tell API:
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 import pickle
@@ -48,11 +47,13 @@ from contract.outcome import ended_outcome
 from contract.selection import best_key, group_score, seed_score
 from contract.trial import Stage, TrialMeta, trial_config
 from sparseopt.config import TrainConfig
-from sweeps.cells import Cell
-from sweeps.spec import SweepSpec, read_spec_file
-from sweeps.spec_diff import spec_changes_that_alter_existing, spec_diff_text
-from sweeps.store import is_remote
-from sweeps.study_journal import JOURNAL_FILE, mirror_trial
+from sweeps.run.study_journal import JOURNAL_FILE, mirror_trial
+from sweeps.run.tune_state import ended_trials
+from sweeps.spec.cells import Cell
+from sweeps.spec.diff import spec_changes_that_alter_existing, spec_diff_text
+from sweeps.spec.load import read_spec_file
+from sweeps.spec.schema import SweepSpec
+from sweeps.spec.storage import is_remote
 
 logger = logging.getLogger(__name__)
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # else one INFO line per tell in Tune's log
@@ -495,25 +496,6 @@ class SweepSearchGenerator(SearchGenerator):
         if isinstance(searcher, SweepSearcher):
             live |= searcher.running_trial_ids()
         return live
-
-
-TERMINATED = "TERMINATED"
-
-
-def ended_trials(experiment_dir: Path, trial_ids: set[str]) -> dict[str, dict]:
-    """{trial id: last result} of those `trial_ids` the newest experiment state in
-    `experiment_dir` records as TERMINATED (Tune's `experiment_state-<time>.json`)."""
-    states = sorted(experiment_dir.glob("experiment_state-*.json"))
-    if not trial_ids or not states:
-        return {}
-    with open(states[-1]) as handle:
-        trial_data = json.load(handle)["trial_data"]
-    ended: dict[str, dict] = {}
-    for trial_json, run_json in trial_data:
-        trial = json.loads(trial_json)
-        if trial["trial_id"] in trial_ids and trial["status"] == TERMINATED:
-            ended[trial["trial_id"]] = json.loads(run_json).get("last_result") or {}
-    return ended
 
 
 def search_algorithm(searcher: SweepSearcher, max_concurrent_trials: int) -> SweepSearchGenerator:

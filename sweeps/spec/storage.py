@@ -1,10 +1,20 @@
-"""Reading and writing a sweep's small state files on local disk or object storage."""
+"""Where a sweep keeps its state (its folders and MLflow artifact location), and reading and
+writing its small state files on local disk or object storage."""
 
 from __future__ import annotations
 
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sweeps.spec.schema import SweepSpec
+
+SPEC_FILE = "sweep_spec.yaml"
+TRAIN_RUNS_DIR = "train_runs"
+ARTIFACTS_DIR = "mlflow_artifacts"
 
 
 def is_remote(path: str) -> bool:
@@ -50,3 +60,30 @@ def write_text_atomic(path: str, text: str) -> None:
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
+
+
+@dataclass(frozen=True)
+class SweepLocation:
+    """Where a sweep keeps its state."""
+
+    experiment_dir: str
+    spec_file: str
+    train_runs_dir: str
+    artifact_location: str | None
+
+
+def locate(spec: SweepSpec) -> SweepLocation:
+    """The sweep's directories and MLflow artifact location."""
+    experiment_dir = f"{spec.storage_path.rstrip('/')}/{spec.name}"
+    file_store = (
+        spec.tracking_uri.startswith(("sqlite:", "file:")) or "://" not in spec.tracking_uri
+    )
+    artifacts = f"{experiment_dir}/{ARTIFACTS_DIR}" if file_store else None
+    if artifacts and not is_remote(artifacts):
+        artifacts = Path(artifacts).resolve().as_uri()
+    return SweepLocation(
+        experiment_dir=experiment_dir,
+        spec_file=f"{experiment_dir}/{SPEC_FILE}",
+        train_runs_dir=f"{experiment_dir}/{TRAIN_RUNS_DIR}",
+        artifact_location=artifacts,
+    )

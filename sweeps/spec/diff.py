@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from sweeps.cells import Cell, flatten_overrides
+from sweeps.spec.cells import Cell, flatten_overrides
 
 if TYPE_CHECKING:
-    from sweeps.spec import SweepSpec
+    from sweeps.spec.schema import SweepSpec
 
 
 def _removed(old: list[Any], new: list[Any]) -> list[Any]:

@@ -7,8 +7,8 @@ Each filter goes into the search box of the experiment's runs page in MLflow's U
 from __future__ import annotations
 
 from contract.names import Role, Tag
-from sweeps.spec import SweepSpec
-from sweeps.validation_errors import format_number
+from sweeps.spec.messages import format_number
+from sweeps.spec.schema import SweepSpec
 
 
 def sweep_queries(spec: SweepSpec) -> list[tuple[str, str]]:

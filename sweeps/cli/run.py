@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
-from sweeps.cli_errors import (
+from sweeps.cli.common import (
     DEFAULT_STORAGE,
     INCOMPLETE_EXIT_CODE,
     ExperimentOption,
@@ -34,7 +34,7 @@ _ADDRESS_RE = re.compile(r"^(?:ray://)?(?P<host>[^:/\s]+):(?P<port>\d{1,5})$")
 
 
 def _load(spec_path: Path, overrides: list[str] | None) -> Any:
-    from sweeps.spec import load_spec
+    from sweeps.spec.load import load_spec
 
     try:
         return load_spec(spec_path, overrides or [])
@@ -46,8 +46,8 @@ def _print_dry_run(spec: Any, address: str | None, allow_version_change: bool) -
     """The cells, trials and cost once, then, as warnings, whatever a real run would refuse
     before Ray starts (tracking store, storage, an existing sweep, data roots here, the Ray
     address)."""
-    from sweeps.cost import estimate_cost
-    from sweeps.launch import dry_run_problems
+    from sweeps.run.launch import dry_run_problems
+    from sweeps.spec.cost import estimate_cost
 
     say(f"sweep {spec.name} (dry run: nothing is started or written)")
     say(estimate_cost(spec).summary())
@@ -60,7 +60,7 @@ def _print_dry_run(spec: Any, address: str | None, allow_version_change: bool) -
 def next_commands(spec: Any) -> list[tuple[str, str]]:
     """(what, command) for looking at a sweep: its dashboard, status and report, quoted for a
     shell and with every location spelled out, so each runs from any directory."""
-    from sweeps.tracking_uri import is_server
+    from sweeps.tracking.uri import is_server
 
     uri, name = shlex.quote(spec.tracking_uri), shlex.quote(spec.name)
     dashboard = (
@@ -124,8 +124,9 @@ class LaunchOptions:
 
 
 def _launch(spec: Any, options: LaunchOptions) -> None:
-    from sweeps.launch import SweepError, run_sweep
-    from sweeps.spec_checks import SpecError, check_data_roots
+    from sweeps.run.launch import SweepError, run_sweep
+    from sweeps.spec.checks import check_data_roots
+    from sweeps.spec.messages import SpecError
 
     _check_address(options.address)
     if options.address is None and "RAY_ADDRESS" not in os.environ:
@@ -218,9 +219,8 @@ def resume(
 
 def stored_sweep(name: str, storage: str) -> Any:
     """The spec sweep `name` under `storage` runs under; exit 2 naming the known sweeps if none."""
-    from sweeps.launch import SPEC_FILE
-    from sweeps.spec import read_spec_file
-    from sweeps.store import is_remote
+    from sweeps.spec.load import read_spec_file
+    from sweeps.spec.storage import SPEC_FILE, is_remote
 
     root = storage if is_remote(storage) else os.path.abspath(storage)
     try:

@@ -2,14 +2,14 @@
 
 Each command module keeps its heavy imports (torch, ray, mlflow) inside the command
 functions, so `sparsesweep --help` and the analysis commands start fast. Every module shares
-`sweeps.cli_errors` (exit codes and the one error helper).
+`sweeps.cli.common` (exit codes and the one error helper).
 """
 
 from __future__ import annotations
 
 import typer
 
-from sweeps import cli_analysis, cli_fanin, cli_queries, cli_run, cli_single, cli_status, cli_ui
+from sweeps.cli import analysis, fanin, queries, run, single, status, ui
 
 app = typer.Typer(
     name="sparsesweep",
@@ -18,7 +18,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-for module in (cli_single, cli_run, cli_status, cli_queries, cli_ui, cli_fanin, cli_analysis):
+for module in (single, run, status, queries, ui, fanin, analysis):
     module.register(app)
 
 

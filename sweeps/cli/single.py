@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from sweeps.cli_errors import fail
+from sweeps.cli.common import fail
 
 DEFAULT_NUM_CLASSES = {"resnet20": 100, "resnet50": 1000, "mlp": 10, "small_cnn": 10}
 MODEL_INPUTS = {"resnet20": (3, 32), "resnet50": (3, 224), "mlp": (1, 8), "small_cnn": (1, 8)}
@@ -25,7 +25,7 @@ DISTRIBUTIONS = ("erk", "uniform")
 
 def _validation_message(error: ValidationError, source: str) -> str:
     from sparseopt.config import TrainConfig
-    from sweeps.validation_errors import format_validation_error
+    from sweeps.spec.messages import format_validation_error
 
     details = format_validation_error(error, TrainConfig).replace("\n", "\n  ")
     return f"invalid config ({source}):\n  {details}"
@@ -48,7 +48,7 @@ def train(
 ) -> None:
     """Train one run in-process (no Ray); re-running with the same --out resumes it."""
     from sparseopt.config import load_train_config
-    from sweeps.spec_checks import data_root_problem
+    from sweeps.spec.checks import data_root_problem
 
     if config is not None and not config.is_file():
         raise fail(f"--config {config}: no such file; allowed: a TrainConfig YAML file")

@@ -15,7 +15,7 @@ from typing import Annotated, TypeVar
 
 import typer
 
-from sweeps.cli_errors import (
+from sweeps.cli.common import (
     DEFAULT_TRACKING_URI,
     ExperimentOption,
     NameArgument,

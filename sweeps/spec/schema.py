@@ -2,21 +2,18 @@
 
 A spec names the fixed factors of a sweep (workloads, arms, sparsities, epoch budgets, seeds),
 the searched ones (lr, optionally weight decay) with a trial budget per cell, and how trials
-run. Every cell's resolved `TrainConfig` is validated when the spec loads (`sweeps.spec_checks`),
+run. Every cell's resolved `TrainConfig` is validated when the spec loads (`sweeps.spec.checks`),
 so a bad base config fails before Ray starts. Errors name the field path (`grid.sparsities[1]`)
-and the allowed values. Cells are expanded by `sweeps.cells`; changes between two versions of
-a spec are judged by `sweeps.spec_diff`.
+and the allowed values. Cells are expanded by `sweeps.spec.cells`; changes between two versions of
+a spec are judged by `sweeps.spec.diff`.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
@@ -27,7 +24,6 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
-    ValidationError,
     field_validator,
     model_validator,
 )
@@ -35,31 +31,15 @@ from pydantic_core import PydanticCustomError
 
 from contract.arms import parse_arm
 from contract.names import DEFAULT_SEARCH_METRIC, SEARCH_METRICS, Direction, metric_direction
-from sparseopt.config import apply_overrides, load_yaml_mapping
-from sweeps.cells import (
-    BASE_SETTABLE,
-    SEARCHED_KEYS,
+from sweeps.spec.cells import (
     Cell,
     expand_cells,
-    fixed_keys,
     flatten_overrides,
-    overriding,
 )
-from sweeps.spec_checks import (
-    CREDENTIALS_HINT,
-    SpecError,
-    check_cells,
-    check_fixed_keys,
-    credential_paths,
-)
-from sweeps.store import read_text
-from sweeps.validation_errors import format_validation_error
+from sweeps.spec.credentials import CREDENTIALS_HINT, credential_paths
 
 MAX_EPOCHS = 10_000
 MAX_LR = 10.0
-CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
-VERSIONS_KEY = "versions"
-"""Top-level key of a stored spec file holding the library versions (not a spec field)."""
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 _URI_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
@@ -392,7 +372,6 @@ class SweepSpec(BaseModel):
     @model_validator(mode="after")
     def _cross_checks(self) -> SweepSpec:
         _check_search(self.search)
-        check_fixed_keys(self)
         if self.second_stage is not None:
             for index, seed in enumerate(self.second_stage.seeds):
                 if seed in self.grid.seeds:
@@ -400,7 +379,6 @@ class SweepSpec(BaseModel):
                         f"second_stage.seeds[{index}]: seed {seed} is also in grid.seeds; "
                         "second-stage seeds must be fresh (not used by the search)"
                     )
-        check_cells(self)
         return self
 
     def cells(self) -> list[Cell]:
@@ -430,98 +408,3 @@ class SweepSpec(BaseModel):
     def to_yaml(self) -> str:
         """The validated spec as YAML (paths made absolute), e.g. to store next to the results."""
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
-
-
-def parse_spec(payload: Mapping[str, Any]) -> SweepSpec:
-    """Validate a spec dict; raise SpecError listing each problem by field path."""
-    if not isinstance(payload, Mapping):
-        raise SpecError(f"a sweep spec is a mapping at the top level, got {type(payload).__name__}")
-    try:
-        return SweepSpec.model_validate(dict(payload))
-    except ValidationError as error:
-        raise SpecError(format_validation_error(error, SweepSpec)) from None
-
-
-def resolve_spec_path(path: str | os.PathLike[str]) -> Path:
-    """A spec file path; a bare name like `quickstart` also finds the bundled sweeps/configs."""
-    candidate = Path(path)
-    if candidate.exists():
-        return candidate
-    bundled = CONFIGS_DIR / f"{candidate.name.removesuffix('.yaml')}.yaml"
-    if candidate.parent == Path(".") and bundled.exists():
-        return bundled
-    known = ", ".join(sorted(p.stem for p in CONFIGS_DIR.glob("*.yaml")))
-    raise FileNotFoundError(f"sweep spec {str(path)!r} not found (bundled specs: {known})")
-
-
-@dataclass(frozen=True)
-class StoredSweep:
-    """What a sweep's stored spec file holds: the spec and the library versions it ran under."""
-
-    spec: SweepSpec
-    versions: dict[str, str]
-
-
-def stored_spec_text(spec: SweepSpec, versions: Mapping[str, str]) -> str:
-    """The stored spec file: the validated spec, then `versions:` (see `sweeps.versions`)."""
-    return spec.to_yaml() + yaml.safe_dump({VERSIONS_KEY: dict(versions)}, sort_keys=False)
-
-
-def _stored_payload(payload: Any) -> tuple[Any, dict[str, str]]:
-    """A stored spec's payload and its recorded versions, with the `base` keys older releases
-    stored but every trial overwrote (`base.epochs`, ...) dropped: they never reached a trial,
-    so dropping them changes none, and the sweep stays resumable."""
-    if not isinstance(payload, Mapping):
-        return payload, {}
-    payload = copy.deepcopy(dict(payload))
-    versions = payload.pop(VERSIONS_KEY, None)
-    versions = {str(k): str(v) for k, v in versions.items()} if isinstance(versions, dict) else {}
-    base, search = payload.get("base"), payload.get("search")
-    if isinstance(base, dict):
-        searched = [
-            name
-            for name in SEARCHED_KEYS
-            if isinstance(search, Mapping) and search.get(name) is not None
-        ]
-        fixed = fixed_keys(searched, BASE_SETTABLE)
-        for key in overriding(flatten_overrides(base), fixed, BASE_SETTABLE):
-            _delete_dotted(base, key)
-    return payload, versions
-
-
-def _delete_dotted(payload: dict[str, Any], dotted: str) -> None:
-    """Remove `payload["a"]["b"]` for `dotted="a.b"`, and any section that leaves empty."""
-    head, _, rest = dotted.partition(".")
-    if not rest:
-        payload.pop(head, None)
-        return
-    child = payload.get(head)
-    if isinstance(child, dict):
-        _delete_dotted(child, rest)
-        if not child:
-            payload.pop(head)
-
-
-def read_stored_sweep(path: str) -> StoredSweep | None:
-    """The spec and versions stored at `path` (local or object store); None if absent;
-    ValueError naming the file if the spec does not validate."""
-    text = read_text(path)
-    if text is None:
-        return None
-    try:
-        payload, versions = _stored_payload(yaml.safe_load(text))
-        return StoredSweep(parse_spec(payload), versions)
-    except ValueError as error:
-        raise ValueError(f"{path}: the stored sweep spec does not validate:\n{error}") from None
-
-
-def read_spec_file(path: str) -> SweepSpec | None:
-    """The sweep spec stored at `path` (see `read_stored_sweep`); None if absent."""
-    stored = read_stored_sweep(path)
-    return None if stored is None else stored.spec
-
-
-def load_spec(path: str | os.PathLike[str], overrides: list[str] | None = None) -> SweepSpec:
-    """Read a YAML spec, apply `key.sub=value` overrides (values parsed as YAML), validate."""
-    loaded = load_yaml_mapping(str(resolve_spec_path(path)))
-    return parse_spec(apply_overrides(loaded, overrides or []))

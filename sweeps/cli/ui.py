@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from sweeps.cli_errors import (
+from sweeps.cli.common import (
     DEFAULT_TRACKING_URI,
     check_tracking_option,
     err_console,
@@ -17,7 +17,7 @@ from sweeps.cli_errors import (
     out_console,
     valid_host,
 )
-from sweeps.tracking_uri import is_server
+from sweeps.tracking.uri import is_server
 
 
 def _server_env() -> dict[str, str]:

@@ -6,22 +6,21 @@
   workload that set the bad value;
 - the lr warmup ends before the shortest budget; a `val_*` search metric has a validation
   split; `base.sparse.ham` is valid even before an arm uses it; every sparsity leaves each
-  maskable layer of the model at least one weight (`sweeps.model_layers`);
+  maskable layer of the model at least one weight (`sweeps.spec.model_layers`);
 - dataset roots exist on this machine (run before a local launch, not on spec load).
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import ValidationError
 
 from contract.names import SEARCH_METRICS
 from sparseopt.config import DataConfig, HamConfig, TrainConfig
-from sweeps.cells import (
+from sweeps.spec.cells import (
     BASE_SETTABLE,
     Cell,
     controller,
@@ -30,49 +29,14 @@ from sweeps.cells import (
     overriding,
     touches,
 )
-from sweeps.model_layers import (
+from sweeps.spec.messages import SpecError, describe_error, format_number, join_path
+from sweeps.spec.model_layers import (
     DeadLayers,
     dead_layers,
     largest_alive_sparsity,
     maskable_shapes,
 )
-from sweeps.validation_errors import describe_error, format_number, join_path
-
-if TYPE_CHECKING:
-    from sweeps.spec import SweepSpec
-
-_SECRET_KEY_RE = re.compile(
-    r"password|passwd|secret|token|credential|api[_-]?key|access[_-]?key|private[_-]?key",
-    re.IGNORECASE,
-)
-_SECRET_VALUE_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/@\s]+@|\bAKIA[0-9A-Z]{16}\b")
-CREDENTIALS_HINT = (
-    "a spec is stored with the sweep and logged to MLflow, so it must hold no secrets; give "
-    "credentials through the environment instead (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or "
-    "an instance profile for S3; MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD or "
-    "MLFLOW_TRACKING_TOKEN for an MLflow server)"
-)
-
-
-class SpecError(ValueError):
-    """A sweep spec that does not validate; the message lists every problem by field path."""
-
-
-def credential_paths(payload: Any, path: str = "") -> Iterator[str]:
-    """Dotted paths of keys named like a secret and of values that embed one (URI user info,
-    AWS access key ids)."""
-    if isinstance(payload, Mapping):
-        for key, value in payload.items():
-            child = f"{path}.{key}" if path else str(key)
-            if _SECRET_KEY_RE.search(str(key)):
-                yield child
-            else:
-                yield from credential_paths(value, child)
-    elif isinstance(payload, list | tuple):
-        for index, value in enumerate(payload):
-            yield from credential_paths(value, f"{path}[{index}]")
-    elif isinstance(payload, str) and _SECRET_VALUE_RE.search(payload):
-        yield path
+from sweeps.spec.schema import SweepSpec
 
 
 def source_of(spec: SweepSpec, cell: Cell, dotted: str) -> str:
