@@ -171,8 +171,7 @@ def estimate_cost(
     res = spec.resources
     if trial_overhead_s is None:
         trial_overhead_s = TRIAL_OVERHEAD_S[res.trial_executor]
-    finals = len(spec.second_stage.seeds) if spec.second_stage else 0
-    trials = spec.search.n_trials * len(spec.grid.seeds) + finals
+    trials = spec.trials_per_cell()
     lr = spec.search.lr.representative()
     cells: list[CellCost] = []
     device_hours: dict[str, float] = {}

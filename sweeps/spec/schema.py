@@ -397,13 +397,14 @@ class SweepSpec(BaseModel):
                 return cell
         raise KeyError(f"no cell {cell_id!r} in sweep {self.name!r}")
 
+    def trials_per_cell(self) -> int:
+        """Tune trials one cell runs: lr trials × seeds, plus its second-stage seeds."""
+        finals = len(self.second_stage.seeds) if self.second_stage is not None else 0
+        return self.search.n_trials * len(self.grid.seeds) + finals
+
     def expected_trials(self) -> int:
-        """Tune trials the sweep runs: cells × lr trials × seeds, plus cells × second-stage seeds."""
-        cells = len(self.cells())
-        total = cells * self.search.n_trials * len(self.grid.seeds)
-        if self.second_stage is not None:
-            total += cells * len(self.second_stage.seeds)
-        return total
+        """Tune trials the sweep runs: every cell's `trials_per_cell`."""
+        return len(self.cells()) * self.trials_per_cell()
 
     def to_yaml(self) -> str:
         """The validated spec as YAML (paths made absolute), e.g. to store next to the results."""
