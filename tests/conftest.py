@@ -43,11 +43,26 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the group marks of the items
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+@pytest.hookimpl(wrapper=True)
+def pytest_collection_modifyitems(
+    config: pytest.Config, items: list[pytest.Item]
+) -> Iterator[None]:
+    """Mark the integration tests with the xdist group before xdist reads the marks, and make
+    the grouped node ids (`<id>@integration`) that xdist writes into `item._nodeid` the real ones
+    afterwards: pytest 9.2 reads a node's id from `item._id`, so without this `--dist loadgroup`
+    silently spreads the group over all workers (pytest-xdist issue 1386, fixed by its PR 1388;
+    then xdist leaves `_nodeid` unset and this does nothing)."""
     for item in items:
         if any(item.get_closest_marker(mark) for mark in INTEGRATION_MARKS):
             item.add_marker(pytest.mark.xdist_group(INTEGRATION_GROUP))
+    result = yield
+    for item in items:
+        grouped = getattr(item, "_nodeid", None)
+        if grouped is not None and grouped != item.nodeid:
+            from _pytest.nodeid import coerce_node_id
+
+            item._id = coerce_node_id(grouped)
+    return result
 
 
 @pytest.fixture
