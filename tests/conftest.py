@@ -72,16 +72,27 @@ def mlflow_uri(tmp_path: Path) -> str:
 
 
 @pytest.fixture(scope="session")
-def local_ray() -> Iterator[None]:
-    """One local Ray (2 CPUs) for every in-process Ray test of the session, shut down at its end.
-
-    Each test that uses it runs its own Tune or Train run to its end, so nothing of one test
-    (actors, placement groups) is left for the next.
-    """
+def _session_ray() -> Iterator[None]:
+    """Shuts down, at the end of the session, the Ray `local_ray` started."""
+    yield
     import ray
 
-    ray.init(address="local", num_cpus=2, log_to_driver=False)
-    try:
-        yield
-    finally:
+    ray.shutdown()
+
+
+@pytest.fixture
+def local_ray(_session_ray: None) -> None:
+    """One local Ray (2 CPUs) for every in-process Ray test of the session, started by the first
+    and started again only if its node has died (a raylet can miss the GCS's heartbeat on an
+    overloaded machine). Each test that uses it runs its own Tune or Train run to its end, so
+    nothing of one test (actors, placement groups) is left for the next."""
+    import ray
+
+    if ray.is_initialized():
+        try:
+            if all(node["Alive"] for node in ray.nodes()):
+                return
+        except Exception:  # the GCS itself is gone: start over
+            pass
         ray.shutdown()
+    ray.init(address="local", num_cpus=2, log_to_driver=False)
