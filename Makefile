@@ -43,12 +43,15 @@ browser:
 		echo "make browser: apt-get could not install chromium; tests/test_dashboard.py will fail" >&2
 
 ## make test: create .venv, install, lint, run the whole suite (slow integration tests included)
+## on 2 pytest-xdist workers: one runs the tests that start Ray, servers or the browser (one
+## xdist group, tests/conftest.py), the other the rest
+PYTEST_PARALLEL := -n 2 --dist loadgroup
 test: venv lint browser
-	$(BIN)/python -m pytest -ra
+	$(BIN)/python -m pytest -ra $(PYTEST_PARALLEL)
 
 ## make test-fast: skip the slow integration tests
 test-fast: venv
-	$(BIN)/python -m pytest -ra -m "not slow"
+	$(BIN)/python -m pytest -ra -m "not slow" $(PYTEST_PARALLEL)
 
 ## make quickstart: run the quickstart sweep on local Ray with MLflow in ./mlflow.db
 quickstart: venv

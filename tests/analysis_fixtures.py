@@ -9,6 +9,7 @@ from pathlib import Path
 
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
+from mlflow_store import empty_store
 
 from analysis.fetch import ExperimentRecords, RunRecord, metric_frame
 from contract.names import ACTIVITY_METRICS
@@ -148,7 +149,7 @@ def build_store(root: Path, experiment: str, trials: list[Trial]) -> tuple[str, 
 
     Returns the tracking URI and the trials' run ids, in the order of `trials`.
     """
-    uri = f"sqlite:///{root / 'mlflow.db'}"
+    uri = empty_store(root / "mlflow.db")
     client = MlflowClient(tracking_uri=uri)
     experiment_id = client.create_experiment(
         experiment, artifact_location=(root / "artifacts").as_uri()

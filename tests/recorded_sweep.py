@@ -16,6 +16,10 @@ from sweeps.spec.storage import locate, write_text_atomic
 from sweeps.tracking.callback import MlflowSweepCallback
 from sweeps.tracking.runs import trial_run_name
 
+DRAIN_TIMEOUT_S = 600.0
+"""How long the end of a recorded sweep waits for MLflow: the local store is never down here, so
+until everything is sent (the tracker's 30 s default can run out on a busy machine)."""
+
 EpochResults = Callable[[int, TrialMeta], list[dict[str, Any]]]
 """The results one trial reports: (trial number, its meta) -> one dict per reported epoch."""
 
@@ -66,6 +70,7 @@ def record_sweep(
             artifact_location=location.artifact_location,
             git_commit=git_commit,
             spec_file=location.spec_file,
+            drain_timeout_s=DRAIN_TIMEOUT_S,
         )
         trials: list[SimpleNamespace] = []
     else:

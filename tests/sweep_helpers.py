@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -24,6 +25,7 @@ from typing import Any
 
 import typer
 import yaml
+from mlflow_store import empty_store
 
 from contract.names import EPOCH_METRICS, RUN_METRICS, SPLIT_METRICS
 from contract.trial import TrialMeta
@@ -32,6 +34,7 @@ from sweeps.cli import status as cli_status
 from sweeps.cli import ui as cli_ui
 from sweeps.run.search import SweepSearcher
 from sweeps.spec.load import load_spec
+from sweeps.tracking.uri import DRAIN_TIMEOUT_ENV
 from trainables.faults import FAULT_PLAN_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,11 +62,12 @@ def trial_meta(**changes: Any) -> TrialMeta:
 
 
 def write_spec(tmp_path: Path, spec: dict[str, Any], tracking_uri: str | None = None) -> Path:
-    """Write `spec` with storage (and, unless given, an SQLite store) under `tmp_path`."""
+    """Write `spec` with storage under `tmp_path` and `tracking_uri`, or else an empty migrated
+    SQLite store at `tmp_path/mlflow.db` (`mlflow_store.empty_store`)."""
     full = dict(
         spec,
         storage_path=str(tmp_path / "results"),
-        tracking_uri=tracking_uri or f"sqlite:///{tmp_path / 'mlflow.db'}",
+        tracking_uri=tracking_uri or empty_store(tmp_path / "mlflow.db"),
     )
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(full))
@@ -100,9 +104,21 @@ def ray_temp_dir() -> Iterator[str]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
+MLFLOW_DRAIN_S = "600"
+"""A sweep's end-of-sweep wait for MLflow in tests (`DRAIN_TIMEOUT_ENV`): a local store is never
+down there, so the wait ends when everything is sent; the default 30 s can run out on a busy
+machine and leave records for the next run, which a test would read as lost."""
+
+
 def sweep_env(ray_tmp: str, fault_plan: Path | None = None) -> dict[str, str]:
-    """Environment of a sweep subprocess: the repo importable, private Ray, optional faults."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_TMPDIR": ray_tmp}
+    """Environment of a sweep subprocess: the repo importable, private Ray, MLflow waited for
+    (`MLFLOW_DRAIN_S`), optional faults."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "RAY_TMPDIR": ray_tmp,
+        DRAIN_TIMEOUT_ENV: MLFLOW_DRAIN_S,
+    }
     env.pop("RAY_ADDRESS", None)
     env.pop(FAULT_PLAN_ENV, None)
     if fault_plan is not None:
@@ -172,11 +188,31 @@ def wait_for(condition: Callable[[], bool], timeout_s: float, what: str, process
     raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
 
 
+LOWEST_PORT = 20000  # above Ray's fixed ports and its default worker ports (10002-19999)
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    """A TCP port on 127.0.0.1 for a server a test starts, free now and likely to stay free until
+    the server binds it, even when the test restarts the server on it: drawn at random (so test
+    processes running side by side rarely draw the same one) from below the kernel's ephemeral
+    range, which every `connect()` and every bind to port 0 on the machine draws from (a port
+    found with bind(0) can be handed to anyone's next connection before the server binds it);
+    never the same one twice in a process."""
+    ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    draw = random.SystemRandom()
+    for _ in range(1000):
+        port = draw.randrange(LOWEST_PORT, ephemeral_low)
+        if port in _handed_out:
+            continue
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free port in [{LOWEST_PORT}, {ephemeral_low})")
 
 
 def start_mlflow_server(database: Path, port: int, log: Path) -> subprocess.Popen:
@@ -258,6 +294,19 @@ def tune_rows(experiment_dir: Path) -> dict[str, list[dict[str, Any]]]:
                 row = json.loads(line)
                 rows.setdefault(row["config"]["meta"]["config_hash"], []).append(row)
     return rows
+
+
+def trial_numbers(experiment_dir: Path) -> dict[str, int]:
+    """Tune's creation number (1, 2, ...) of every trial, by config hash: the counter Tune puts
+    after the trial id in the trial's folder name (`<trainable>_<trial id>_<number>_...`). With
+    `max_concurrent_trials: 1` Tune creates a trial only once the one before it has ended, so
+    this is the order the trials ran in, exactly (Tune's `timestamp` is whole seconds)."""
+    numbers: dict[str, int] = {}
+    for result_file in experiment_dir.glob("*/result.json"):
+        first = json.loads(result_file.read_text().splitlines()[0])
+        tag = result_file.parent.name.split(f"_{first['trial_id']}_", 1)[1]
+        numbers[first["config"]["meta"]["config_hash"]] = int(tag.split("_", 1)[0])
+    return numbers
 
 
 def aggregate_steps(tracking_uri: str, experiment: str) -> dict[str, dict[str, list[int]]]:

@@ -197,6 +197,7 @@ def test_analysis_imports_neither_torch_nor_ray() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.server
 def test_server_export_matches_the_sqlite_export(store, exported, tmp_path: Path) -> None:
     """The http path (search_runs + the server's bulk history endpoint) gives the same tables."""
     port = free_port()

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import ray
 import yaml
+from mlflow_store import empty_store
 from typer.testing import CliRunner
 
 from sparseopt.config import set_dotted
@@ -579,24 +580,33 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     stored.parent.mkdir(parents=True)
     spec = load_spec(root / "existing.yaml")
     stored.write_text(spec.to_yaml())
-    client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    client = MlflowClient(tracking_uri=empty_store(root / "mlflow.db"))
     client.create_experiment(EXISTING, artifact_location=(root / "artifacts").as_uri())
     return root
 
 
 @pytest.fixture
-def work(template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def ray_starts(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """Every call of `ray.init` during the test (each fails: Ray may not start for bad input).
+    Counted, not read from `ray.is_initialized()`: the session's own Ray may be up."""
+    calls: list[dict[str, Any]] = []
+
+    def no_ray(*args: Any, **kwargs: Any) -> None:
+        calls.append(kwargs)
+        raise AssertionError("ray.init was called for bad input")
+
+    monkeypatch.setattr(ray, "init", no_ray)
+    return calls
+
+
+@pytest.fixture
+def work(template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ray_starts: list) -> Path:
     """A fresh copy of the template as the current directory; Ray may not start."""
     directory = tmp_path / "work"
     shutil.copytree(template, directory)
     monkeypatch.chdir(directory)
     for variable in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS"):
         monkeypatch.delenv(variable, raising=False)
-
-    def no_ray(*args: Any, **kwargs: Any) -> None:
-        raise AssertionError("ray.init was called for bad input")
-
-    monkeypatch.setattr(ray, "init", no_ray)
     return directory
 
 
@@ -619,7 +629,9 @@ def flat(text: str) -> str:
 
 
 @pytest.mark.parametrize("row", ROWS, ids=[row.id for row in ROWS])
-def test_bad_input_is_refused_before_anything_runs(row: Row, work: Path) -> None:
+def test_bad_input_is_refused_before_anything_runs(
+    row: Row, work: Path, ray_starts: list[dict[str, Any]]
+) -> None:
     args = row.setup(work)
     before = snapshot(work)
     assert f"results/{EXISTING}/{SPEC_FILE}" in before and "mlflow.db" in before
@@ -630,5 +642,5 @@ def test_bad_input_is_refused_before_anything_runs(row: Row, work: Path) -> None
     assert "Traceback" not in result.output
     for needle in row.needles:
         assert needle in output, f"{needle!r} not in: {output}"
-    assert not ray.is_initialized()
+    assert ray_starts == []
     assert snapshot(work) == before

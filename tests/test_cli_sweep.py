@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import shlex
 import socket
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -145,8 +144,9 @@ def test_ui_takes_the_store_from_mlflow_tracking_uri(app, tmp_path: Path) -> Non
     assert served.exit_code == 2 and "already a server" in served.output
 
 
+@pytest.mark.timeout(300)  # a hang guard only: the probe's own timeout must end the wait
 @pytest.mark.parametrize("command", ["export", "report"])
-def test_analysis_against_a_silent_server_fails_within_seconds(
+def test_analysis_against_a_silent_server_fails_on_the_probe_timeout(
     command: str, tmp_path: Path
 ) -> None:
     application = typer.Typer()
@@ -155,11 +155,11 @@ def test_analysis_against_a_silent_server_fails_within_seconds(
         silent.bind(("127.0.0.1", 0))
         silent.listen()
         uri = f"http://127.0.0.1:{silent.getsockname()[1]}"
-        started = time.monotonic()
         result = CliRunner().invoke(
             application, [command, "sweep", "--out", str(tmp_path / "out"), "--tracking-uri", uri]
         )
-    assert time.monotonic() - started < 20
+    output = " ".join(result.output.split())
     assert result.exit_code == 2
-    assert f"--tracking-uri: MLflow server {uri} is unreachable" in " ".join(result.output.split())
+    assert f"--tracking-uri: MLflow server {uri} is unreachable" in output
+    assert "timed out" in output, output  # ended by the probe's timeout, not by an MLflow call
     assert not (tmp_path / "out").exists()

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from mlflow_store import empty_store
 from recorded_sweep import record_sweep
 from sweep_helpers import trial_meta as meta
 
@@ -190,19 +191,22 @@ def _results(number: int, trial: TrialMeta) -> list[dict[str, Any]]:
     return [first, {"epoch": 2, "val_loss": loss, "test_acc1": 100 * loss, "train_loss": 0.5}]
 
 
-@pytest.fixture
-def recorded(tmp_path: Path) -> tuple[Any, Any, Path]:
-    spec = _val_loss_spec(tmp_path)
-    return spec, record_sweep(spec, results=_results), tmp_path
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Any]:
+    """The val_loss sweep recorded once for the tests that only read it."""
+    root = tmp_path_factory.mktemp("contract")
+    empty_store(root / "mlflow.db")
+    spec = _val_loss_spec(root)
+    return spec, record_sweep(spec, results=_results)
 
 
-def test_a_diverged_trial_is_diverged_in_status_mlflow_and_report(recorded) -> None:
+def test_a_diverged_trial_is_diverged_in_status_mlflow_and_report(recorded, tmp_path: Path) -> None:
     from mlflow.tracking import MlflowClient
 
     from analysis.export import export_experiment
     from sweeps.run.status import cell_statuses
 
-    spec, sweep, tmp_path = recorded
+    spec, sweep = recorded
     (row,) = cell_statuses(spec, sweep.trials)
     assert (row.count(Status.DIVERGED), row.count(Status.FINISHED)) == (1, 5)
     assert row.count(Status.FAILED) == 0
@@ -217,12 +221,14 @@ def test_a_diverged_trial_is_diverged_in_status_mlflow_and_report(recorded) -> N
     assert sorted(statuses) == ["diverged", *["finished"] * 5]
 
 
-def test_a_val_loss_sweep_gets_one_lr_from_searcher_status_and_report(recorded) -> None:
+def test_a_val_loss_sweep_gets_one_lr_from_searcher_status_and_report(
+    recorded, tmp_path: Path
+) -> None:
     from analysis.compare import compare
     from analysis.export import export_experiment
     from sweeps.run.status import cell_statuses
 
-    spec, sweep, tmp_path = recorded
+    spec, sweep = recorded
     cell = spec.cells()[0].cell_id
     searcher_lr = sweep.searcher.study(cell).best_trial.params["lr"]
     (row,) = cell_statuses(spec, sweep.trials)

@@ -24,10 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mlflow_store import empty_store
 from recorded_sweep import record_sweep
 from sweep_helpers import free_port
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.server, pytest.mark.browser]
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "test-artifacts" / "dashboard"
@@ -64,34 +65,67 @@ UI_TIMEOUT_MS = 120_000
 
 @dataclass(frozen=True)
 class Store:
-    """A finished sweep in MLflow: where it is, and what each trial logged."""
+    """Two finished sweeps in one MLflow store: where it is, and what each logged."""
 
+    root: Path
     tracking_uri: str
-    experiment_id: str
-    val_acc1: dict[str, list[float]]  # trial run name -> val_acc1 at epochs 1..BUDGET
+    experiment_id: str  # the `dashboard` sweep
+    val_acc1: dict[str, list[float]]  # its trial run name -> val_acc1 at epochs 1..BUDGET
+    curves_experiment_id: str  # the `curves` sweep (CURVE_SPEC)
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
-    """The finished sweep, logged by the sweep's own tracking callback; 4 FINISHED trial runs."""
+    """The two sweeps, logged by the sweep's own tracking callback; the `dashboard` sweep has 4
+    FINISHED trial runs."""
     from mlflow.tracking import MlflowClient
 
     from sweeps.spec.load import parse_spec
 
     root = tmp_path_factory.mktemp("dashboard")
-    spec = parse_spec(
-        {
-            **SPEC,
-            "storage_path": str(root / "results"),
-            "tracking_uri": f"sqlite:///{root / 'mlflow.db'}",
-        }
+    tracking_uri = empty_store(root / "mlflow.db")
+    location = {"storage_path": str(root / "results"), "tracking_uri": tracking_uri}
+    recorded = record_sweep(
+        parse_spec({**SPEC, **location}), lambda number, epoch: 40.0 + 10.0 * epoch + number
     )
-    recorded = record_sweep(spec, lambda number, epoch: 40.0 + 10.0 * epoch + number)
-    runs = MlflowClient(spec.tracking_uri).search_runs(
+    curves = record_sweep(parse_spec({**CURVE_SPEC, **location}), results=curve_results)
+    runs = MlflowClient(tracking_uri).search_runs(
         [recorded.experiment_id], "tags.`sparsesweep.role` = 'trial'"
     )
     assert sorted(run.info.status for run in runs) == ["FINISHED"] * 4
-    return Store(spec.tracking_uri, recorded.experiment_id, recorded.val_acc1)
+    return Store(
+        root, tracking_uri, recorded.experiment_id, recorded.val_acc1, curves.experiment_id
+    )
+
+
+@pytest.fixture(scope="module")
+def ui_url(store: Store) -> Iterator[str]:
+    """`sparsesweep ui` serving the store, for every test of the module."""
+    with dashboard(store.tracking_uri, store.root) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser(store: Store) -> Iterator[Any]:
+    """Headless Chromium (Debian's, driven by Playwright), its config and cache folders under
+    the store's folder; each test opens its own page."""
+    from playwright.sync_api import sync_playwright
+
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: run `make browser` (apt-get install chromium) first")
+    browser_env = {
+        **os.environ,
+        "XDG_CONFIG_HOME": str(store.root / "xdg-config"),
+        "XDG_CACHE_HOME": str(store.root / "xdg-cache"),
+    }
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS, env=browser_env
+        )
+        try:
+            yield launched
+        finally:
+            launched.close()
 
 
 ALLOWED_HOST = "mlflow.example.org"
@@ -163,33 +197,23 @@ def dashboard(tracking_uri: str, workdir: Path) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def browser_page(tmp_path: Path, height: int) -> Iterator[Any]:
-    """A page of headless Chromium (Debian's, driven by Playwright), with its own config and
-    cache folders under `tmp_path` and the UI's generous timeouts."""
-    from playwright.sync_api import expect, sync_playwright
+def browser_page(browser: Any, height: int) -> Iterator[Any]:
+    """A new page (its own browser context: no cookies or storage of another test's page) with
+    the UI's generous timeouts."""
+    from playwright.sync_api import expect
 
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: run `make browser` (apt-get install chromium) first")
-    browser_env = {
-        **os.environ,
-        "XDG_CONFIG_HOME": str(tmp_path / "xdg-config"),
-        "XDG_CACHE_HOME": str(tmp_path / "xdg-cache"),
-    }
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS, env=browser_env
-        )
-        try:
-            page = browser.new_page(viewport={"width": 1600, "height": height})
-            page.set_default_timeout(UI_TIMEOUT_MS)
-            expect.set_options(timeout=UI_TIMEOUT_MS)
-            yield page
-        finally:
-            browser.close()
+    context = browser.new_context(viewport={"width": 1600, "height": height})
+    try:
+        page = context.new_page()
+        page.set_default_timeout(UI_TIMEOUT_MS)
+        expect.set_options(timeout=UI_TIMEOUT_MS)
+        yield page
+    finally:
+        context.close()
 
 
 def test_dashboard_shows_the_sweep_runs_tags_and_epoch_metrics(
-    store: Store, tmp_path: Path
+    store: Store, ui_url: str, browser: Any
 ) -> None:
     from playwright.sync_api import expect
 
@@ -198,45 +222,44 @@ def test_dashboard_shows_the_sweep_runs_tags_and_epoch_metrics(
     children = sorted(name for name in store.val_acc1 if name.startswith(f"{CELL} "))
     others = sorted(name for name in store.val_acc1 if name.startswith(f"{OTHER_CELL} "))
     assert len(children) == len(others) == 2
-    with dashboard(store.tracking_uri, tmp_path) as url:
-        with browser_page(tmp_path, height=1000) as page:
-            page.goto(f"{url}/#/experiments/{store.experiment_id}/runs")
-            expect(page.get_by_text(OTHER_CELL, exact=True)).to_be_visible()
-            cell_row = page.get_by_role("row").filter(has=page.get_by_text(CELL, exact=True))
-            expect(page.get_by_text(children[0], exact=True)).to_have_count(0)  # collapsed
-            cell_row.locator('button[data-component-id*="runnamecellrenderer"]').click()
-            for name in children:
-                expect(page.get_by_text(name, exact=True)).to_be_visible()
-            for name in others:  # the other cell stays collapsed
-                expect(page.get_by_text(name, exact=True)).to_have_count(0)
-            page.screenshot(path=ARTIFACTS / "runs.png")
+    with browser_page(browser, height=1000) as page:
+        page.goto(f"{ui_url}/#/experiments/{store.experiment_id}/runs")
+        expect(page.get_by_text(OTHER_CELL, exact=True)).to_be_visible()
+        cell_row = page.get_by_role("row").filter(has=page.get_by_text(CELL, exact=True))
+        expect(page.get_by_text(children[0], exact=True)).to_have_count(0)  # collapsed
+        cell_row.locator('button[data-component-id*="runnamecellrenderer"]').click()
+        for name in children:
+            expect(page.get_by_text(name, exact=True)).to_be_visible()
+        for name in others:  # the other cell stays collapsed
+            expect(page.get_by_text(name, exact=True)).to_have_count(0)
+        page.screenshot(path=ARTIFACTS / "runs.png")
 
-            page.get_by_text(children[0], exact=True).click()
-            expect(page.get_by_role("heading", name=children[0])).to_be_visible()
-            for tag in (
-                "cell: default/rigl+sparseopt/s=0.9/e=2",
-                "arm: rigl+sparseopt",
-                "preconditioner: sparseopt",
-                "sparsesweep.status: finished",
-                "git_commit: 0123abc",
-            ):
-                expect(page.get_by_text(tag, exact=True)).to_be_visible()
-            page.screenshot(path=ARTIFACTS / "run.png", full_page=True)
+        page.get_by_text(children[0], exact=True).click()
+        expect(page.get_by_role("heading", name=children[0])).to_be_visible()
+        for tag in (
+            "cell: default/rigl+sparseopt/s=0.9/e=2",
+            "arm: rigl+sparseopt",
+            "preconditioner: sparseopt",
+            "sparsesweep.status: finished",
+            "git_commit: 0123abc",
+        ):
+            expect(page.get_by_text(tag, exact=True)).to_be_visible()
+        page.screenshot(path=ARTIFACTS / "run.png", full_page=True)
 
-            page.get_by_role("tab", name="Model metrics").click()
-            card = page.get_by_test_id("experiment-view-compare-runs-card").filter(
-                has=page.get_by_text("val_acc1", exact=True)
-            )
-            expect(card.locator("path.point")).to_have_count(BUDGET)
-            traces = card.locator(".js-plotly-plot").evaluate(
-                "plot => plot.data.map(t => ({x: Array.from(t.x), y: Array.from(t.y)}))"
-            )
-            page.screenshot(path=ARTIFACTS / "val_acc1.png", full_page=True)
-        port = url.rsplit(":", 1)[1]
-        host_statuses = {
-            host: host_header_status(url, host)
-            for host in (f"127.0.0.1:{port}", f"{ALLOWED_HOST}:{port}", f"evil.example:{port}")
-        }
+        page.get_by_role("tab", name="Model metrics").click()
+        card = page.get_by_test_id("experiment-view-compare-runs-card").filter(
+            has=page.get_by_text("val_acc1", exact=True)
+        )
+        expect(card.locator("path.point")).to_have_count(BUDGET)
+        traces = card.locator(".js-plotly-plot").evaluate(
+            "plot => plot.data.map(t => ({x: Array.from(t.x), y: Array.from(t.y)}))"
+        )
+        page.screenshot(path=ARTIFACTS / "val_acc1.png", full_page=True)
+    port = ui_url.rsplit(":", 1)[1]
+    host_statuses = {
+        host: host_header_status(ui_url, host)
+        for host in (f"127.0.0.1:{port}", f"{ALLOWED_HOST}:{port}", f"evil.example:{port}")
+    }
     # MLflow's DNS-rebinding guard: localhost stays allowed, --allowed-hosts adds a name
     assert host_statuses == {
         f"127.0.0.1:{port}": 200,
@@ -285,22 +308,14 @@ CURVE_SPEC = {
 }
 
 
-def test_chart_view_of_the_curve_runs_shows_accuracy_against_budget(tmp_path: Path) -> None:
+def test_chart_view_of_the_curve_runs_shows_accuracy_against_budget(
+    store: Store, ui_url: str, browser: Any
+) -> None:
     from playwright.sync_api import expect
 
-    from sweeps.spec.load import parse_spec
-
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    spec = parse_spec(
-        {
-            **CURVE_SPEC,
-            "storage_path": str(tmp_path / "results"),
-            "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
-        }
-    )
-    recorded = record_sweep(spec, results=curve_results)
-    with dashboard(spec.tracking_uri, tmp_path) as url, browser_page(tmp_path, 1400) as page:
-        page.goto(f"{url}/#/experiments/{recorded.experiment_id}/runs")
+    with browser_page(browser, 1400) as page:
+        page.goto(f"{ui_url}/#/experiments/{store.curves_experiment_id}/runs")
         search = page.get_by_test_id("search-box")
         search.click()
         page.keyboard.type("tags.`sparsesweep.role` = 'curve'")

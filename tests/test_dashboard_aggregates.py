@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
+from mlflow_store import empty_store
 from recorded_sweep import record_sweep
 
 from analysis.compare import compare
@@ -72,10 +73,17 @@ def history(uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
     return sorted((m.step, m.value) for m in MlflowClient(uri).get_metric_history(run_id, key))
 
 
-@pytest.fixture
-def recorded(tmp_path: Path) -> tuple[Any, Any]:
-    spec = parse_spec(spec_payload(tmp_path, [0, 1, 2]))
+def record(root: Path) -> tuple[Any, Any]:
+    """The sweep on seeds 0-2, recorded into an empty store under `root`."""
+    empty_store(root / "mlflow.db")
+    spec = parse_spec(spec_payload(root, [0, 1, 2]))
     return spec, record_sweep(spec, results=results)
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Any]:
+    """The sweep recorded once for the tests that only read it."""
+    return record(tmp_path_factory.mktemp("aggregates"))
 
 
 def test_cell_runs_hold_the_seed_means_of_the_compared_runs_once(recorded, tmp_path: Path) -> None:
@@ -166,9 +174,9 @@ def test_every_run_carries_what_mlflow_users_expect(recorded) -> None:
 
 
 def test_an_extended_sweep_replaces_changed_aggregates_and_logs_each_step_once(
-    recorded, tmp_path: Path
+    tmp_path: Path,
 ) -> None:
-    spec, sweep = recorded
+    spec, sweep = record(tmp_path)  # its own: extending changes the store
     uri = spec.tracking_uri
     before = {r.info.run_id for r in runs_by_role(uri, sweep.experiment_id, "curve")}
     extended = parse_spec(spec_payload(tmp_path, [0, 1, 2, 3]))

@@ -12,11 +12,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sweep_helpers import finish, ray_temp_dir, start_sweep, sweep_env, tune_rows, write_spec
+from sweep_helpers import (
+    finish,
+    ray_temp_dir,
+    start_sweep,
+    sweep_env,
+    trial_numbers,
+    tune_rows,
+    write_spec,
+)
 
 from sparseopt.checkpoint import load_latest_checkpoint
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 TIMINGS = {"epoch_time_s", "samples_per_s"}
 SPEC: dict[str, Any] = {
@@ -35,7 +43,8 @@ TARGET_ARM = "rigl"
 
 
 def run_sweep(tmp_path: Path, arms: list[str], executor: str) -> dict[str, list[dict[str, Any]]]:
-    """Run the spec with `arms` on `executor`; every trial's Tune rows by arm."""
+    """Run the spec with `arms` on `executor` (one trial at a time); every trial's Tune rows by
+    arm, in the order the trials ran."""
     spec = {
         **SPEC,
         "grid": {**SPEC["grid"], "arms": arms},
@@ -47,8 +56,12 @@ def run_sweep(tmp_path: Path, arms: list[str], executor: str) -> dict[str, list[
         process = start_sweep(path, tmp_path, sweep_env(ray_tmp))
         output = finish(process, timeout_s=900)
     assert process.returncode == 0, output[-3000:]
-    rows = tune_rows(tmp_path / "results" / "executors")
-    return {trial_rows[0]["config"]["meta"]["arm"]: trial_rows for trial_rows in rows.values()}
+    experiment = tmp_path / "results" / "executors"
+    rows, order = tune_rows(experiment), trial_numbers(experiment)
+    return {
+        rows[trial][0]["config"]["meta"]["arm"]: rows[trial]
+        for trial in sorted(rows, key=order.get)
+    }
 
 
 def history(tmp_path: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -64,9 +77,8 @@ def history(tmp_path: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def test_a_trial_is_bit_identical_after_others_alone_and_on_ray_train(tmp_path: Path) -> None:
     shared = run_sweep(tmp_path / "shared", ["dense", "set+sparseopt", TARGET_ARM], "actor")
     pids = {rows[-1]["pid"] for rows in shared.values()}
-    starts = sorted((rows[0]["timestamp"], arm) for arm, rows in shared.items())
     assert len(pids) == 1, f"the trials did not share one reused actor: {pids}"
-    assert starts[-1][1] == TARGET_ARM, f"{TARGET_ARM} did not run last: {starts}"
+    assert list(shared)[-1] == TARGET_ARM, f"{TARGET_ARM} did not run last: {list(shared)}"
 
     alone = run_sweep(tmp_path / "alone", [TARGET_ARM], "actor")
     on_train = run_sweep(tmp_path / "train", [TARGET_ARM], "train")

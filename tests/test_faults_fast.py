@@ -73,6 +73,11 @@ def test_kill_fault_sigkills_the_worker_process(tmp_path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- MLflow outage
+UP_S = 600.0
+"""How long a tracker waits for MLflow where the store is up (a hang guard, never reached): its
+30 s default end-of-sweep wait can run out on a busy machine."""
+
+
 class FlakyClient:
     """An `MlflowClient` that fails every call while `down` is set; records the calling thread."""
 
@@ -116,11 +121,11 @@ def epoch_result(epoch: int, **extra: Any) -> dict[str, Any]:
 
 
 def test_tracker_buffers_through_an_outage_and_a_resume_without_duplicates(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, mlflow_uri: str
 ) -> None:
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_uri
     artifacts = (tmp_path / "artifacts").as_uri()
-    launch_copy = pickle.dumps(MlflowSweepCallback(uri, "outage", artifacts))  # with the Tuner
+    launch_copy = pickle.dumps(MlflowSweepCallback(uri, "outage", artifacts, drain_timeout_s=UP_S))
     callback = MlflowSweepCallback(uri, "outage", artifacts, drain_timeout_s=0.5)  # stays down
     flaky = FlakyClient(MlflowClient(uri))
     callback._client = flaky
@@ -129,7 +134,7 @@ def test_tracker_buffers_through_an_outage_and_a_resume_without_duplicates(
     flaky.threads.clear()
     callback.on_trial_start(0, [], trial)
     callback.on_trial_result(0, [], trial, epoch_result(1))
-    assert callback.drain(60)
+    assert callback.drain(UP_S)
 
     flaky.down = True
     callback.on_trial_result(0, [], trial, epoch_result(2))
@@ -168,9 +173,13 @@ def test_tracker_buffers_through_an_outage_and_a_resume_without_duplicates(
     assert cell.info.status == "FINISHED"
 
 
-def test_tracker_recovers_mid_sweep_and_ignores_replayed_epochs(tmp_path: Path) -> None:
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    callback = MlflowSweepCallback(uri, "recover", (tmp_path / "artifacts").as_uri())
+def test_tracker_recovers_mid_sweep_and_ignores_replayed_epochs(
+    tmp_path: Path, mlflow_uri: str
+) -> None:
+    uri = mlflow_uri
+    callback = MlflowSweepCallback(
+        uri, "recover", (tmp_path / "artifacts").as_uri(), drain_timeout_s=UP_S
+    )
     flaky = FlakyClient(MlflowClient(uri))
     callback._client = flaky
     trial = fake_trial()
@@ -181,7 +190,7 @@ def test_tracker_recovers_mid_sweep_and_ignores_replayed_epochs(tmp_path: Path) 
     callback.on_trial_result(0, [], trial, epoch_result(2))
     assert not callback.drain(0.5)
     flaky.down = False
-    assert callback.drain(60)
+    assert callback.drain(UP_S)
     # a restarted attempt replays its checkpoint's history with its first report
     skipped = "/runs/trial-x/checkpoint_2/ckpt-000002.pt: sha256 mismatch"
     restart = epoch_result(
@@ -207,9 +216,11 @@ def test_tracker_recovers_mid_sweep_and_ignores_replayed_epochs(tmp_path: Path) 
     assert run.data.tags["sparsesweep.skipped_checkpoints"] == skipped
 
 
-def test_diverged_epoch_placeholder_is_not_logged(tmp_path: Path) -> None:
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    callback = MlflowSweepCallback(uri, "diverge", (tmp_path / "artifacts").as_uri())
+def test_diverged_epoch_placeholder_is_not_logged(tmp_path: Path, mlflow_uri: str) -> None:
+    uri = mlflow_uri
+    callback = MlflowSweepCallback(
+        uri, "diverge", (tmp_path / "artifacts").as_uri(), drain_timeout_s=UP_S
+    )
     trial = fake_trial()
     callback.setup()
     callback.on_trial_start(0, [], trial)
@@ -232,12 +243,15 @@ def test_diverged_epoch_placeholder_is_not_logged(tmp_path: Path) -> None:
 
 def test_tracker_pickled_by_an_older_version_restores_with_todays_attributes(
     tmp_path: Path,
+    mlflow_uri: str,
 ) -> None:
     """Tune restores a resumed sweep's callbacks as pickled at its first start: attributes added
     since (here `_records`, `_curve_runs`) come back with their defaults, the pickled ones
     kept, and the transient ones (`_fresh_runs`) are never pickled."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    callback = MlflowSweepCallback(uri, "older", (tmp_path / "artifacts").as_uri())
+    uri = mlflow_uri
+    callback = MlflowSweepCallback(
+        uri, "older", (tmp_path / "artifacts").as_uri(), drain_timeout_s=UP_S
+    )
     callback._trial_runs["t0"] = "run0"
     state = callback.__getstate__()
     assert "_fresh_runs" not in state
@@ -307,12 +321,19 @@ def test_disk_full_while_storing_the_spec_changes_nothing(
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(os, "fsync", no_space)
+    ray_starts: list[dict[str, Any]] = []  # counted: the session's own Ray may be up
+
+    def no_ray(**kwargs: Any) -> None:
+        ray_starts.append(kwargs)
+        raise AssertionError("ray.init was called although the spec could not be stored")
+
+    monkeypatch.setattr(ray, "init", no_ray)
     result = CliRunner().invoke(app, ["run", str(path)])
     assert result.exit_code == 2, result.output
     output = result.output.replace("\n", "")
     assert "No space left on device" in output and "sweep_spec.yaml" in output
     assert snapshot(storage) == before
-    assert not ray.is_initialized()
+    assert ray_starts == []
 
 
 def test_no_cluster_at_the_address_leaves_no_sweep_folder(

@@ -31,9 +31,11 @@ from typing import Any
 
 import pytest
 import yaml
-from sweep_helpers import free_port, kill_group
+from sweep_helpers import MLFLOW_DRAIN_S, free_port, kill_group
 
-pytestmark = pytest.mark.slow
+from sweeps.tracking.uri import DRAIN_TIMEOUT_ENV
+
+pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.server]
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -72,6 +74,7 @@ class LocalCluster:
         env = {key: value for key, value in os.environ.items() if not key.startswith("RAY_")}
         env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=self.token)
         env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"  # as `sparsesweep ui`: no job runner
+        env[DRAIN_TIMEOUT_ENV] = MLFLOW_DRAIN_S  # the job's sweep inherits it from the nodes
         env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"  # as if the venv were active
         return env
 

@@ -501,8 +501,8 @@ def test_unknown_trial_completion_is_ignored() -> None:
 
 
 @pytest.mark.slow
-def test_tune_runs_interrupts_and_restores_the_searcher(tmp_path: Path) -> None:
-    ray = pytest.importorskip("ray")
+@pytest.mark.ray
+def test_tune_runs_interrupts_and_restores_the_searcher(local_ray, tmp_path: Path) -> None:
     from ray import tune
 
     spec = make_spec(
@@ -518,23 +518,19 @@ def test_tune_runs_interrupts_and_restores_the_searcher(tmp_path: Path) -> None:
         if meta["lr_trial"] == 1 and not resumed_flag.exists():
             os.kill(driver_pid, signal.SIGINT)  # Ctrl-C: Tune checkpoints and returns early
 
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
-    try:
-        tuner = tune.Tuner(
-            trainable,
-            tune_config=tune.TuneConfig(
-                search_alg=SweepSearcher(spec), num_samples=-1, metric="val_acc1", mode="max"
-            ),
-            run_config=tune.RunConfig(name="tiny", storage_path=str(tmp_path), verbose=0),
-        )
-        partial = tuner.fit()
-        resumed_flag.touch()
-        restored = tune.Tuner.restore(
-            str(tmp_path / "tiny"), trainable, resume_unfinished=True, resume_errored=True
-        )
-        results = restored.fit()
-    finally:
-        ray.shutdown()
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=SweepSearcher(spec), num_samples=-1, metric="val_acc1", mode="max"
+        ),
+        run_config=tune.RunConfig(name="tiny", storage_path=str(tmp_path), verbose=0),
+    )
+    partial = tuner.fit()
+    resumed_flag.touch()
+    restored = tune.Tuner.restore(
+        str(tmp_path / "tiny"), trainable, resume_unfinished=True, resume_errored=True
+    )
+    results = restored.fit()
     assert 0 < len(partial) < spec.expected_trials()
     assert len(results) == spec.expected_trials() == 2 * 2 * 2 + 2
     hashes = [result.config["meta"]["config_hash"] for result in results]

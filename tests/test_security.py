@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
+from mlflow_store import empty_store
 from recorded_sweep import RecordedSweep, record_sweep
 from typer.testing import CliRunner
 
@@ -127,7 +128,7 @@ def secret_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecretSto
     root = tmp_path_factory.mktemp("secure")
     spec = parse_spec(
         with_changes(
-            {"storage_path": str(root / "results"), "tracking_uri": f"sqlite:///{root / 'm.db'}"}
+            {"storage_path": str(root / "results"), "tracking_uri": empty_store(root / "m.db")}
         )
     )
     with pytest.MonkeyPatch.context() as patch:

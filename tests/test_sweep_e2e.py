@@ -15,9 +15,9 @@ printed; `SPARSESWEEP_FAULT_SEED=<seed>` replays the same choice.
 
 from __future__ import annotations
 
+import json
 import os
 import random
-import time
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,7 @@ from sweep_helpers import (
 from sparseopt.checkpoint import CheckpointError, load_latest_checkpoint
 from trainables.faults import marker_path
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 SPEC = {
     "name": "e2e",
@@ -61,6 +61,14 @@ SPEC = {
     "resources": {"workers_per_trial": 1, "cpus_per_worker": 0.5, "max_concurrent_trials": 2},
 }
 EXPECTED_TRIALS = 8
+
+
+def val_acc1_history(tracking_uri: str, run_id: str) -> list[tuple[int, float, int]]:
+    """Every logged val_acc1 point of a run as (step, value, timestamp), sorted."""
+    from mlflow.tracking import MlflowClient
+
+    points = MlflowClient(tracking_uri).get_metric_history(run_id, "val_acc1")
+    return sorted((point.step, point.value, point.timestamp) for point in points)
 
 
 def newest_loadable_epoch(run_dir: Path) -> int:
@@ -112,8 +120,12 @@ def test_sweep_survives_driver_sigkill_and_resumes_exactly_once(
             )
         finally:
             kill_group(first)
-    killed_at = time.time()
+    rows_at_kill = {
+        trial: {json.dumps(row, sort_keys=True) for row in rows}
+        for trial, rows in tune_rows(tmp_path / "results" / "e2e").items()
+    }
     done_before = {h: run.info.run_id for h, run in finished_runs().items()}
+    histories_at_kill = {h: val_acc1_history(uri, run_id) for h, run_id in done_before.items()}
     checkpoints_at_kill = {h: newest_loadable_epoch(train_runs / f"trial-{h}") for h in configs}
     dirs_at_kill = {
         h: sorted(p.name for p in train_runs.glob(f"trial-{h}/checkpoint_*")) for h in configs
@@ -150,7 +162,9 @@ def test_sweep_survives_driver_sigkill_and_resumes_exactly_once(
         for key, steps in logged_steps(uri, run.info.run_id).items():
             assert steps == list(range(1, budget + 1)), (trial, key, steps)
 
-        after_kill = [row for row in rows[trial] if row["timestamp"] > killed_at]
+        # what Tune received after the kill: the rows that were not in the file at the kill
+        before = rows_at_kill.get(trial, set())
+        after_kill = [row for row in rows[trial] if json.dumps(row, sort_keys=True) not in before]
         if trial in done_before:  # kept, not re-run
             assert run.info.run_id == done_before[trial]
             # Tune snapshots its experiment state periodically: a trial that finished just before
@@ -162,8 +176,7 @@ def test_sweep_survives_driver_sigkill_and_resumes_exactly_once(
                 sorted(p.name for p in train_runs.glob(f"trial-{trial}/checkpoint_*"))
                 == (dirs_at_kill[trial])
             )
-            history = client.get_metric_history(run.info.run_id, "val_acc1")
-            assert all(point.timestamp <= killed_at * 1000 for point in history)
+            assert val_acc1_history(uri, run.info.run_id) == histories_at_kill[trial]
             continue
         resumed_from = checkpoints_at_kill[trial]
         if not after_kill:  # trained to its budget before the kill, only its end was unrecorded

@@ -15,7 +15,7 @@ from sweep_helpers import ONE_TRIAL_SPEC, finish, ray_temp_dir, sweep_env, write
 
 from sweeps.run.versions import installed_versions
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 CHATTER = (
     "Token authentication",
@@ -50,8 +50,8 @@ def run(spec: Path, cwd: Path, ray_tmp: str, *flags: str) -> tuple[str, str]:
 
 def test_piped_run_is_quiet_and_its_summary_pastes_back(tmp_path: Path) -> None:
     spec = {"name": "out", **ONE_TRIAL_SPEC, "grid": {**ONE_TRIAL_SPEC["grid"], "seeds": [0, 1]}}
-    path = write_spec(tmp_path, spec)
-    tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"  # a new store: its creation is quiet too
+    path = write_spec(tmp_path, spec, tracking_uri)
     with ray_temp_dir() as ray_tmp:
         out, err = run(path, tmp_path, ray_tmp)
         assert list(Path(ray_tmp).glob("**/logs/raylet.out")), "Ray's own log files are kept"

@@ -12,16 +12,7 @@ from sparseopt.config import TrainConfig
 from trainables.driver import build_trainer
 from trainables.runtime import TrialRuntime
 
-pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def local_ray():
-    import ray
-
-    ray.init(num_cpus=2, log_to_driver=False)
-    yield
-    ray.shutdown()
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 
 def test_two_worker_trial_keeps_masks_identical_and_resumes(local_ray, tmp_path: Path) -> None:
@@ -46,6 +37,7 @@ def test_two_worker_trial_keeps_masks_identical_and_resumes(local_ray, tmp_path:
     again = build_trainer(config, runtime).fit()
     assert again.error is None
     assert again.metrics["epoch"] == 2
+    assert again.metrics["resumed_from_epoch"] == 2
     # A restart would retrain epochs 1-2 and time them anew; resuming reports epoch 2 as recorded.
     assert again.metrics["epoch_time_s"] == result.metrics["epoch_time_s"], (
         "restarted instead of resuming"
