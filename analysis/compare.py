@@ -3,36 +3,43 @@
 Rules (the report states them too):
 
 * A cell is one (group, arm, budget). If it has `stage=final` runs, those are compared.
-  Otherwise, if it ran several lr trials (`lr_trial`, each on all seeds), the one chosen by
-  the sweep's lr-selection rule (`contract.selection`, the searcher's own) is compared: the
-  best mean over seeds of the sweep's search metric at the final epoch, a diverged seed
-  scoring the worst value, failed seeds left out, lr trials with running seeds not ranked,
-  ties to the lower `lr_trial`. A cell with a single lr is compared as is. The selection
-  table lists the lrs each cell ran, where the chosen one lies among them (`lr_position`:
-  only, lowest, highest, inside) and, where an lr was chosen among several, how many seeds
-  its score averaged (`selection_seeds`; for final-stage cells, its search lr trial's).
+  Otherwise, if it ran several lr trials (`lr_trial`, each on all seeds), the one ranked best
+  by the sweep's one lr-ranking rule (`contract.selection.rank_lr_trials`, the searcher's
+  own; applied to exported runs by `analysis.lr_choice`) is compared: the best mean over
+  seeds of the sweep's search metric at the final epoch, a diverged seed scoring the worst
+  value, failed seeds left out, an lr trial ranked once all the cell's seeds have ended,
+  ties to the lr nearer the log-middle of the lrs the cell ran, then the smaller lr (the
+  selection table lists the tied lrs: guard `lr_tie`). A cell with a single lr is compared
+  as is. The selection table lists the lrs each cell ran, where the chosen one lies among
+  them (`lr_position`: only, lowest, highest, inside) and, where an lr was chosen among
+  several, how many seeds its score averaged (`selection_seeds`; for final-stage cells, its
+  search lr trial's).
 * Statistics use finished runs only (latest run per seed); stopped, failed, diverged and
   running runs are counted and listed, never averaged in.
 * Accuracy is `test_acc1` of each budget's own run: at its final epoch (`final`) and its
   best over epochs (`best`). Mean and std (ddof=1) over seeds, with two intervals of the
-  mean, each stored with its method and n: Student's t (`ci_*`, the primary one) and the
-  BCa bootstrap (`bca_*`); see `analysis.stats`.
+  mean, each stored with its method and n: Student's t (`ci_*`, the primary one, clipped to
+  [0, 100]) and the BCa bootstrap (`bca_*`, from 8 seeds on); see `analysis.stats`.
 * Contrasts, within one group and budget: every arm with `sparseopt` against its baseline
-  (`contract.arms.baseline_arm`; contrast `baseline`), and each other modifier of an arm
+  (`contract.arms.baseline_arm`; contrast `baseline`), each other modifier of an arm
   against its nearest arm (`contract.arms.ablation_contrasts`; contrast = the modifier):
-  corrected vs raw regrowth, +cap vs without, renorm on vs off within one preconditioner...
-* Every contrast is paired by seed (arm − reference) in two views:
+  corrected vs raw regrowth, +cap vs without, renorm on vs off within one preconditioner...,
+  and any declared primary contrast that is none of these (contrast `declared`).
+* Every contrast is paired by seed (arm − reference) in three views:
   - `best lr`: each arm at its own chosen runs (the cell selection above), so the two may
     have run at different lrs (`lr_arm`, `lr_reference`);
-  - matched lr (table `matched`): both arms at the same lr, for every lr both ran. At one
-    lr the pairs are the `stage=final` seeds if both arms ran that lr in the final stage,
-    else the search seeds. The *best common lr* is the lr both ran whose mean of the two
-    arms' selection scores is best (each the `contract.selection` score of that arm's search
-    runs at that lr; an lr with a running seed is not ranked), ties to the smaller lr, or
-    the one lr both ran; it is the `best common lr` view of `paired`.
+  - `best common lr` (matched lr; table `matched` has every lr both arms ran): both arms at
+    the same lr. At one lr the pairs are the `stage=final` seeds if both arms ran that lr in
+    the final stage, else the search seeds. The best common lr is the one the lr-ranking
+    rule ranks first on both arms' search seeds at that lr together (each arm's own score is
+    in `score_arm`, `score_reference`), or the one lr both ran;
+  - `best lr, cross-fitted`: each seed's run at the lr the rule chooses on the cell's other
+    seeds (`analysis.crossfit`), which removes the in-sample choice's optimism.
   Each comparison has the mean difference, its paired t-interval (primary) and BCa
-  interval, a two-sided Wilcoxon signed-rank p-value, and Holm's correction over the
-  comparisons of one measure in one view (`paired`), or of one measure (`matched`).
+  interval, and a two-sided Wilcoxon signed-rank p-value. Multiplicity is corrected (Holm)
+  only within the primary family: the declared primary contrasts (`analysis.primary`) in
+  one view, final measure; every other comparison is exploratory (`family`), its p-value
+  unadjusted. `pairs` holds every comparison's per-seed values.
 * Budget to target, each arm at its best lr: the smallest budget at which an arm's mean
   final accuracy reaches the target (default: its baseline's mean at the baseline's largest
   budget); speedup = baseline's budget to target / arm's. Their intervals are percentile
@@ -45,6 +52,7 @@ Rules (the report states them too):
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,23 +61,37 @@ import numpy as np
 import pandas as pd
 
 from analysis import stats
-from analysis.schema import STATUSES, metric_column
+from analysis.crossfit import cross_fitted_runs, optimism
+from analysis.lr_choice import (
+    CellLrTrials,
+    cell_lr_trials,
+    expected_seeds,
+    latest_per_seed,
+    lr_trial_keys,
+)
+from analysis.primary import PrimaryDeclaration
+from analysis.schema import PARAM_PREFIX, STATUSES, metric_column
 from contract.arms import ablation_contrasts, baseline_arm, is_sparseopt_arm
 from contract.names import ACTIVITY_METRICS, DEFAULT_SEARCH_METRIC
-from contract.outcome import Status
-from contract.selection import best_key, group_score, seed_score
+from contract.selection import LrRanking, LrTrial, rank_lr_trials, trial_score
 from contract.trial import Stage
 
 GROUP: tuple[str, ...] = ("workload", "dataset", "model", "method", "sparsity")
 CELL: tuple[str, ...] = (*GROUP, "arm", "budget")
 MEASURES: tuple[str, ...] = ("final", "best")
 ACCURACY = "test_acc1"
-ALPHA = 0.05
 BASELINE = "baseline"
 """The `contrast` of a SparseOpt arm against its baseline (ablations are named by modifier)."""
+DECLARED = "declared"
+"""The `contrast` of a declared primary contrast that is neither a baseline nor an ablation."""
 BEST_LR = "best lr"
 BEST_COMMON_LR = "best common lr"
-VIEWS: tuple[str, ...] = (BEST_LR, BEST_COMMON_LR)
+CROSS_FITTED = "best lr, cross-fitted"
+VIEWS: tuple[str, ...] = (BEST_LR, BEST_COMMON_LR, CROSS_FITTED)
+PRIMARY, EXPLORATORY = "primary", "exploratory"
+"""Values of `family`: a comparison in the declared primary family, or any other."""
+FINAL_STAGE, SINGLE_LR, NOT_RANKED = "final stage", "single lr", "no ended lr trial yet"
+"""Values of the selection's `basis` (besides `best lr on <metric>`)."""
 CONTRAST: tuple[str, ...] = (*GROUP, "budget", "contrast", "arm", "reference")
 INTERVAL_COLUMNS: tuple[str, ...] = (
     "ci_low",
@@ -101,7 +123,10 @@ class Comparison:
     summary: pd.DataFrame
     contrasts: pd.DataFrame
     paired: pd.DataFrame
+    pairs: pd.DataFrame
     matched: pd.DataFrame
+    crossfit: pd.DataFrame
+    optimism: pd.DataFrame
     budget_to_target: pd.DataFrame
     itop: pd.DataFrame
     activity: pd.DataFrame
@@ -109,6 +134,8 @@ class Comparison:
     run_curves: pd.DataFrame
     status: pd.DataFrame
     partial: bool
+    primary: PrimaryDeclaration = field(default_factory=PrimaryDeclaration)
+    """The primary declaration, its contrasts resolved for the arms that ran."""
     metric: str = DEFAULT_SEARCH_METRIC
     confidence: float = stats.CONFIDENCE
     notes: list[str] = field(default_factory=list)
@@ -120,34 +147,53 @@ def compare(
     target: float | None = None,
     confidence: float = stats.CONFIDENCE,
     metric: str = DEFAULT_SEARCH_METRIC,
+    primary: PrimaryDeclaration | None = None,
 ) -> Comparison:
     """All comparison tables from the exported trials and epochs tables (as DataFrames);
-    `metric` is the sweep's search metric, which picks each cell's lr."""
+    `metric` is the sweep's search metric, which picks each cell's lr; `primary` declares
+    the contrasts whose family is corrected for multiplicity (default: `analysis.primary`),
+    and its target, which `target` overrides."""
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
     candidates = comparable(trials)
+    declared = (primary or PrimaryDeclaration()).resolve(candidates["arm"].unique())
+    if target is not None:
+        declared = dataclasses.replace(declared, target=target)
     selection, chosen, runs = compared_runs(candidates, metric)
     summary = _summary(runs, chosen, selection, confidence)
-    contrasts = _contrasts(candidates)
+    contrasts = _contrasts(candidates, declared)
     matched = _matched(candidates, contrasts, metric, confidence)
+    ranked = selection[_chosen_by_rank(selection)]
+    searched = set(ranked[list(CELL)].itertuples(index=False, name=None))
+    crossfit = cross_fitted_runs(candidates, runs, searched, list(CELL), metric)
+    paired, pairs = _paired(candidates, runs, crossfit, selection, contrasts, matched, confidence)
     return Comparison(
         selection=selection,
         runs=runs,
         summary=summary,
         contrasts=contrasts,
-        paired=_paired(runs, selection, contrasts, matched, confidence),
+        paired=_with_holm(paired, declared),
+        pairs=pairs,
         matched=matched,
-        budget_to_target=_budget_to_target(summary, runs, target, confidence),
+        crossfit=crossfit,
+        optimism=optimism(runs, crossfit, searched, list(CELL), f"final_{ACCURACY}"),
+        budget_to_target=_budget_to_target(summary, runs, declared.target, confidence),
         itop=_itop(runs),
         activity=_activity(runs, epochs),
         curves=_curves(runs, epochs),
         run_curves=_run_curves(runs, epochs),
         status=_status(candidates),
         partial=bool((trials["status"] == "running").any()),
+        primary=declared,
         metric=metric,
         confidence=confidence,
         notes=_notes(trials, candidates, selection),
     )
+
+
+def _chosen_by_rank(selection: pd.DataFrame) -> pd.Series:
+    """Cells whose compared lr was chosen by ranking their own seeds."""
+    return ~selection["basis"].isin([FINAL_STAGE, SINGLE_LR, NOT_RANKED])
 
 
 def compared_runs(
@@ -160,9 +206,10 @@ def compared_runs(
 
 
 def comparable(trials: pd.DataFrame) -> pd.DataFrame:
-    """Trials with an arm, a sparsity and a budget, with the group columns filled."""
+    """Trials with an arm, a sparsity and a budget, with the group columns filled (without
+    the `param.*` columns, which no comparison reads)."""
     frame = trials[trials["arm"].notna() & trials["budget"].notna() & trials["sparsity"].notna()]
-    frame = frame.copy()
+    frame = frame.drop(columns=[c for c in frame.columns if c.startswith(PARAM_PREFIX)])
     frame["workload"] = frame["workload"].fillna("default")
     for name in ("dataset", "model", "method"):
         frame[name] = frame[name].fillna("unknown")
@@ -170,17 +217,19 @@ def comparable(trials: pd.DataFrame) -> pd.DataFrame:
     return frame.reset_index(drop=True)
 
 
-def _lr_key(frame: pd.DataFrame) -> pd.Series:
-    """The lr trial each run belongs to: (0, lr_trial), else (1, lr), else (2, 0)."""
-    keys = []
-    for lr_trial, lr in zip(frame["lr_trial"], frame["lr"], strict=True):
-        if pd.notna(lr_trial):
-            keys.append((0, float(lr_trial)))
-        elif pd.notna(lr):
-            keys.append((1, float(lr)))
-        else:
-            keys.append((2, 0.0))
-    return pd.Series(keys, index=frame.index, dtype=object)
+_SELECTION_COLUMNS: list[str] = [
+    *CELL,
+    "basis",
+    "lr_trials",
+    "lr_trial",
+    "lr",
+    "selection_score",
+    "runs",
+    "selection_seeds",
+    "lrs_searched",
+    "lr_position",
+    "tied_lrs",
+]
 
 
 def _select(candidates: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -188,51 +237,53 @@ def _select(candidates: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, pd.Dat
     rows, chosen = [], []
     for key, cell in candidates.groupby(list(CELL), sort=True):
         final = cell[cell["stage"] == Stage.FINAL]
-        lr_keys = _lr_key(cell)
-        if not final.empty:
-            pick, basis, score = final, "final stage", math.nan
-            selected_on = cell[
-                (cell["stage"] != Stage.FINAL) & (lr_keys == lr_keys[final.index[0]])
-            ]
-        elif lr_keys.nunique() == 1:
-            pick, basis, score = cell, "single lr", math.nan
-            selected_on = cell.iloc[:0]
-        else:
-            pick, basis, score = _best_lr(cell, lr_keys, metric)
-            selected_on = pick
-        lr = _single(pick["lr"])
-        choice = lr_keys.nunique() > 1 and not pick.empty
+        keys = lr_trial_keys(cell)
         searched = sorted(float(value) for value in cell["lr"].dropna().unique())
+        trials = cell_lr_trials(cell[cell["stage"] != Stage.FINAL], metric, searched)
+        tied, score, counted = "", math.nan, None
+        if not final.empty:
+            pick, basis = final, FINAL_STAGE
+            search_key = keys[final.index[0]]
+            counted = trials.counted(search_key, metric) if search_key in trials.seeds else 0
+        elif keys.nunique() == 1:
+            pick, basis = cell, SINGLE_LR
+        else:
+            ranking = trials.rank(metric)
+            if ranking.best is None:
+                pick, basis = cell.iloc[:0], NOT_RANKED
+            else:
+                pick, basis = cell[keys == ranking.best], f"best lr on {metric}"
+                score = float(ranking.scores[ranking.best])  # type: ignore[arg-type]
+                counted = trials.counted(ranking.best, metric)
+                tied = _tied_lrs(ranking, trials)
+        lr = _single(pick["lr"])
+        choice = keys.nunique() > 1 and not pick.empty
         rows.append(
             {
                 **dict(zip(CELL, key, strict=True)),
                 "basis": basis,
-                "lr_trials": int(lr_keys.nunique()),
+                "lr_trials": int(keys.nunique()),
                 "lr_trial": _single(pick["lr_trial"]),
                 "lr": lr,
                 "selection_score": score,
                 "runs": len(pick),
-                "selection_seeds": _counted_seeds(selected_on, metric) if choice else None,
+                "selection_seeds": counted if choice else None,
                 "lrs_searched": ",".join(f"{value:g}" for value in searched),
                 "lr_position": _lr_position(lr, searched),
+                "tied_lrs": tied,
             }
         )
         chosen.append(pick)
-    columns = [
-        *CELL,
-        "basis",
-        "lr_trials",
-        "lr_trial",
-        "lr",
-        "selection_score",
-        "runs",
-        "selection_seeds",
-        "lrs_searched",
-        "lr_position",
-    ]
-    selection = pd.DataFrame(rows, columns=columns).astype({"selection_seeds": "Int64"})
+    selection = pd.DataFrame(rows, columns=_SELECTION_COLUMNS).astype({"selection_seeds": "Int64"})
     picked = pd.concat(chosen) if chosen else candidates.iloc[:0]
     return selection, picked.reset_index(drop=True)
+
+
+def _tied_lrs(ranking: LrRanking, trials: CellLrTrials) -> str:
+    """The lrs that tie for best (comma-separated, the chosen one first), or ""."""
+    if len(ranking.tied) < 2:
+        return ""
+    return ",".join(f"{trials.lrs[key]:g}" for key in ranking.tied)
 
 
 LR_EDGES: tuple[str, ...] = ("only", "lowest", "highest")
@@ -257,40 +308,6 @@ def _single(values: pd.Series) -> float:
     return float(unique[0]) if len(unique) == 1 else math.nan
 
 
-def _seed_scores(runs: pd.DataFrame, metric: str) -> list[float | None]:
-    """Each run's `contract.selection` seed score (None: that seed does not count)."""
-    column = f"final_{metric_column(metric)}"
-    values = runs[column] if column in runs else pd.Series(math.nan, index=runs.index)
-    return [
-        seed_score(status, None if pd.isna(value) else float(value), metric)
-        for status, value in zip(runs["status"], values, strict=True)
-    ]
-
-
-def _score(runs: pd.DataFrame, metric: str) -> float | None:
-    """The `contract.selection` score of one lr's runs (None while a seed is still running,
-    as in the searcher, or when no seed counts)."""
-    if (runs["status"] == Status.RUNNING.value).any():
-        return None
-    return group_score(_seed_scores(runs, metric))
-
-
-def _counted_seeds(runs: pd.DataFrame, metric: str) -> int:
-    """How many seeds an lr trial's score averaged (the seeds its lr was chosen on)."""
-    return sum(score is not None for score in _seed_scores(runs, metric))
-
-
-def _best_lr(
-    cell: pd.DataFrame, lr_keys: pd.Series, metric: str
-) -> tuple[pd.DataFrame, str, float]:
-    """The cell's lr trial under the lr-selection rule (`contract.selection`)."""
-    scores = {key: _score(cell[lr_keys == key], metric) for key in sorted(set(lr_keys))}
-    chosen = best_key(scores, metric)
-    if chosen is None:
-        return cell.iloc[:0], "no ended lr trial yet", math.nan
-    return cell[lr_keys == chosen], f"best lr on {metric}", float(scores[chosen])
-
-
 def _included(chosen: pd.DataFrame) -> pd.DataFrame:
     """Finished chosen runs, one per seed (the latest started) where seeds repeat."""
     finished = chosen[chosen["status"] == "finished"]
@@ -304,7 +321,8 @@ def _included(chosen: pd.DataFrame) -> pd.DataFrame:
 def _summary(
     runs: pd.DataFrame, chosen: pd.DataFrame, selection: pd.DataFrame, confidence: float
 ) -> pd.DataFrame:
-    """Per cell and measure: n, mean, std, t and BCa intervals over seeds, excluded runs."""
+    """Per cell and measure: n, mean, std, t (clipped to [0, 100]) and BCa intervals over
+    seeds, excluded runs."""
     excluded = chosen[chosen["status"] != "finished"].groupby(list(CELL)).size()
     members = dict(iter(runs.groupby(list(CELL))))
     rows = []
@@ -321,7 +339,7 @@ def _summary(
                     "mean": _mean(values),
                     "std": float(values.std(ddof=1)) if values.size > 1 else math.nan,
                     **_intervals(
-                        stats.t_interval(values, confidence),
+                        stats.accuracy_t_interval(values, confidence),
                         stats.bca_interval(values, confidence),
                     ),
                     "excluded": int(excluded.get(key, 0)),
@@ -354,13 +372,21 @@ def arm_contrasts(arm: str) -> list[tuple[str, str]]:
     return pairs
 
 
-def _contrasts(candidates: pd.DataFrame) -> pd.DataFrame:
-    """Every contrast whose two arms both ran in the same group and budget."""
+def _contrasts(candidates: pd.DataFrame, declared: PrimaryDeclaration) -> pd.DataFrame:
+    """Every contrast whose two arms both ran in the same group and budget, the declared
+    primary contrasts among them."""
     rows = []
     for key, part in candidates.groupby([*GROUP, "budget"], sort=True):
         arms = set(part["arm"])
         for arm in sorted(arms):
-            for contrast, reference in arm_contrasts(arm):
+            found = arm_contrasts(arm)
+            known = {reference for _, reference in found}
+            found += [
+                (DECLARED, reference)
+                for primary_arm, reference in declared.contrasts or ()
+                if primary_arm == arm and reference not in known
+            ]
+            for contrast, reference in found:
                 if reference in arms:
                     where = dict(zip((*GROUP, "budget"), key, strict=True))
                     rows.append({**where, "contrast": contrast, "arm": arm, "reference": reference})
@@ -372,19 +398,31 @@ def _cell_key(contrast: Any, arm: str) -> tuple:
     return (*(getattr(contrast, name) for name in GROUP), arm, contrast.budget)
 
 
-def _pair(
-    arm_runs: pd.DataFrame, reference_runs: pd.DataFrame, measure: str, confidence: float
-) -> dict[str, Any]:
-    """One paired comparison of a measure: arm − reference, matched by seed."""
+def _seed_pairs(arm_runs: pd.DataFrame, reference_runs: pd.DataFrame, measure: str) -> pd.DataFrame:
+    """Per seed both arms ran: (seed, arm_value, reference_value) of a measure, by seed."""
     column = f"{measure}_{ACCURACY}"
-    pairs = (
-        arm_runs[["seed", column]]
-        .merge(reference_runs[["seed", column]], on="seed", suffixes=("_arm", "_ref"))
-        .dropna()
-        .sort_values("seed")
+    arm, reference = (
+        {
+            int(seed): float(value)
+            for seed, value in zip(runs["seed"], runs[column], strict=True)
+            if pd.notna(seed) and pd.notna(value)
+        }
+        for runs in (arm_runs, reference_runs)
     )
-    arm = pairs[f"{column}_arm"].to_numpy(dtype=float)
-    reference = pairs[f"{column}_ref"].to_numpy(dtype=float)
+    seeds = sorted(set(arm) & set(reference))
+    return pd.DataFrame(
+        {
+            "seed": pd.Series(seeds, dtype="int64"),
+            "arm_value": pd.Series([arm[s] for s in seeds], dtype=float),
+            "reference_value": pd.Series([reference[s] for s in seeds], dtype=float),
+        }
+    )
+
+
+def _pair_stats(pairs: pd.DataFrame, measure: str, confidence: float) -> dict[str, Any]:
+    """One paired comparison of a measure from its per-seed values: arm − reference."""
+    arm = pairs["arm_value"].to_numpy(dtype=float)
+    reference = pairs["reference_value"].to_numpy(dtype=float)
     diff = arm - reference
     return {
         "measure": measure,
@@ -402,13 +440,24 @@ def _pair(
     }
 
 
-def _with_holm(frame: pd.DataFrame, family: list[str]) -> pd.DataFrame:
-    """Holm-adjusted p-values within each family of comparisons; significant at ALPHA."""
-    frame = frame.assign(p_holm=math.nan)
-    for _, part in frame.groupby(family):
-        frame.loc[part.index, "p_holm"] = stats.holm(part["p_wilcoxon"].to_numpy())
-    frame["significant"] = frame["p_holm"] < ALPHA
-    return frame
+def _with_holm(paired: pd.DataFrame, declared: PrimaryDeclaration) -> pd.DataFrame:
+    """`family` of every comparison; Holm-adjusted p-values within the primary family of each
+    view (declared contrasts, final measure), significant below the declared alpha."""
+    primary = set(declared.contrasts or ())
+    in_family = [
+        (arm, reference) in primary and measure == "final"
+        for arm, reference, measure in zip(
+            paired["arm"], paired["reference"], paired["measure"], strict=True
+        )
+    ]
+    paired = paired.assign(
+        family=np.where(in_family, PRIMARY, EXPLORATORY), p_holm=math.nan, significant=False
+    )
+    family = paired[paired["family"] == PRIMARY]
+    for _, part in family.groupby("view"):
+        paired.loc[part.index, "p_holm"] = stats.holm(part["p_wilcoxon"].to_numpy())
+    paired["significant"] = (paired["family"] == PRIMARY) & (paired["p_holm"] < declared.alpha)
+    return paired
 
 
 _PAIRED_COLUMNS: list[str] = [
@@ -418,34 +467,59 @@ _PAIRED_COLUMNS: list[str] = [
     "lr_reference",
     *_PAIR_COLUMNS,
 ]
+_PAIRS_COLUMNS: list[str] = [
+    *CONTRAST,
+    "view",
+    "measure",
+    "seed",
+    "arm_value",
+    "reference_value",
+]
 
 
 def _paired(
+    candidates: pd.DataFrame,
     runs: pd.DataFrame,
+    crossfit: pd.DataFrame,
     selection: pd.DataFrame,
     contrasts: pd.DataFrame,
     matched: pd.DataFrame,
     confidence: float,
-) -> pd.DataFrame:
-    """Both views of every contrast: each arm at its best lr, and both at the best common lr."""
-    cells = dict(iter(runs[runs["seed"].notna()].groupby(list(CELL))))
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every view of every contrast (module docstring): the comparisons and their per-seed
+    values."""
+    chosen = dict(iter(runs[runs["seed"].notna()].groupby(list(CELL))))
+    fitted = dict(iter(crossfit.groupby(list(CELL)))) if not crossfit.empty else {}
+    cells = dict(iter(candidates[candidates["lr"].notna()].groupby(list(CELL))))
     chosen_lr = selection.set_index(list(CELL))["lr"]
-    rows = []
-    for contrast in contrasts.itertuples(index=False):
-        arm_key, reference_key = (
-            _cell_key(contrast, contrast.arm),
-            _cell_key(contrast, contrast.reference),
+    common = {
+        tuple(row[name] for name in CONTRAST): row["lr"]
+        for row in matched[matched["best_common"] & (matched["measure"] == "final")].to_dict(
+            "records"
         )
-        if arm_key not in cells or reference_key not in cells:
-            continue
-        lrs = {"lr_arm": chosen_lr[arm_key], "lr_reference": chosen_lr[reference_key]}
-        for measure in MEASURES:
-            pair = _pair(cells[arm_key], cells[reference_key], measure, confidence)
-            rows.append({**contrast._asdict(), "view": BEST_LR, **lrs, **pair})
-    for row in matched[matched["best_common"]].to_dict("records"):
-        lrs = {"lr_arm": row["lr"], "lr_reference": row["lr"]}
-        rows.append({**row, "view": BEST_COMMON_LR, **lrs})
-    paired = _with_holm(pd.DataFrame(rows, columns=_PAIRED_COLUMNS), ["view", "measure"])
+    }
+    rows, seeds = [], []
+    for contrast in contrasts.itertuples(index=False):
+        arm_key = _cell_key(contrast, contrast.arm)
+        reference_key = _cell_key(contrast, contrast.reference)
+        views: list[tuple[str, pd.DataFrame, pd.DataFrame, float, float]] = []
+        if arm_key in chosen and reference_key in chosen:
+            lrs = (chosen_lr[arm_key], chosen_lr[reference_key])
+            views.append((BEST_LR, chosen[arm_key], chosen[reference_key], *lrs))
+        lr = common.get(tuple(contrast))
+        if lr is not None:
+            arm_runs, reference_runs, _ = _at_lr(cells[arm_key], cells[reference_key], lr)
+            views.append((BEST_COMMON_LR, arm_runs, reference_runs, lr, lr))
+        if arm_key in fitted and reference_key in fitted:
+            views.append((CROSS_FITTED, fitted[arm_key], fitted[reference_key], math.nan, math.nan))
+        for view, arm_runs, reference_runs, lr_arm, lr_reference in views:
+            where = {**contrast._asdict(), "view": view}
+            for measure in MEASURES:
+                pairs = _seed_pairs(arm_runs, reference_runs, measure)
+                lrs = {"lr_arm": lr_arm, "lr_reference": lr_reference}
+                rows.append({**where, **lrs, **_pair_stats(pairs, measure, confidence)})
+                seeds.append(pairs.assign(**where, measure=measure))
+    paired = pd.DataFrame(rows, columns=_PAIRED_COLUMNS)
     order = {
         "_view": paired["view"].map({view: i for i, view in enumerate(VIEWS)}),
         "_measure": paired["measure"].map({m: i for i, m in enumerate(MEASURES)}),
@@ -453,7 +527,8 @@ def _paired(
     paired = paired.assign(**order).sort_values(
         [*GROUP, "arm", "reference", "_view", "_measure", "budget"], kind="stable"
     )
-    return paired.drop(columns=list(order)).reset_index(drop=True)
+    per_seed = pd.concat(seeds)[_PAIRS_COLUMNS] if seeds else pd.DataFrame(columns=_PAIRS_COLUMNS)
+    return paired.drop(columns=list(order)).reset_index(drop=True), per_seed.reset_index(drop=True)
 
 
 _MATCHED_COLUMNS: list[str] = [
@@ -464,6 +539,7 @@ _MATCHED_COLUMNS: list[str] = [
     "score_arm",
     "score_reference",
     "common_score",
+    "tied_lrs",
     *_PAIR_COLUMNS,
 ]
 
@@ -480,12 +556,9 @@ def _matched(
         if arm_cell is None or reference_cell is None:
             continue
         common = sorted(set(arm_cell["lr"]) & set(reference_cell["lr"]))
-        scores = {
-            lr: (_lr_score(arm_cell, lr, metric), _lr_score(reference_cell, lr, metric))
-            for lr in common
-        }
-        combined = {lr: _combined(*pair) for lr, pair in scores.items()}
-        best = common[0] if len(common) == 1 else best_key(combined, metric)
+        ranking, scores = _rank_common(arm_cell, reference_cell, common, metric)
+        best = common[0] if len(common) == 1 else ranking.best
+        tied = ",".join(f"{lr:g}" for lr in ranking.tied) if len(ranking.tied) > 1 else ""
         for lr in common:
             arm_runs, reference_runs, stage = _at_lr(arm_cell, reference_cell, lr)
             if arm_runs.empty or reference_runs.empty:
@@ -497,25 +570,54 @@ def _matched(
                 "best_common": lr == best,
                 "score_arm": _or_nan(scores[lr][0]),
                 "score_reference": _or_nan(scores[lr][1]),
-                "common_score": _or_nan(combined[lr]),
+                "common_score": _or_nan(ranking.scores[lr]),
+                "tied_lrs": tied,
             }
             for measure in MEASURES:
-                rows.append({**fields, **_pair(arm_runs, reference_runs, measure, confidence)})
-    matched = _with_holm(pd.DataFrame(rows, columns=_MATCHED_COLUMNS), ["measure"])
+                pairs = _seed_pairs(arm_runs, reference_runs, measure)
+                rows.append({**fields, **_pair_stats(pairs, measure, confidence)})
+    matched = pd.DataFrame(rows, columns=_MATCHED_COLUMNS)
     return matched.astype({"best_common": bool})
 
 
-def _lr_score(cell: pd.DataFrame, lr: float, metric: str) -> float | None:
-    """An arm's selection score at one lr: its search runs there (all its runs if it ran
-    that lr only in the final stage)."""
-    at = cell[cell["lr"] == lr]
-    searched = at[at["stage"] != Stage.FINAL]
-    return _score(searched if not searched.empty else at, metric)
+def _rank_common(
+    arm_cell: pd.DataFrame, reference_cell: pd.DataFrame, common: list[float], metric: str
+) -> tuple[LrRanking, dict[float, tuple[float | None, float | None]]]:
+    """The lr-ranking rule over the lrs both arms ran, on both arms' seeds at each lr
+    together, and each arm's own score there."""
+    sides = [_scored_seeds(cell, metric) for cell in (arm_cell, reference_cell)]
+    expected = sum(count for _, count in sides)
+    trials = [
+        LrTrial(lr, lr, [*sides[0][0].get(lr, []), *sides[1][0].get(lr, [])]) for lr in common
+    ]
+    scores = {
+        lr: tuple(
+            trial_score(LrTrial(lr, lr, seeds.get(lr, [])), metric, max(count, 1))
+            for seeds, count in sides
+        )
+        for lr in common
+    }
+    grid = sorted({*arm_cell["lr"], *reference_cell["lr"]})
+    return rank_lr_trials(trials, metric, max(expected, 1), grid), scores  # type: ignore[return-value]
 
 
-def _combined(arm: float | None, reference: float | None) -> float | None:
-    """The mean of the two arms' selection scores (None unless both have one)."""
-    return None if arm is None or reference is None else (arm + reference) / 2
+def _scored_seeds(
+    cell: pd.DataFrame, metric: str
+) -> tuple[dict[float, list[tuple[str, float | None]]], int]:
+    """An arm's seeds per lr that its selection score rests on (its search runs there, all
+    its runs if it ran that lr only in the final stage), and the seeds each lr should have
+    (the distinct seeds of its search runs, else of all its runs)."""
+    searched = cell[cell["stage"] != Stage.FINAL]
+    column = f"final_{metric_column(metric)}"
+    seeds = {}
+    for lr, at in cell.groupby("lr"):
+        runs = latest_per_seed(at[at["stage"] != Stage.FINAL] if lr in set(searched["lr"]) else at)
+        values = runs[column] if column in runs else pd.Series(math.nan, index=runs.index)
+        seeds[float(lr)] = [
+            (str(status), None if pd.isna(value) else float(value))
+            for status, value in zip(runs["status"], values, strict=True)
+        ]
+    return seeds, expected_seeds(searched if not searched.empty else cell)
 
 
 def _or_nan(value: float | None) -> float:

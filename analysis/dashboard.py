@@ -3,9 +3,10 @@
 Cell runs carry, per epoch, the seed means of the compared runs of their cell (the runs the
 report compares: `analysis.compare.compared_runs`, i.e. the final stage or the lr chosen by
 `contract.selection`); curve runs carry, per epoch budget, the final test accuracy of each
-arm with the report's primary interval (Student's t) and, for a SparseOpt arm, its paired
-difference to its baseline at the same sparsity and budget (the report's `best lr` view). The
-numbers equal the report's for the same runs (tests/test_dashboard_aggregates.py).
+arm with the report's primary interval (Student's t, within [0, 100]) and, for a SparseOpt
+arm, its paired difference to its baseline at the same sparsity and budget (the report's
+`best lr` view). The numbers equal the report's for the same runs
+(tests/test_dashboard_aggregates.py).
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def budget_points(
     for key, part in cells.items():
         cell = dict(zip(CELL, key, strict=True))
         values = part[column].dropna().to_numpy(dtype=float)
-        interval = stats.t_interval(values, confidence)
+        interval = stats.accuracy_t_interval(values, confidence)
         row = {
             **cell,
             "n_seeds": int(values.size),

@@ -342,5 +342,6 @@ def _manifest(records: ExperimentRecords, tables: SweepTables, tracking_uri: str
         "status_counts": dict(sorted(statuses.items())),
         "partial": statuses.get("running", 0) > 0,
         "search_metric": records.tags.get(Tag.SEARCH_METRIC, DEFAULT_SEARCH_METRIC),
+        "primary": records.tags.get(Tag.PRIMARY),
         "partitioning": "method_<method>/sparsity_<sparsity>/part-0.parquet",
     }

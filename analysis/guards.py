@@ -6,11 +6,19 @@ report run's tags (`guard_tags`). Scope names the cell or comparison, detail the
 
 * `lr_at_edge`: a cell's chosen lr is the lowest or highest it ran (a one-value grid is always
   at its edge), so a better lr may lie outside the grid.
+* `lr_tie`: several lrs tie for best (a cell's chosen lr, or a contrast's best common lr):
+  the rule's tie-break (nearest the log-middle of the grid, then the smaller) chose.
 * `few_selection_seeds`: a cell's lr was chosen among several on the mean of fewer than
   `MIN_SELECTION_SEEDS` seeds, so the choice itself is noisy.
 * `lr_mismatch`: a best-lr comparison whose two arms ran at different lrs: the difference
   mixes the arms with the lrs (the matched-lr view compares them at one lr).
-* `few_seeds`: a comparison with fewer than `MIN_SEEDS` paired seeds in either view.
+* `few_seeds`: a comparison whose paired differences spread so much that its 95 % t-interval
+  is wider than ± the declared half-width (`analysis.primary`, default 1 point) in some view,
+  or that has fewer than 2 paired seeds; the detail says how many seeds the observed spread
+  needs for that half-width.
+* `powerless_family`: a primary family (one view) so large for its seeds that Holm cannot
+  reject anything: the smallest p-value the exact Wilcoxon test can give at its largest n,
+  times the family size, exceeds alpha.
 * `short_update_interval`: a sparse dynamic method (`DYNAMIC_METHODS`) whose topology update
   interval ΔT (tag `delta_t`) is shorter than one epoch of optimizer steps (tag
   `steps_per_epoch`).
@@ -18,7 +26,8 @@ report run's tags (`guard_tags`). Scope names the cell or comparison, detail the
   activity metric (`contract.names.ACTIVITY_METRICS`) averaged over each run's epochs, then
   over the cell's compared runs.
 * `guard_not_evaluated`: a guard the data cannot decide (no `steps_per_epoch` tag because the
-  trials never reported it, an activity metric never logged, a comparison without an lr).
+  trials never reported it, an activity metric never logged, a comparison without an lr, no
+  primary contrast that ran).
 """
 
 from __future__ import annotations
@@ -28,20 +37,32 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.compare import BASELINE, BEST_LR, CELL, CONTRAST, LR_EDGES, VIEWS, Comparison
+from analysis import stats
+from analysis.compare import (
+    BASELINE,
+    BEST_COMMON_LR,
+    BEST_LR,
+    CELL,
+    CONTRAST,
+    LR_EDGES,
+    PRIMARY,
+    VIEWS,
+    Comparison,
+)
 from contract.names import Tag
 
 GUARDS: tuple[str, ...] = (
     "lr_at_edge",
+    "lr_tie",
     "few_selection_seeds",
     "lr_mismatch",
     "few_seeds",
+    "powerless_family",
     "short_update_interval",
     "inactive_ablation",
     "guard_not_evaluated",
 )
 COLUMNS: tuple[str, ...] = ("guard", "scope", "detail")
-MIN_SEEDS = 10
 MIN_SELECTION_SEEDS = 3
 MIN_ACTIVE_FRAC = 0.01
 DYNAMIC_METHODS: tuple[str, ...] = ("set", "rigl")
@@ -49,11 +70,16 @@ DYNAMIC_METHODS: tuple[str, ...] = ("set", "rigl")
 GUARD_HELP: dict[str, str] = {
     "lr_at_edge": "the chosen lr is the lowest or highest its cell ran (or the only one): "
     "a better lr may lie outside the grid",
+    "lr_tie": "several lrs tie for best: the tie-break (the lr nearest the log-middle of the "
+    "grid, then the smaller) chose, not the data",
     "few_selection_seeds": f"an lr chosen on the mean of fewer than {MIN_SELECTION_SEEDS} "
     "seeds: the choice itself is noise-prone",
     "lr_mismatch": "a best-lr comparison whose arms ran at different lrs: the difference mixes "
     "the arms with the lrs; read the matched-lr view beside it",
-    "few_seeds": f"fewer than {MIN_SEEDS} paired seeds: wide intervals, weak tests",
+    "few_seeds": "the paired differences spread too much for the declared half-width at "
+    "these seeds: the detail says how many seeds the spread needs",
+    "powerless_family": "the primary family is too large for its seeds: Holm cannot reject "
+    "anything whatever the data; read the pooled estimate",
     "short_update_interval": "ΔT is shorter than one epoch of optimizer steps",
     "inactive_ablation": f"a modifier changed fewer than {MIN_ACTIVE_FRAC:.0%} of the steps: "
     "that ablation barely ran",
@@ -65,9 +91,11 @@ def find_guards(comparison: Comparison) -> pd.DataFrame:
     """Every guard that fires on a comparison, one row each (`COLUMNS`), in `GUARDS` order."""
     rows = [
         *_lr_at_edge(comparison.selection),
+        *_lr_tie(comparison),
         *_few_selection_seeds(comparison.selection),
         *_lr_mismatch(comparison.paired),
-        *_few_seeds(comparison.paired),
+        *_few_seeds(comparison),
+        *_powerless_family(comparison),
         *_short_update_interval(comparison.runs),
         *_inactive_ablation(comparison.activity),
     ]
@@ -154,7 +182,7 @@ def _lr_mismatch(paired: pd.DataFrame) -> Iterator[dict[str, str]]:
     final = paired[paired["measure"] == "final"]
     common = {
         tuple(row[name] for name in CONTRAST): row
-        for row in final[final["view"] != BEST_LR].to_dict("records")
+        for row in final[final["view"] == BEST_COMMON_LR].to_dict("records")
     }
     for row in final[final["view"] == BEST_LR].to_dict("records"):
         lr_arm, lr_reference = row["lr_arm"], row["lr_reference"]
@@ -188,18 +216,95 @@ def _difference(row: Mapping[str, Any]) -> str:
     return f"{row['mean_diff']:+.2f} pp (n={row['n_pairs']})"
 
 
-def _few_seeds(paired: pd.DataFrame) -> Iterator[dict[str, str]]:
-    """Comparisons with fewer than MIN_SEEDS paired seeds in either view (final measure)."""
-    final = paired[paired["measure"] == "final"]
-    for _, part in final.groupby(list(CONTRAST), sort=False):
-        counts = dict(zip(part["view"], part["n_pairs"], strict=True))
-        if min(counts.values()) >= MIN_SEEDS:
+def _lr_tie(comparison: Comparison) -> Iterator[dict[str, str]]:
+    """Cells whose chosen lr tied with others, and contrasts whose best common lr did."""
+    metric = comparison.metric
+    for row in comparison.selection.to_dict("records"):
+        if not row["tied_lrs"]:
             continue
-        views = ", ".join(f"{view}: {counts[view]}" for view in VIEWS if view in counts)
+        lrs = row["tied_lrs"].split(",")
         yield _row(
-            "few_seeds",
-            comparison_scope(part.iloc[0]),
-            f"paired seeds {views} (< {MIN_SEEDS})",
+            "lr_tie",
+            cell_scope(row),
+            f"lrs {', '.join(sorted(lrs, key=float))} tie on mean {metric} "
+            f"{row['selection_score']:.4g} ({row['selection_seeds']} seeds); chose {lrs[0]} "
+            f"(lrs run: {row['lrs_searched'].replace(',', ', ')})",
+        )
+    matched = comparison.matched
+    chosen = matched[matched["best_common"] & (matched["measure"] == "final")]
+    for row in chosen[chosen["tied_lrs"] != ""].to_dict("records"):
+        lrs = row["tied_lrs"].split(",")
+        yield _row(
+            "lr_tie",
+            comparison_scope(row),
+            f"best common lr: lrs {', '.join(sorted(lrs, key=float))} tie on both arms' mean "
+            f"{metric} {row['common_score']:.4g}; chose {lrs[0]}: {_difference(row)}",
+        )
+
+
+def _few_seeds(comparison: Comparison) -> Iterator[dict[str, str]]:
+    """Comparisons whose t-interval is wider than ± the declared half-width in some view at
+    their seeds (final measure), with the seeds the observed spread needs."""
+    halfwidth = comparison.primary.halfwidth
+    final = comparison.paired[comparison.paired["measure"] == "final"]
+    for _, part in final.groupby(list(CONTRAST), sort=False):
+        views = [row for view in VIEWS for row in part[part["view"] == view].to_dict("records")]
+        needs = {
+            row["view"]: stats.seeds_for_halfwidth(
+                row["std_diff"], halfwidth, comparison.confidence
+            )
+            for row in views
+            if row["n_pairs"] >= 2
+        }
+        short = [row for row in views if row["n_pairs"] < 2]
+        wide = [
+            row for row in views if row["view"] in needs and needs[row["view"]] > row["n_pairs"]
+        ]
+        if not short and not wide:
+            continue
+        seeds = ", ".join(f"{row['view']}: {row['n_pairs']}" for row in views)
+        if wide:
+            worst = max(wide, key=lambda row: needs[row["view"]])
+            need = (
+                f"the spread of {worst['view']} (sd of differences {worst['std_diff']:.2f} pp) "
+                f"needs {needs[worst['view']]} seeds for a ±{halfwidth:g}-pp "
+                f"{comparison.confidence:.0%} t-interval"
+            )
+        else:
+            need = "fewer than 2 paired seeds: no spread to judge"
+        yield _row("few_seeds", comparison_scope(part.iloc[0]), f"paired seeds {seeds}; {need}")
+
+
+def _powerless_family(comparison: Comparison) -> Iterator[dict[str, str]]:
+    """Primary families (per view) whose Holm correction cannot reject anything at their n."""
+    alpha = comparison.primary.alpha
+    family = comparison.paired[comparison.paired["family"] == PRIMARY]
+    if family.empty:
+        declared = ", ".join(f"{a}:{b}" for a, b in comparison.primary.contrasts or ()) or "none"
+        yield _row(
+            "guard_not_evaluated",
+            "primary family",
+            f"powerless_family: no primary contrast has both arms in one cell (declared: "
+            f"{declared})",
+        )
+        return
+    for view in VIEWS:
+        part = family[family["view"] == view]
+        if part.empty:
+            continue
+        size, n = len(part), int(part["n_pairs"].max())
+        smallest = stats.min_wilcoxon_p(n)
+        if size * smallest <= alpha:
+            continue
+        contrasts = ", ".join(
+            sorted({f"{a} − {b}" for a, b in zip(part["arm"], part["reference"], strict=True)})
+        )
+        yield _row(
+            "powerless_family",
+            f"primary family, {view} ({contrasts})",
+            f"{size} comparisons of at most {n} paired seeds: the smallest exact Wilcoxon p is "
+            f"2/2^{n} = {smallest:.3g}, × {size} = {size * smallest:.3g} > α = {alpha:g}, so "
+            "Holm rejects none whatever the data (declare fewer contrasts or run more seeds)",
         )
 
 

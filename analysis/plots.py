@@ -8,7 +8,8 @@ PNG with the Agg backend whatever backend the session has selected.
 * accuracy vs epoch: one panel per group and budget, every compared run's curve (thin) and
   each arm's mean over seeds (thick);
 * paired-difference forest plot: arm − reference with its paired t-interval, per contrast,
-  group and budget, in both views (each arm at its best lr; both at the best common lr);
+  group and budget, in every view (each arm at its best lr; both at the best common lr;
+  cross-fitted);
 * ITOP rate vs sparsity: one panel per (dataset/model/method) and budget, a line per arm.
 """
 
@@ -23,7 +24,15 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from analysis.compare import ACCURACY, BEST_COMMON_LR, BEST_LR, CONTRAST, GROUP, Comparison
+from analysis.compare import (
+    ACCURACY,
+    BEST_COMMON_LR,
+    BEST_LR,
+    CONTRAST,
+    CROSS_FITTED,
+    GROUP,
+    Comparison,
+)
 
 FIGURES: tuple[str, ...] = (
     "accuracy_vs_budget",
@@ -167,14 +176,16 @@ def accuracy_vs_epoch(comparison: Comparison) -> Figure:
 
 
 _VIEW_STYLE: dict[str, tuple[float, str]] = {
-    BEST_LR: (0.15, "tab:blue"),
-    BEST_COMMON_LR: (-0.15, "tab:orange"),
+    BEST_LR: (0.25, "tab:blue"),
+    BEST_COMMON_LR: (0.0, "tab:orange"),
+    CROSS_FITTED: (-0.25, "tab:green"),
 }
 
 
 def paired_differences(comparison: Comparison) -> Figure:
     """Forest plot of mean(arm − reference) of final accuracy with its paired t-interval, a
-    line per view: each arm at its best lr, and both arms at the best common lr."""
+    line per view: each arm at its best lr, both arms at the best common lr, and each seed at
+    the lr chosen on the other seeds (cross-fitted)."""
     rows = comparison.paired[
         (comparison.paired["measure"] == "final") & (comparison.paired["n_pairs"] > 0)
     ]
@@ -209,7 +220,11 @@ def paired_differences(comparison: Comparison) -> Figure:
     ax.set_yticklabels(list(reversed(labels)), fontsize=7)
     ax.axvline(0.0, color="black", linewidth=0.8)
     ax.set_xlabel(f"final {ACCURACY}: arm − reference (percentage points), 95% paired t-interval")
-    ax.set_title("diamond: Holm-adjusted Wilcoxon p < 0.05", fontsize=8)
+    ax.set_title(
+        f"diamond: Holm-adjusted Wilcoxon p < {comparison.primary.alpha:g} within the primary "
+        "family",
+        fontsize=8,
+    )
     ax.legend(fontsize=7)
     figure.tight_layout()
     return figure

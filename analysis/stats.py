@@ -1,4 +1,4 @@
-"""Small statistics over seeds: t and BCa intervals, Wilcoxon, Holm, budget-to-target.
+"""Small statistics over seeds: t and BCa intervals, Wilcoxon, Holm, budget equivalence.
 
 Every interval is an `Interval` carrying its method and its n, so that no table or report shows
 an interval without them.
@@ -8,11 +8,21 @@ an interval without them.
   whose coverage holds when the per-seed values are roughly normal; percentile bootstraps
   under-cover there (at n = 5 the t-interval is about 1.6× wider).
 * Beside it, the BCa bootstrap (`bca_interval`, `scipy.stats.bootstrap`, fixed generator so a
-  report is reproducible). BCa is undefined for a constant sample: every resample then has the
-  same mean, so the interval is that point (method `constant sample`); wherever else scipy
-  cannot compute it, the percentile bootstrap stands in and the method says so.
-* Budget to target (`budget_to_target_interval`): a percentile bootstrap over seeds, each
-  budget's seeds resampled independently (every budget is its own run).
+  report is reproducible), from `MIN_BOOTSTRAP_N` seeds on: below that a bootstrap
+  resamples too few values to say anything (at n = 2 it has three possible means) and no
+  bootstrap interval is given (method `NO_BOOTSTRAP`). BCa is undefined for a constant
+  sample: every resample then has the same mean, so the interval is that point (method
+  `constant sample`); wherever else scipy cannot compute it, the percentile bootstrap stands
+  in and the method says so.
+* Budget equivalence (`budget_equivalence`): the budget at which the baseline's mean accuracy
+  (piecewise linear in log budget between the budgets that ran) first reaches a level, over
+  the arm's budget; its interval is a percentile bootstrap over seeds, resampled paired
+  (a seed's runs at every budget of both arms move together).
+* Budget to target on the grid (`budget_to_target_interval`): a percentile bootstrap over
+  seeds, each budget's seeds resampled independently (every budget is its own run).
+* Multiplicity: `holm` within a family; `min_wilcoxon_p` is the smallest p-value the exact
+  two-sided Wilcoxon test can give at n pairs, so `family size × min_wilcoxon_p(n) > alpha`
+  means the family cannot reject anything whatever the data.
 
 With fewer than two values there is no interval (NaN, NaN).
 """
@@ -36,7 +46,10 @@ BCA = "BCa bootstrap"
 CONSTANT = "constant sample"
 PERCENTILE_FALLBACK = "percentile bootstrap (BCa undefined)"
 TARGET_METHOD = "percentile bootstrap over seeds"
-NOT_RESAMPLED = "no bootstrap (one seed per budget)"
+EQUIVALENCE_METHOD = "paired percentile bootstrap over seeds"
+MIN_BOOTSTRAP_N = 8
+"""Fewest values a bootstrap interval is computed from (below: `NO_BOOTSTRAP`)."""
+NO_BOOTSTRAP = f"no bootstrap (n < {MIN_BOOTSTRAP_N}: too few seeds to resample)"
 _EXACT_TIED_MAX = 13
 """Up to this many nonzero tied differences scipy's Wilcoxon runs an exact permutation test."""
 
@@ -87,6 +100,22 @@ def t_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> Inter
     return Interval(float(low), float(high), T, n)
 
 
+ACCURACY_RANGE = (0.0, 100.0)
+
+
+def accuracy_t_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> Interval:
+    """The t-interval of a mean accuracy (%), within [0, 100]: a few seeds that spread widely
+    give a t-interval past the possible range (at n = 2 it can reach 130 %)."""
+    interval = t_interval(values, confidence)
+    low, high = (_within(bound, *ACCURACY_RANGE) for bound in (interval.low, interval.high))
+    return Interval(low, high, interval.method, interval.n)
+
+
+def _within(value: float, low: float, high: float) -> float:
+    """`value` clipped to [low, high] (NaN stays NaN)."""
+    return value if math.isnan(value) else min(max(value, low), high)
+
+
 def paired_t_interval(
     arm: Sequence[float], reference: Sequence[float], confidence: float = CONFIDENCE
 ) -> Interval:
@@ -115,12 +144,13 @@ def bca_interval(
     n_resamples: int = N_RESAMPLES,
     seed: int = SEED,
 ) -> Interval:
-    """BCa bootstrap interval of the mean; a point for a constant sample, the percentile
-    bootstrap where BCa is otherwise undefined (see the module docstring)."""
+    """BCa bootstrap interval of the mean from `MIN_BOOTSTRAP_N` values on; a point for a
+    constant sample, the percentile bootstrap where BCa is otherwise undefined (see the module
+    docstring)."""
     sample = np.asarray(values, dtype=float)
     n = int(sample.size)
-    if n < 2:
-        return Interval(math.nan, math.nan, BCA, n)
+    if n < MIN_BOOTSTRAP_N:
+        return Interval(math.nan, math.nan, NO_BOOTSTRAP, n)
     if np.all(sample == sample[0]):
         return Interval(float(sample[0]), float(sample[0]), CONSTANT, n)
     low, high = _bootstrap(sample, "BCa", confidence, n_resamples, seed)
@@ -182,6 +212,27 @@ def wilcoxon_p(differences: Sequence[float]) -> float:
     return float(result.pvalue)
 
 
+def min_wilcoxon_p(n: int) -> float:
+    """The smallest two-sided p-value the exact Wilcoxon signed-rank test can give at n
+    nonzero pairs: every difference of one sign, 2 / 2^n (1 without pairs)."""
+    return min(1.0, 2.0 / 2.0**n) if n > 0 else 1.0
+
+
+def seeds_for_halfwidth(sd: float, halfwidth: float, confidence: float = CONFIDENCE) -> int | None:
+    """The fewest seeds whose t-interval of the mean is at most ± `halfwidth` when the values
+    spread with standard deviation `sd`: the smallest n >= 2 with t_{n-1} · sd / √n <= halfwidth
+    (None when sd is not finite)."""
+    if not halfwidth > 0:
+        raise ValueError(f"halfwidth must be positive, got {halfwidth}")
+    if not math.isfinite(sd):
+        return None
+    quantile = (1.0 + confidence) / 2
+    n = 2
+    while stats.t.ppf(quantile, n - 1) * sd / math.sqrt(n) > halfwidth:
+        n += 1
+    return n
+
+
 def holm(pvalues: Sequence[float]) -> np.ndarray:
     """Holm step-down adjusted p-values (family-wise error control); NaN entries stay NaN."""
     raw = np.asarray(pvalues, dtype=float)
@@ -213,16 +264,12 @@ class _TargetStatistic:
 
     sides: tuple[str, ...]
     budgets: tuple[int, ...]
-    values: tuple[np.ndarray, ...]
-    resampled: tuple[int, ...]
     target: float | None
     arm_side: str
 
     def __call__(self, *samples: np.ndarray, axis: int = -1) -> np.ndarray:
-        """The statistic of the entries' own values (no samples) or of resampled ones."""
-        means: list[np.ndarray] = [np.asarray(values.mean()) for values in self.values]
-        for index, sample in zip(self.resampled, samples, strict=True):
-            means[index] = np.mean(sample, axis=axis)
+        """The statistic of resampled seeds, one sample per (side, budget) entry."""
+        means = [np.mean(sample, axis=axis) for sample in samples]
         columns = np.stack(np.broadcast_arrays(*means), axis=-1)
         base_means = self._side(columns, "baseline")
         goal = (
@@ -251,7 +298,7 @@ class _TargetStatistic:
 
 def _quantiles(replicates: np.ndarray, confidence: float) -> tuple[float, float]:
     """The (1 ± confidence)/2 quantiles of the non-NaN replicates (inverted CDF: values that
-    occurred, so budget bounds are budgets that ran)."""
+    occurred, so budget bounds are budgets that ran, and infinite replicates are allowed)."""
     values = replicates[~np.isnan(replicates)]
     if values.size == 0:
         return math.nan, math.nan
@@ -273,48 +320,219 @@ def budget_to_target_interval(
 
     `arm` and `baseline` map each budget to its seeds' values (`arm=None`: the arm is the
     baseline). Each replicate resamples every budget's seeds independently and recomputes the
-    target when it is the baseline's mean at its largest budget (`target=None`); a budget with
-    one seed is held fixed. A replicate that never reaches the target scores an infinite
-    budget, so the speedup (baseline budget / arm budget) is then 0 or inf, and undefined
-    (left out) when neither reaches it. `reached_frac` is the share of replicates in which the
-    arm reaches the target.
+    target when it is the baseline's mean at its largest budget (`target=None`). A replicate
+    that never reaches the target scores an infinite budget, so the speedup (baseline budget /
+    arm budget) is then 0 or inf, and undefined (left out) when neither reaches it.
+    `reached_frac` is the share of replicates in which the arm reaches the target. With fewer
+    than `MIN_BOOTSTRAP_N` seeds at some budget there is no interval (NaN, `NO_BOOTSTRAP`).
     """
     sides = {"baseline": baseline} if arm is None else {"arm": arm, "baseline": baseline}
     entries = [
         (side, b, values) for side, runs in sides.items() for b, values in sorted(runs.items())
     ]
     values = tuple(np.asarray(entry[2], dtype=float) for entry in entries)
+    if min(sample.size for sample in values) < MIN_BOOTSTRAP_N:
+        nan = (math.nan, math.nan)
+        return TargetInterval(nan, nan, nan, math.nan, NO_BOOTSTRAP)
     statistic = _TargetStatistic(
         sides=tuple(entry[0] for entry in entries),
         budgets=tuple(int(entry[1]) for entry in entries),
-        values=values,
-        resampled=tuple(i for i, sample in enumerate(values) if sample.size >= 2),
         target=target,
         arm_side="baseline" if arm is None else "arm",
     )
-    if not statistic.resampled:
-        replicates = statistic()[:, None]
-        method = NOT_RESAMPLED
-    else:
-        with np.errstate(invalid="ignore"), warnings.catch_warnings():
-            # only the replicates are used: scipy's own interval of inf/NaN values may warn
-            warnings.simplefilter("ignore", stats.DegenerateDataWarning)
-            result = stats.bootstrap(
-                tuple(values[i] for i in statistic.resampled),
-                statistic,
-                n_resamples=n_resamples,
-                confidence_level=confidence,
-                method="percentile",
-                vectorized=True,
-                paired=False,
-                rng=np.random.default_rng(seed),
-            )
-        replicates = result.bootstrap_distribution
-        method = TARGET_METHOD
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        # only the replicates are used: scipy's own interval of inf/NaN values may warn
+        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
+        result = stats.bootstrap(
+            values,
+            statistic,
+            n_resamples=n_resamples,
+            confidence_level=confidence,
+            method="percentile",
+            vectorized=True,
+            paired=False,
+            rng=np.random.default_rng(seed),
+        )
+    replicates = result.bootstrap_distribution
     return TargetInterval(
         budget=_quantiles(replicates[0], confidence),
         baseline_budget=_quantiles(replicates[1], confidence),
         speedup=_quantiles(replicates[2], confidence),
         reached_frac=float(np.isfinite(replicates[0]).mean()),
-        method=method,
+        method=TARGET_METHOD,
     )
+
+
+INSIDE, BELOW_GRID, BEYOND_GRID = "", "below the grid", "beyond the grid"
+"""Where a crossing lies: inside the budgets that ran, at or below the smallest (the curve
+already reaches the level there: the true crossing may be smaller), or past the largest."""
+
+
+def _crossing(budgets: np.ndarray, means: np.ndarray, level: np.ndarray) -> np.ndarray:
+    """Per row, the budget at which the curve through (log budget, mean) first reaches `level`
+    (linear in log budget between the budgets that ran); the smallest budget when it already
+    reaches it there, inf when it never does. `means`: (..., budgets), `level`: (...)."""
+    reached = means >= level[..., None]
+    first = np.argmax(reached, axis=-1)
+    below = np.take_along_axis(means, np.maximum(first - 1, 0)[..., None], -1)[..., 0]
+    above = np.take_along_axis(means, first[..., None], -1)[..., 0]
+    logs = np.log(budgets)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        fraction = np.clip((level - below) / (above - below), 0.0, 1.0)
+    inside = np.exp(logs[np.maximum(first - 1, 0)] + fraction * (logs[first] - logs[first - 1]))
+    crossing = np.where(first == 0, budgets[0], inside)
+    return np.where(reached.any(axis=-1), crossing, np.inf)
+
+
+def crossing_budget(budgets: Sequence[float], means: Sequence[float], level: float) -> float:
+    """The budget at which the mean-accuracy curve first reaches `level`, linear in log budget
+    between the budgets that ran (budgets ascending); the smallest budget if it already
+    reaches it there (below the grid), inf if it never does (beyond the grid)."""
+    values = np.asarray(means, dtype=float)[None, :]
+    return float(_crossing(np.asarray(budgets, dtype=float), values, np.array([level]))[0])
+
+
+@dataclass(frozen=True)
+class Equivalence:
+    """How many baseline epochs an arm's accuracy is worth, at one probe: an arm budget (the
+    arm's mean there is the level) or a fixed target accuracy (both sides' crossings)."""
+
+    probe: str
+    """`e=<budget>` or `target=<accuracy>`."""
+    level: float
+    arm_budget: float
+    baseline_budget: float
+    speedup: float
+    """baseline_budget / arm_budget."""
+    where: str
+    """`INSIDE`, `BELOW_GRID` or `BEYOND_GRID`: where the point's crossings lie."""
+    interval: Interval
+    """Of the speedup."""
+    outside_frac: float
+    """Share of bootstrap replicates whose crossing lies outside the grid (bounds, not values)."""
+
+
+@dataclass(frozen=True)
+class _EquivalenceStatistic:
+    """Per probe: (speedup, arm budget, baseline budget, outside-the-grid flag) from seed
+    indices: the rows of `values` (seeds × columns, NaN where a seed did not run) averaged."""
+
+    values: np.ndarray
+    arm_budgets: np.ndarray
+    baseline_budgets: np.ndarray
+    probes: tuple[tuple[str, float], ...]
+
+    def __call__(self, seeds: np.ndarray, axis: int = -1) -> np.ndarray:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a budget no resampled seed ran
+            means = np.nanmean(self.values[seeds], axis=-2)
+        arm = means[..., : self.arm_budgets.size]
+        base = means[..., self.arm_budgets.size :]
+        rows = []
+        for kind, value in self.probes:
+            if kind == "budget":
+                column = int(np.flatnonzero(self.arm_budgets == value)[0])
+                level = arm[..., column]
+                own = np.full(level.shape, value)
+                outside_own = np.zeros(level.shape, dtype=bool)
+            else:
+                level = np.full(means.shape[:-1], value)
+                own = _crossing(self.arm_budgets, arm, level)
+                outside_own = (own == self.arm_budgets[0]) | np.isinf(own)
+            other = _crossing(self.baseline_budgets, base, level)
+            outside = outside_own | (other == self.baseline_budgets[0]) | np.isinf(other)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                speedup = np.where(np.isinf(own) & np.isinf(other), np.nan, other / own)
+            rows += [speedup, own, other, outside.astype(float)]
+        return np.stack(rows)
+
+
+def budget_equivalence(
+    arm: Mapping[int, Mapping[int, float]],
+    baseline: Mapping[int, Mapping[int, float]],
+    target: float | None = None,
+    confidence: float = CONFIDENCE,
+    n_resamples: int = N_RESAMPLES,
+    seed: int = SEED,
+) -> list[Equivalence]:
+    """The budget the baseline needs to match the arm, on a continuous scale (module
+    docstring): at each of the arm's budgets and, given a `target` accuracy, at that target.
+
+    `arm` and `baseline` map each budget to {seed: final accuracy}. The speedup is the
+    baseline's crossing of the level over the arm's budget (at a target: over the arm's own
+    crossing). Its interval is a percentile bootstrap resampling seeds paired across budgets
+    and arms, from `MIN_BOOTSTRAP_N` seeds on; a crossing outside the grid is a bound, and the
+    share of replicates where that happens is `outside_frac`. The baseline needs two budgets.
+    """
+    arm_budgets = np.array(sorted(arm), dtype=float)
+    baseline_budgets = np.array(sorted(baseline), dtype=float)
+    if baseline_budgets.size < 2:
+        return []
+    seeds = sorted({s for runs in (*arm.values(), *baseline.values()) for s in runs})
+    columns = [arm[int(b)] for b in arm_budgets] + [baseline[int(b)] for b in baseline_budgets]
+    values = np.array([[column.get(s, math.nan) for column in columns] for s in seeds])
+    probes: tuple[tuple[str, float], ...] = tuple(("budget", float(b)) for b in arm_budgets)
+    if target is not None:
+        probes += (("target", float(target)),)
+    statistic = _EquivalenceStatistic(values, arm_budgets, baseline_budgets, probes)
+    indices = np.arange(len(seeds))
+    point = statistic(indices[None, :])[:, 0]
+    replicates = None
+    if len(seeds) >= MIN_BOOTSTRAP_N:
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", stats.DegenerateDataWarning)
+            replicates = stats.bootstrap(
+                (indices,),
+                statistic,
+                n_resamples=n_resamples,
+                confidence_level=confidence,
+                method="percentile",
+                vectorized=True,
+                rng=np.random.default_rng(seed),
+            ).bootstrap_distribution
+    results = []
+    for index, (kind, value) in enumerate(probes):
+        speedup, own, other, _ = point[4 * index : 4 * index + 4]
+        if replicates is None:
+            interval = Interval(math.nan, math.nan, NO_BOOTSTRAP, len(seeds))
+            outside_frac = math.nan
+        else:
+            low, high = _quantiles(replicates[4 * index], confidence)
+            interval = Interval(low, high, EQUIVALENCE_METHOD, len(seeds))
+            outside_frac = float(replicates[4 * index + 3].mean())
+        results.append(
+            Equivalence(
+                probe=f"e={int(value)}" if kind == "budget" else f"target={value:g}",
+                level=_level(values, arm_budgets, kind, value),
+                arm_budget=float(own),
+                baseline_budget=float(other),
+                speedup=float(speedup),
+                where=_where(float(own), float(other), arm_budgets, baseline_budgets, kind),
+                interval=interval,
+                outside_frac=outside_frac,
+            )
+        )
+    return results
+
+
+def _level(values: np.ndarray, arm_budgets: np.ndarray, kind: str, value: float) -> float:
+    """A probe's accuracy level: the arm's mean at the budget, or the target itself."""
+    if kind != "budget":
+        return value
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a budget no seed ran: NaN
+        return float(np.nanmean(values[:, int(np.flatnonzero(arm_budgets == value)[0])]))
+
+
+def _where(
+    own: float, other: float, arm_budgets: np.ndarray, baseline_budgets: np.ndarray, kind: str
+) -> str:
+    """Where a point's crossings lie (`INSIDE`, `BELOW_GRID`, `BEYOND_GRID`)."""
+    crossings = [(other, baseline_budgets)]
+    if kind == "target":
+        crossings.append((own, arm_budgets))
+    if any(math.isinf(value) for value, _ in crossings):
+        return BEYOND_GRID
+    if any(value == budgets[0] for value, budgets in crossings):
+        return BELOW_GRID
+    return INSIDE

@@ -85,6 +85,13 @@ class Tag:
     SKIPPED_CHECKPOINTS = "sparsesweep.skipped_checkpoints"
     SWEEP = "sparsesweep.sweep"
     SEARCH_METRIC = "sparsesweep.search_metric"
+    PRIMARY = "sparsesweep.primary"
+    """On the experiment: the sweep's primary declaration (spec section `analysis:`) as a JSON
+    object {"primary": ["ARM:BASELINE", ...] | null, "alpha": float, "target": float | null,
+    "halfwidth": float} (`analysis.primary`); on report runs: the declaration the report used,
+    its contrasts resolved."""
+    VERDICT = "sparsesweep.verdict"
+    """On report runs: the primary verdict, one sentence per primary contrast (one per line)."""
     PARTIAL = "sparsesweep.partial"
     GUARDS = "sparsesweep.guards"
     """On report runs: the verdict guards that fired (comma-separated), or `none`."""

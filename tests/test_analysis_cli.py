@@ -82,6 +82,19 @@ def test_report_without_mlflow_logging(store, invoke, tmp_path: Path) -> None:
     assert "| 0.9 | rigl+sparseopt | 52.75 ± 1.06" in (tmp_path / "report.md").read_text()
 
 
+def test_report_primary_option_declares_the_primary_contrasts(
+    store, invoke, tmp_path: Path
+) -> None:
+    uri, _ = store
+    args = ("report", "-e", "sweep", "--tracking-uri", uri, "--no-log-mlflow")
+    result = invoke(*args, "--out", str(tmp_path), "--primary", "rigl+sparseopt:rigl")
+    assert result.exit_code == 0, result.output
+    text = (tmp_path / "report.md").read_text()
+    assert "Primary contrasts: rigl+sparseopt − rigl (--primary)" in text
+    # two seeds: +2.0 and +2.5, pooled over the one cell: +2.25 ± t1 · 0.354 / sqrt(2)
+    assert "rigl+sparseopt vs rigl: +2.25 points [-0.93, +5.43] (95% t-interval" in text
+
+
 def test_report_logs_a_report_run(store, invoke, tmp_path: Path) -> None:
     uri, _ = store
     result = invoke("report", "-e", "sweep", "--tracking-uri", uri, "--out", str(tmp_path))
@@ -99,6 +112,8 @@ def test_report_logs_a_report_run(store, invoke, tmp_path: Path) -> None:
         (("export", "-e", "empty"), 1, "has no trial runs"),
         (("report", "-e", "empty"), 1, "has no trial runs"),
         (("report", "-e", "sweep", "--target", "120"), 2, "target"),
+        (("report", "-e", "sweep", "--primary", "rigl"), 2, "write it ARM:BASELINE"),
+        (("report", "-e", "sweep", "--primary", "rigl:rigl+bad"), 2, "unknown modifier 'bad'"),
     ],
 )
 def test_errors_are_one_line_with_an_exit_code(

@@ -8,14 +8,19 @@ import pandas as pd
 import pytest
 from analysis_fixtures import Trial, clean_trials, records_for, views_trials
 
-from analysis.compare import compare
+from analysis.compare import Comparison, compare
 from analysis.export import build_tables
 from analysis.guards import COLUMNS, find_guards, guard_tags
+from analysis.primary import PrimaryDeclaration, declaration
+
+
+def _comparison(trials: list[Trial], primary: PrimaryDeclaration | None = None) -> Comparison:
+    tables = build_tables(records_for(trials))
+    return compare(tables.trials.to_pandas(), tables.epochs.to_pandas(), primary=primary)
 
 
 def _guards(trials: list[Trial]) -> pd.DataFrame:
-    tables = build_tables(records_for(trials))
-    return find_guards(compare(tables.trials.to_pandas(), tables.epochs.to_pandas()))
+    return find_guards(_comparison(trials))
 
 
 def _fired(guards: pd.DataFrame, guard: str) -> list[tuple[str, str]]:
@@ -82,14 +87,80 @@ def test_lr_mismatch_fires_when_the_best_lrs_differ_and_names_the_matched_number
     assert _fired(_guards(clean_trials()), "lr_mismatch") == []
 
 
-def test_few_seeds_fires_below_ten_paired_seeds() -> None:
-    assert _fired(_guards(clean_trials(seeds=9)), "few_seeds") == [
+def _spread(trials: list[Trial], arm: str, swing: float) -> list[Trial]:
+    """The arm's test accuracy ± `swing` by seed parity (its difference spreads)."""
+    return [
+        dataclasses.replace(t, final_test=t.final_test + (swing if t.seed % 2 else -swing))
+        if t.arm == arm
+        else t
+        for t in trials
+    ]
+
+
+def test_few_seeds_says_how_many_seeds_the_spread_needs_for_the_half_width() -> None:
+    # differences 1 ± 1.5: sd 1.5·sqrt(10/9) = 1.581; n=12: t11 = 2.2010 · 1.581 / sqrt(12)
+    # = 1.005 > 1; n=13: t12 = 2.1788 · 1.581 / sqrt(13) = 0.956 <= 1
+    spread = _spread(clean_trials(), "rigl+sparseopt", 1.5)
+    assert _fired(_guards(spread), "few_seeds") == [
         (
             "digits/small_cnn/rigl s=0.9 e=2 · rigl+sparseopt vs rigl (baseline)",
-            "paired seeds best lr: 9, best common lr: 9 (< 10)",
+            "paired seeds best lr: 10, best common lr: 10, best lr, cross-fitted: 10; the "
+            "spread of best lr (sd of differences 1.58 pp) needs 13 seeds for a ±1-pp 95% "
+            "t-interval",
         )
     ]
-    assert _fired(_guards(clean_trials(seeds=10)), "few_seeds") == []
+    assert _fired(_guards(clean_trials(seeds=3)), "few_seeds") == []  # no spread at all
+    wider = find_guards(_comparison(spread, declaration(halfwidth=2.0)))
+    assert _fired(wider, "few_seeds") == []  # t4 · 1.581 / sqrt(5) = 1.96: 5 seeds do for ±2
+    single = _fired(_guards(clean_trials(seeds=1)), "few_seeds")  # one seed: no cross-fitting
+    assert [detail for _, detail in single] == [
+        "paired seeds best lr: 1, best common lr: 1; fewer than 2 paired seeds: no spread to judge"
+    ]
+
+
+def test_powerless_family_fires_when_holm_cannot_reject_at_the_seeds() -> None:
+    # 1 comparison per view at 5 seeds: 2/2^5 = 0.0625 > 0.05; at 6 seeds 0.03125 <= 0.05
+    fired = _fired(_guards(clean_trials(seeds=5)), "powerless_family")
+    assert fired == [
+        (
+            f"primary family, {view} (rigl+sparseopt − rigl)",
+            "1 comparisons of at most 5 paired seeds: the smallest exact Wilcoxon p is "
+            "2/2^5 = 0.0625, × 1 = 0.0625 > α = 0.05, so Holm rejects none whatever the data "
+            "(declare fewer contrasts or run more seeds)",
+        )
+        for view in ("best lr", "best common lr", "best lr, cross-fitted")
+    ]
+    assert _fired(_guards(clean_trials(seeds=6)), "powerless_family") == []
+    strict = find_guards(_comparison(clean_trials(seeds=6), declaration(alpha=0.01)))
+    assert len(_fired(strict, "powerless_family")) == 3
+    nothing = find_guards(_comparison(clean_trials(), declaration(["set+sparseopt:set"])))
+    assert _fired(nothing, "guard_not_evaluated") == [
+        (
+            "primary family",
+            "powerless_family: no primary contrast has both arms in one cell (declared: "
+            "set+sparseopt:set)",
+        )
+    ]
+
+
+def test_lr_tie_names_the_cell_the_tied_lrs_and_the_one_chosen() -> None:
+    # val 80 at 0.05 and 0.2 (equally near the log-middle 0.1), 70 at 0.1: the smaller wins
+    tied = [dataclasses.replace(t, final_val=80.0 if t.lr != 0.1 else 70.0) for t in clean_trials()]
+    fired = _fired(_guards(tied), "lr_tie")
+    assert fired[:2] == [
+        (
+            f"digits/small_cnn/rigl · {arm} s=0.9 e=2",
+            "lrs 0.05, 0.2 tie on mean val_acc1 80 (10 seeds); chose 0.05 (lrs run: 0.05, "
+            "0.1, 0.2)",
+        )
+        for arm in ("rigl", "rigl+sparseopt")
+    ]
+    assert fired[2] == (
+        "digits/small_cnn/rigl s=0.9 e=2 · rigl+sparseopt vs rigl (baseline)",
+        "best common lr: lrs 0.05, 0.2 tie on both arms' mean val_acc1 80; chose 0.05: "
+        "+1.00 pp (n=10)",
+    )
+    assert _fired(_guards(clean_trials()), "lr_tie") == []
 
 
 def test_short_update_interval_fires_for_set_and_rigl_only() -> None:
@@ -157,12 +228,16 @@ def test_guard_tags_list_the_fired_guards_and_count_every_guard() -> None:
     trials = [dataclasses.replace(trial, delta_t=10) for trial in views_trials()]
     guards = _guards(trials)
     tags = guard_tags(guards)
-    assert tags["sparsesweep.guards"] == "lr_at_edge,lr_mismatch,few_seeds,guard_not_evaluated"
+    assert tags["sparsesweep.guards"] == (
+        "lr_at_edge,lr_mismatch,powerless_family,guard_not_evaluated"
+    )
     assert {key: value for key, value in tags.items() if key != "sparsesweep.guards"} == {
         "sparsesweep.guard.lr_at_edge": "2",
+        "sparsesweep.guard.lr_tie": "0",
         "sparsesweep.guard.few_selection_seeds": "0",
         "sparsesweep.guard.lr_mismatch": "1",
-        "sparsesweep.guard.few_seeds": "2",
+        "sparsesweep.guard.few_seeds": "0",
+        "sparsesweep.guard.powerless_family": "3",
         "sparsesweep.guard.short_update_interval": "0",
         "sparsesweep.guard.inactive_ablation": "0",
         "sparsesweep.guard.guard_not_evaluated": "1",
@@ -171,8 +246,7 @@ def test_guard_tags_list_the_fired_guards_and_count_every_guard() -> None:
         "lr_at_edge",
         "lr_at_edge",
         "lr_mismatch",
-        "few_seeds",
-        "few_seeds",
+        *["powerless_family"] * 3,
         "guard_not_evaluated",
     ]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import re
 from pathlib import Path
 
@@ -10,9 +11,11 @@ import pytest
 from analysis_fixtures import Trial, build_store, clean_trials, lr_search_trials, planted_trials
 from mlflow.tracking import MlflowClient
 
+from analysis.errors import BadInputError
 from analysis.export import export_experiment
 from analysis.plots import FIGURES
-from analysis.report import ReportResult, write_report
+from analysis.primary import PrimaryDeclaration
+from analysis.report import ReportResult, report_from_export, write_report
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +33,11 @@ def test_report_files_and_figures_are_written(planted) -> None:
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5_000
         assert "<svg" in svg.read_text()[:2_000]
     for table in (
+        "primary",
+        "budget_equivalence",
         "summary",
         "paired_differences",
+        "paired_seeds",
         "matched_lr",
         "budget_to_target",
         "itop_sparsity_per_run",
@@ -39,6 +45,47 @@ def test_report_files_and_figures_are_written(planted) -> None:
     ):
         assert len((out / "tables" / f"{table}.csv").read_text().splitlines()) > 1
     assert (out / "data" / "trials").is_dir() and (out / "data" / "manifest.json").is_file()
+
+
+def test_the_report_opens_on_the_primary_verdict(planted) -> None:
+    _, result = planted
+    text = result.markdown.read_text()
+    assert text.split("\n## ")[1].startswith("Primary verdict")
+    assert (
+        "Primary contrasts: rigl+sparseopt − rigl (default: every arm with a modifier against "
+        "its base arm); α = 0.05." in text
+    )
+    # seed 4 misses s=0.95 e=4, so seeds 0-3 pool the 4 cells: (2 NULL + 2 PLANT) / 4 per
+    # seed = 1.25, 1.05, 0.90, 1.20; mean 1.10, sd 0.158, ± t3 · 0.158 / 2 = 0.252
+    (sentence,) = result.verdict.sentences
+    assert sentence.startswith("rigl+sparseopt vs rigl: +1.10 points [+0.85, +1.35] (95% ")
+    assert "n=4 seeds, matched lr, pooled over 4 cells" in sentence
+    assert f"- {sentence}" in text
+    with (result.out_dir / "tables" / "primary.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0])[:10] == [
+        "contrast",
+        "arm",
+        "baseline",
+        "scope",
+        "view",
+        "estimate",
+        "ci_low",
+        "ci_high",
+        "n",
+        "method",
+    ]
+    assert [(r["scope"], r["view"]) for r in rows[:3]] == [
+        ("all", "best common lr"),
+        ("all", "best lr"),
+        ("all", "best lr, cross-fitted"),
+    ]
+    assert {r["scope"] for r in rows} == {"all", "sparsity=0.9", "sparsity=0.95"} | {
+        "budget=2",
+        "budget=4",
+    }
+    html = result.html.read_text()
+    assert html.index("<h2>Primary verdict</h2>") < html.index("<h2>How these numbers")
 
 
 def test_markdown_has_the_paper_style_table_and_the_partial_banner(planted) -> None:
@@ -54,9 +101,8 @@ def test_markdown_has_the_paper_style_table_and_the_partial_banner(planted) -> N
         text,
     )
     assert (
-        "reaches 56.04% (rigl @ 4) at 2 epochs vs 4 for rigl (speedup 2.00×); percentile "
-        "bootstrap over seeds (n=5/4 seeds per budget): budget [2, 2] vs [4, 4], speedup "
-        "[2.00, 2.00]×, target reached in 100% of replicates" in text
+        "reaches 56.04% (rigl @ 4) at 2 epochs vs 4 for rigl (speedup 2.00×); no bootstrap "
+        "(n < 8: too few seeds to resample), n=5/4 seeds per budget" in text
     )
     assert (
         "Gain, best lr (each arm at its own chosen lr): e=2: +2.24 pp [1.55, 2.93] (t, n=5)" in text
@@ -66,8 +112,8 @@ def test_markdown_has_the_paper_style_table_and_the_partial_banner(planted) -> N
 
 
 def _guard_box(text: str) -> str:
-    """The part of report.md before its first section."""
-    return text.split("\n## ")[0]
+    """The part of report.md between the primary verdict and the method section."""
+    return text.split("\n### Budget equivalence")[-1].split("\n## How these numbers")[0]
 
 
 def test_guards_csv_and_the_warning_box_at_the_top(planted) -> None:
@@ -75,22 +121,25 @@ def test_guards_csv_and_the_warning_box_at_the_top(planted) -> None:
     with (result.out_dir / "tables" / "guards.csv").open() as handle:
         rows = list(csv.reader(handle))
     assert rows[0] == ["guard", "scope", "detail"]
-    assert [row[0] for row in rows[1:]] == ["lr_at_edge"] * 8 + ["few_seeds"] * 4 + [
-        "guard_not_evaluated"
-    ]
+    assert [row[0] for row in rows[1:]] == ["lr_at_edge"] * 8 + ["few_seeds"] + [
+        "powerless_family"
+    ] * 3 + ["guard_not_evaluated"]
     assert rows[9] == [
         "few_seeds",
-        "digits/small_cnn/rigl s=0.9 e=2 · rigl+sparseopt vs rigl (baseline)",
-        "paired seeds best lr: 5, best common lr: 5 (< 10)",
+        "digits/small_cnn/rigl s=0.95 e=4 · rigl+sparseopt vs rigl (baseline)",
+        "paired seeds best lr: 4, best common lr: 4, best lr, cross-fitted: 4; the spread of "
+        "best lr (sd of differences 0.65 pp) needs 5 seeds for a ±1-pp 95% t-interval",
     ]
     top = _guard_box(result.markdown.read_text())
-    assert "> **⚠ VERDICT GUARDS — 13 warning(s) of 3 kind(s)" in top
+    assert "> **⚠ VERDICT GUARDS — 13 warning(s) of 4 kind(s)" in top
     assert "> - lr_at_edge ×8: the chosen lr is the lowest or highest" in top
-    assert "> - few_seeds ×4: fewer than 10 paired seeds" in top
+    assert "> - few_seeds ×1: the paired differences spread too much" in top
+    assert "> - powerless_family ×3: the primary family is too large for its seeds" in top
     assert "short_update_interval: 39 of 39 runs have no steps_per_epoch tag" in top
     assert "## Verdict guards" in result.markdown.read_text()
     html = result.html.read_text()
-    assert html.index('<div class="guards">') < html.index("<h2>")
+    assert html.index("<h2>Primary verdict</h2>") < html.index('<div class="guards">')
+    assert html.index('<div class="guards">') < html.index("<h2>How these numbers")
     assert "lr_at_edge ×8" in html
 
 
@@ -109,7 +158,9 @@ def test_report_is_logged_as_a_report_run_and_not_exported_as_a_trial(planted, t
     run = client.get_run(result.mlflow_run_id)
     assert run.data.tags["sparsesweep.role"] == "report"
     assert run.data.tags["sparsesweep.partial"] == "true"
-    assert run.data.tags["sparsesweep.guards"] == "lr_at_edge,few_seeds,guard_not_evaluated"
+    assert run.data.tags["sparsesweep.guards"] == (
+        "lr_at_edge,few_seeds,powerless_family,guard_not_evaluated"
+    )
     counts = {
         key.removeprefix("sparsesweep.guard."): value
         for key, value in run.data.tags.items()
@@ -117,13 +168,26 @@ def test_report_is_logged_as_a_report_run_and_not_exported_as_a_trial(planted, t
     }
     assert counts == {
         "lr_at_edge": "8",
+        "lr_tie": "0",
         "few_selection_seeds": "0",
         "lr_mismatch": "0",
-        "few_seeds": "4",
+        "few_seeds": "1",
+        "powerless_family": "3",
         "short_update_interval": "0",
         "inactive_ablation": "0",
         "guard_not_evaluated": "1",
     }
+    assert json.loads(run.data.tags["sparsesweep.primary"]) == {
+        "primary": ["rigl+sparseopt:rigl"],
+        "alpha": 0.05,
+        "target": None,
+        "halfwidth": 1.0,
+    }
+    assert run.data.tags["sparsesweep.verdict"] == result.verdict.sentences[0]
+    key = "primary.rigl_sparseopt.vs.rigl.best_common_lr"
+    pooled = result.verdict.primary.iloc[0]
+    assert run.data.metrics[f"{key}.estimate"] == pytest.approx(pooled["estimate"])
+    assert run.data.metrics[f"{key}.n"] == 4.0
     assert run.info.status == "FINISHED"
     names = {item.path for item in client.list_artifacts(run.info.run_id)}
     assert {"report.md", "report.html", "plots", "tables", "data"} <= names
@@ -138,6 +202,57 @@ def test_complete_sweep_report_has_no_banner_and_names_its_selection(tmp_path: P
     assert not result.partial and result.mlflow_run_id is None
     assert "PARTIAL" not in text
     assert "best lr on val_acc1" in text and "final stage" in text
+
+
+def test_the_declaration_comes_from_the_experiment_tag_and_primary_overrides_it(
+    tmp_path: Path,
+) -> None:
+    trials = clean_trials(arms=("rigl", "rigl+sparseopt", "rigl+sparseopt+cap"))
+    uri, _ = build_store(tmp_path, "tagged", trials)
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("tagged").experiment_id
+    tag = {"primary": ["rigl+sparseopt+cap:rigl+sparseopt"], "alpha": 0.01, "halfwidth": 0.5}
+    client.set_experiment_tag(experiment, "sparsesweep.primary", json.dumps(tag))
+    tagged = write_report(uri, "tagged", tmp_path / "tagged", log_to_mlflow=False)
+    assert tagged.declaration == PrimaryDeclaration(
+        (("rigl+sparseopt+cap", "rigl+sparseopt"),), 0.01, None, 0.5
+    )
+    text = tagged.markdown.read_text()
+    assert (
+        "Primary contrasts: rigl+sparseopt+cap − rigl+sparseopt (experiment tag "
+        "sparsesweep.primary); α = 0.01." in text
+    )
+    assert json.loads((tagged.out_dir / "data" / "manifest.json").read_text())["primary"] == (
+        json.dumps(tag)
+    )
+    override = write_report(
+        uri,
+        "tagged",
+        tmp_path / "override",
+        log_to_mlflow=False,
+        primary=["rigl+sparseopt:rigl", "rigl+sparseopt+cap:rigl"],
+        target=61.5,
+    )
+    assert override.declaration == PrimaryDeclaration(
+        (("rigl+sparseopt", "rigl"), ("rigl+sparseopt+cap", "rigl")), 0.01, 61.5, 0.5
+    )
+    assert "(--primary); α = 0.01." in override.markdown.read_text()
+    assert len(override.verdict.sentences) == 2
+    # the same report from the exported Parquet alone
+    again = report_from_export(
+        tmp_path / "override" / "data",
+        tmp_path / "again",
+        primary=["rigl+sparseopt:rigl", "rigl+sparseopt+cap:rigl"],
+        target=61.5,
+    )
+    assert again.declaration == override.declaration and again.mlflow_run_id is None
+    for table in ("primary", "budget_equivalence", "paired_differences", "guards"):
+        assert (tmp_path / "again" / "tables" / f"{table}.csv").read_text() == (
+            tmp_path / "override" / "tables" / f"{table}.csv"
+        ).read_text()
+    with pytest.raises(BadInputError, match="write it ARM:BASELINE"):
+        write_report(uri, "tagged", tmp_path / "bad", primary=["rigl"])
+    assert not (tmp_path / "bad").exists()  # rejected before the export
 
 
 def test_a_report_with_no_guard_says_so_and_tags_none(tmp_path: Path) -> None:

@@ -159,6 +159,99 @@ def test_selection_rule_scores_diverged_seeds_as_the_worst_value() -> None:
     assert selection.best_key({0: None}, "val_acc1") is None
 
 
+F, D, X, R = Status.FINISHED, Status.DIVERGED, Status.FAILED, Status.RUNNING
+
+
+def _trial(key: int, lr: float, *seeds: tuple[Status, float | None]) -> selection.LrTrial:
+    return selection.LrTrial(key, lr, list(seeds))
+
+
+def test_an_lr_trial_scores_the_mean_of_its_counted_seeds_once_enough_have_ended() -> None:
+    ranking = selection.rank_lr_trials(
+        [
+            _trial(0, 0.1, (F, 90.0), (D, 95.0), (X, 99.0)),  # (90 + 0) / 2: failed not counted
+            _trial(1, 0.3, (F, 80.0), (F, 70.0), (R, 99.0)),  # 2 of 3 ended: not ranked
+            _trial(2, 1.0, (X, 99.0), (X, 99.0), (X, 99.0)),  # ended, none counts: not ranked
+            _trial(3, 0.03, (F, 50.0), (Status.STOPPED, 40.0), (F, 30.0)),
+        ],
+        "val_acc1",
+        seeds_expected=3,
+    )
+    assert ranking.scores == {0: 45.0, 1: None, 2: None, 3: 40.0}
+    assert (ranking.best, ranking.tied) == (0, (0,))
+
+
+def test_a_loss_is_minimised_and_a_diverged_seed_ranks_its_lr_last() -> None:
+    ranking = selection.rank_lr_trials(
+        [_trial(0, 0.1, (F, 0.5), (D, 0.01)), _trial(1, 0.3, (F, 0.9), (F, 0.7))],
+        "val_loss",
+        seeds_expected=2,
+    )
+    assert ranking.scores == {0: math.inf, 1: 0.8} and ranking.best == 1
+
+
+GRID = (0.03, 0.1, 0.3, 1.0)  # log-middle: sqrt(0.03 * 1) = 0.1732
+
+
+@pytest.mark.parametrize(
+    ("tied_lrs", "winner"),
+    [
+        ((0.3, 1.0), 0.3),  # |ln(0.3/0.1732)| = 0.55 < |ln(1/0.1732)| = 1.75
+        ((1.0, 0.03), 0.03),  # 1.75 vs |ln(0.03/0.1732)| = 1.75: equally near, the smaller
+        ((0.3, 0.1), 0.1),  # 0.1 and 0.3 both 0.549 from the middle (0.1 · 0.3 = 0.03 · 1)
+        ((1.0, 0.3, 0.1), 0.1),
+    ],
+)
+def test_ties_go_to_the_lr_nearest_the_log_middle_of_the_grid_then_the_smaller(
+    tied_lrs: tuple[float, ...], winner: float
+) -> None:
+    trials = [_trial(i, lr, (F, 97.5), (F, 97.0)) for i, lr in enumerate(tied_lrs)]
+    trials.append(_trial(9, 0.03 if 0.03 not in tied_lrs else 1.0, (F, 90.0), (F, 90.0)))
+    ranking = selection.rank_lr_trials(trials, "val_acc1", seeds_expected=2, grid=GRID)
+    assert ranking.best is not None and trials[ranking.best].lr == winner  # type: ignore[index]
+    assert sorted(trials[key].lr for key in ranking.tied) == sorted(tied_lrs)  # type: ignore[index]
+    assert trials[ranking.tied[0]].lr == winner  # type: ignore[index]
+
+
+def test_without_a_grid_ties_use_the_log_middle_of_the_ranked_lrs() -> None:
+    # ranked lrs 0.01 .. 1: middle 0.1, so of the tied 0.01 and 0.3 the nearer is 0.3
+    trials = [
+        _trial(0, 0.01, (F, 80.0)),
+        _trial(1, 0.3, (F, 80.0)),
+        _trial(2, 1.0, (F, 70.0)),
+    ]
+    ranking = selection.rank_lr_trials(trials, "val_acc1", seeds_expected=1)
+    assert (ranking.best, ranking.tied) == (1, (1, 0))
+    # with the grid 0.001 .. 1 (middle 0.0316) the same tie goes to 0.01
+    assert selection.rank_lr_trials(trials, "val_acc1", 1, grid=(0.001, 1.0)).best == 0
+
+
+def test_scores_equal_up_to_float_rounding_tie_and_others_do_not() -> None:
+    # the same correct-image counts summed in another order differ in the last bits
+    first = [(F, 0.1), (F, 0.2), (F, 0.7)]
+    second = [(F, 0.7), (F, 0.1), (F, 0.2 + 1e-15)]
+    tie = selection.rank_lr_trials(
+        [_trial(0, 1.0, *first), _trial(1, 0.1, *second)], "val_acc1", 3, grid=(0.1, 1.0)
+    )
+    assert tie.tied == (1, 0)  # equally near the middle 0.316: the smaller lr first
+    apart = selection.rank_lr_trials(
+        [_trial(0, 1.0, *first), _trial(1, 0.1, (F, 0.1), (F, 0.2), (F, 0.7 - 1e-6))],
+        "val_acc1",
+        3,
+    )
+    assert (apart.best, apart.tied) == (0, (0,))
+
+
+def test_rank_lr_trials_rejects_what_it_cannot_rank() -> None:
+    assert selection.rank_lr_trials([], "val_acc1", 1) == selection.LrRanking({}, None, ())
+    with pytest.raises(ValueError, match="seeds_expected"):
+        selection.rank_lr_trials([_trial(0, 0.1, (F, 1.0))], "val_acc1", 0)
+    with pytest.raises(ValueError, match="unique"):
+        selection.rank_lr_trials([_trial(0, 0.1), _trial(0, 0.3)], "val_acc1", 1)
+    with pytest.raises(ValueError, match="positive"):
+        selection.rank_lr_trials([_trial(0, 0.0, (F, 1.0))], "val_acc1", 1)
+
+
 # ---- the same answer from the searcher, `status`, MLflow and the report ----------------------
 
 LRS = (0.03, 0.1, 0.3)

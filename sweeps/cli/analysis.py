@@ -88,6 +88,16 @@ def report_command(
     log_mlflow: Annotated[
         bool, typer.Option("--log-mlflow/--no-log-mlflow", help="Log the report to MLflow.")
     ] = True,
+    primary: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--primary",
+            metavar="ARM:BASELINE",
+            help="A primary contrast (repeatable), e.g. rigl+sparseopt:rigl; replaces the "
+            "sweep's declared ones (experiment tag sparsesweep.primary; default: every arm "
+            "with a modifier against its base arm).",
+        ),
+    ] = None,
 ) -> None:
     """Write the convergence-versus-budget report (Markdown, HTML, plots, Parquet) and log it
     to MLflow as a report run."""
@@ -98,7 +108,7 @@ def report_command(
         raise fail(f"--target {target} is out of range; allowed: a test accuracy in [0, 100] (%)")
     result = _guarded(
         lambda: write_report(
-            tracking_uri, experiment, out, target=target, log_to_mlflow=log_mlflow
+            tracking_uri, experiment, out, target=target, log_to_mlflow=log_mlflow, primary=primary
         ),
         tracking_uri,
     )
