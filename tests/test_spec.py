@@ -190,6 +190,22 @@ INVALID: list[tuple[str, dict[str, Any], list[str]]] = [
         payload(workloads={"w": {"data.val_fraction": 0}}),
         ["workloads.w.data.val_fraction", "(0, 1)"],
     ),
+    (
+        "primary contrast names an arm the sweep lacks",
+        payload(analysis={"primary": ["rigl+sparseopt:set"]}),
+        ["analysis.primary[0]", "set is not an arm", "dense, rigl, rigl+sparseopt"],
+    ),
+    (
+        "primary contrast not ARM:BASELINE",
+        payload(analysis={"primary": ["rigl+sparseopt"]}),
+        ["analysis", "ARM:BASELINE"],
+    ),
+    ("empty primary family", payload(analysis={"primary": []}), ["analysis", "omit it"]),
+    ("alpha out of range", payload(analysis={"alpha": 1.5}), ["analysis", "alpha", "(0, 1)"]),
+    ("alpha a boolean", payload(analysis={"alpha": True}), ["analysis.alpha", "boolean"]),
+    ("target above 100", payload(analysis={"target": 120}), ["analysis", "target", "[0, 100]"]),
+    ("halfwidth not positive", payload(analysis={"halfwidth": 0}), ["analysis", "halfwidth"]),
+    ("unknown analysis key", payload(analysis={"holm": True}), ["analysis.holm", "primary"]),
 ]
 
 
@@ -361,6 +377,7 @@ EXTENSIONS = [
     payload(workloads={"default": {}, "mlp": {"model.name": "mlp"}}),
     payload(second_stage={"seeds": [10]}),
     payload(resources={"max_concurrent_trials": 4}),
+    payload(analysis={"primary": ["rigl+sparseopt:rigl"], "alpha": 0.01}),
     payload(
         base__data={"name": "digits", "batch_size": 64, "augment": True}
     ),  # a default made explicit
@@ -497,3 +514,16 @@ def test_stored_base_weight_decay_stays_when_weight_decay_is_not_searched(tmp_pa
     path.write_text(stored_spec_text(spec, {}))  # dumps `search.weight_decay: null`
     stored = read_stored_sweep(str(path))
     assert stored is not None and stored.spec.base["optim"] == {"weight_decay": 1e-3}
+
+
+def test_analysis_section_is_the_report_declaration() -> None:
+    """The spec's `analysis:` section becomes the JSON the tracker records as the experiment tag
+    `sparsesweep.primary` and the report reads back (`analysis.primary.from_json`)."""
+    from analysis.primary import from_json
+
+    default = parse_spec(BASE).analysis.declaration()
+    assert default.contrasts is None and default.alpha == 0.05 and default.halfwidth == 1.0
+    spec = parse_spec(payload(analysis={"primary": ["rigl+sparseopt:rigl"], "target": 90}))
+    declared = spec.analysis.declaration()
+    assert declared.contrasts == (("rigl+sparseopt", "rigl"),) and declared.target == 90.0
+    assert from_json(declared.to_json()) == declared

@@ -29,6 +29,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from analysis.errors import BadInputError
+from analysis.primary import DEFAULT_ALPHA, DEFAULT_HALFWIDTH, PrimaryDeclaration, declaration
 from contract.arms import parse_arm
 from contract.names import DEFAULT_SEARCH_METRIC, SEARCH_METRICS, Direction, metric_direction
 from sweeps.spec.cells import (
@@ -297,6 +299,35 @@ class Resources(_Strict):
         return self
 
 
+class AnalysisConfig(_Strict):
+    """The question the sweep exists to answer, declared before the data (`analysis.primary`).
+
+    `primary`: contrasts `ARM:BASELINE` (default: every arm with a modifier against its base
+    arm, e.g. `rigl+sparseopt:rigl`; `dense` a reference only); multiplicity is corrected within
+    them only. `alpha`: the family-wise error rate. `target`: a test accuracy (%) the
+    budget-to-target table and the budget equivalence aim at (default: each baseline's mean at
+    its largest budget). `halfwidth`: the interval half-width (points) the `few_seeds` guard asks
+    for. Recorded as the MLflow experiment tag `sparsesweep.primary`, which the report reads.
+    """
+
+    primary: list[str] | None = None
+    alpha: Annotated[float, NOT_BOOL] = DEFAULT_ALPHA
+    target: Annotated[float | None, NOT_BOOL] = None
+    halfwidth: Annotated[float, NOT_BOOL] = DEFAULT_HALFWIDTH
+
+    @model_validator(mode="after")
+    def _declared(self) -> AnalysisConfig:
+        self.declaration()
+        return self
+
+    def declaration(self) -> PrimaryDeclaration:
+        """The report's declaration object (`analysis.primary`); ValueError naming the field."""
+        try:
+            return declaration(self.primary, self.alpha, self.target, self.halfwidth)
+        except BadInputError as error:
+            raise ValueError(str(error).removeprefix("analysis.")) from None
+
+
 class SweepSpec(BaseModel):
     """A whole sweep: identity, storage, base config, factors, search, stages and resources."""
 
@@ -312,6 +343,7 @@ class SweepSpec(BaseModel):
     second_stage: SecondStage | None = None
     early_stopping: EarlyStopping | None = None
     resources: Resources = Resources()
+    analysis: AnalysisConfig = AnalysisConfig()
 
     _cells: list[Cell] | None = PrivateAttr(default=None)
 
@@ -372,6 +404,13 @@ class SweepSpec(BaseModel):
     @model_validator(mode="after")
     def _cross_checks(self) -> SweepSpec:
         _check_search(self.search)
+        for index, contrast in enumerate(self.analysis.declaration().contrasts or ()):
+            missing = [arm for arm in contrast if arm not in self.grid.arms]
+            if missing:
+                raise ValueError(
+                    f"analysis.primary[{index}]: {', '.join(missing)} is not an arm of the sweep; "
+                    f"allowed: arms of grid.arms ({', '.join(self.grid.arms)})"
+                )
         if self.second_stage is not None:
             for index, seed in enumerate(self.second_stage.seeds):
                 if seed in self.grid.seeds:
