@@ -25,6 +25,9 @@ DropScores = Literal["magnitude", "row_normalized"]
 DatasetName = Literal["digits", "synthetic", "cifar100", "imagenet"]
 Decode = Literal["pil", "gpu"]
 ModelName = Literal["resnet20", "resnet50", "mlp", "small_cnn"]
+IMAGENET_CROP = 224
+"""ImageNet's crop side in pixels: the image size its models see (here so that reading a config's
+model input needs no torch)."""
 
 
 class _Strict(BaseModel):

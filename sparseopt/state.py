@@ -1,5 +1,8 @@
 """`attach`: sparse training through optimizer step hooks, and the `SparseState` it returns.
 
+Its settings are one `sparseopt.config.SparseConfig` (validated there, the option rules included);
+the method's topology updater comes from the registry `sparseopt.topology.UPDATERS`.
+
 The model is never rewritten: each maskable module gets a boolean buffer `weight_mask` (so
 `model.state_dict()` carries it), its weight is zeroed off-mask in place, and everything else
 happens in the optimizer's step pre/post hooks. The forward graph is untouched, which keeps
@@ -12,7 +15,8 @@ Per optimizer step:
   zero it off-mask, in one fused pass; then optionally rescale the whole gradient (over all
   parameters with gradients, after masking) to unit global norm (`grad_renorm`) or clip its norm
   to `grad_clip`; then optionally scale the weight decay of each row by f_i.
-- post-step: HAM if enabled; the topology update when due (`sparseopt.topology`).
+- post-step: HAM if enabled; the topology update when due (`sparseopt.topology`), recorded
+  row by row in `row_trace` when `trace_rows` is on (a cost of update steps only).
 
 Keeping masked weights and optimizer state exactly zero costs no extra pass for SGD, Adam and
 AdamW (exact types, eps > 0): they update every element from that element's own gradient,
@@ -39,6 +43,7 @@ mean gradient). A rank-0 broadcast of the masks after each update guards against
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -195,9 +200,8 @@ class SparseState:
                 f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}"
             )
         self.updater = UPDATERS[config.method]
-        if self.updater.traits.dynamic and (
-            isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps <= 0
-        ):
+        counted = isinstance(total_steps, numbers.Integral) and not isinstance(total_steps, bool)
+        if self.updater.traits.dynamic and not (counted and total_steps > 0):
             raise ValueError(
                 f"total_steps must be a positive int for method={config.method!r}, "
                 f"got {total_steps!r}"
@@ -208,7 +212,7 @@ class SparseState:
                 f"AdamW only (the decay sparseopt knows how to scale); got {type(optimizer).__name__}"
             )
         self.config = config
-        self.total_steps = total_steps
+        self.total_steps = int(total_steps) if counted else None
         self.seed = int(seed)
         self.modifiers = tuple(name for name in MODIFIERS if name in config.modifiers())
         """The modifiers of `MODIFIERS` this run uses, in that order (their activity is counted)."""
