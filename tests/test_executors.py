@@ -51,12 +51,17 @@ def run_sweep(tmp_path: Path, arms: list[str], executor: str) -> dict[str, list[
     return {trial_rows[0]["config"]["meta"]["arm"]: trial_rows for trial_rows in rows.values()}
 
 
-def history(tmp_path: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The trial's per-epoch metrics from its final checkpoint, timings removed."""
+def checkpoints(tmp_path: Path, rows: list[dict[str, Any]]) -> list[Path]:
+    """The trial's checkpoint directories, oldest first (their names hold the time of writing
+    to the microsecond, `checkpoint_%Y-%m-%d_%H-%M-%S.%f`)."""
     config_hash = rows[0]["config"]["meta"]["config_hash"]
     run_dir = tmp_path / "results" / "executors" / "train_runs" / f"trial-{config_hash}"
-    newest = sorted(path for path in run_dir.glob("checkpoint_*") if path.is_dir())[-1]
-    payload = load_latest_checkpoint(newest)
+    return sorted(path for path in run_dir.glob("checkpoint_*") if path.is_dir())
+
+
+def history(tmp_path: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The trial's per-epoch metrics from its final checkpoint, timings removed."""
+    payload = load_latest_checkpoint(checkpoints(tmp_path, rows)[-1])
     assert payload is not None
     return [{k: v for k, v in entry.items() if k not in TIMINGS} for entry in payload["history"]]
 
@@ -64,9 +69,11 @@ def history(tmp_path: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def test_a_trial_is_bit_identical_after_others_alone_and_on_ray_train(tmp_path: Path) -> None:
     shared = run_sweep(tmp_path / "shared", ["dense", "set+sparseopt", TARGET_ARM], "actor")
     pids = {rows[-1]["pid"] for rows in shared.values()}
-    starts = sorted((rows[0]["timestamp"], arm) for arm, rows in shared.items())
     assert len(pids) == 1, f"the trials did not share one reused actor: {pids}"
-    assert starts[-1][1] == TARGET_ARM, f"{TARGET_ARM} did not run last: {starts}"
+    # One actor trains its trials one after the other: the order of their first checkpoints
+    # (microsecond names) is the order they ran in (Tune's timestamps are whole seconds).
+    firsts = sorted((checkpoints(tmp_path / "shared", rows)[0].name, arm) for arm, rows in shared.items())  # fmt: skip
+    assert firsts[-1][1] == TARGET_ARM, f"{TARGET_ARM} did not run last: {firsts}"
 
     alone = run_sweep(tmp_path / "alone", [TARGET_ARM], "actor")
     on_train = run_sweep(tmp_path / "train", [TARGET_ARM], "train")
