@@ -49,6 +49,7 @@ from analysis.compare import (
     VIEWS,
     Comparison,
 )
+from contract.arms import DYNAMIC_METHODS
 from contract.names import Tag
 
 GUARDS: tuple[str, ...] = (
@@ -65,7 +66,6 @@ GUARDS: tuple[str, ...] = (
 COLUMNS: tuple[str, ...] = ("guard", "scope", "detail")
 MIN_SELECTION_SEEDS = 3
 MIN_ACTIVE_FRAC = 0.01
-DYNAMIC_METHODS: tuple[str, ...] = ("set", "rigl")
 
 GUARD_HELP: dict[str, str] = {
     "lr_at_edge": "the chosen lr is the lowest or highest its cell ran (or the only one): "

@@ -11,7 +11,7 @@ own local Ray; variants alternate for `--rounds` rounds so they see the same mac
   preemption watcher on).
 
 Timestamps: the driver's Tune callback hooks (trial start and end, as the tracker sees them),
-and, inside the process that trains, wrappers around `trainables.loop`'s `build_run`,
+and, inside the process that trains, wrappers around `sparseopt.loop`'s `build_run`,
 `train_and_evaluate` and the session's `report` (installed by this script only; no library
 code prints or times anything for it). Per trial, with trials back to back:
 
@@ -59,10 +59,10 @@ MARKS_DIR = ""  # set in the child before the sweep starts; pickled with the wra
 
 # ---- wrappers that run where the trial trains (the Tune actor, or Ray Train's rank 0) --------
 def instrumented(session_class: Any, run: Any) -> Any:
-    """Run `run()` with `trainables.loop` and `session_class.report` timed; write the marks."""
+    """Run `run()` with `sparseopt.loop` and `session_class.report` timed; write the marks."""
     import psutil
 
-    from trainables import loop
+    from sparseopt import loop
 
     marks: dict[str, Any] = {"enter": time.time(), "pid": os.getpid(), "epochs": []}
     originals = (loop.build_run, loop.train_and_evaluate, session_class.report)
@@ -116,11 +116,13 @@ def timed_train_in_actor(config: dict[str, Any], runtime: Any) -> None:
 
 def timed_train_loop(loop_config: dict[str, Any]) -> None:
     """`trainables.worker.train_loop_per_worker`, instrumented (rank 0 writes the marks)."""
+    import ray.train
+
     from trainables import worker
 
     def run() -> str | None:
-        worker.run_trial_loop(loop_config, worker.RayTrainSession())
-        rank = worker.RayTrainSession().rank
+        worker.train_loop_per_worker(loop_config)
+        rank = ray.train.get_context().get_world_rank()
         return loop_config["meta"]["config_hash"] if rank == 0 else None
 
     instrumented(worker.RayTrainSession, run)

@@ -8,7 +8,8 @@ What they must agree on lives here, typed, and nowhere else:
   carries it, and the keys of the results a trial reports (`ResultKey`);
 - `contract.outcome`: the status vocabulary and the one function deciding a trial's outcome;
 - `contract.names`: metric names and directions, MLflow tag names and roles;
-- `contract.arms`: the arm grammar (`rigl+sparseopt+cap`) and each arm's baseline;
+- `contract.arms`: the method registry, the arm grammar (`rigl+sparseopt+cap`), the
+  sparse-option rules arms and configs share, and each arm's baseline;
 - `contract.selection`: the one rule that picks a cell's best learning rate.
 
 This package sits beneath `sparseopt`, `trainables`, `sweeps` and `analysis` and imports

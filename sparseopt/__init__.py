@@ -1,93 +1,98 @@
 """sparseopt: sparse training with SparseOpt gradient correction, driven by optimizer hooks.
 
 Usage: `state = sparseopt.attach(model, optimizer, method="rigl", sparsity=0.95, ...)`, then a
-plain `loss.backward(); optimizer.step()` loop. This package imports only torch (never ray,
-optuna or mlflow).
+plain `loss.backward(); optimizer.step()` loop. The library imports torch (plus torchvision,
+numpy and scikit-learn for models and data), never ray, optuna or mlflow.
+
+Importing the package, or `sparseopt.config`, loads no torch: each public name below is
+imported from its module on first use (PEP 562), so a command that only reads a config
+(`sparsesweep status`) does not pay for torch.
 """
 
-from sparseopt.distributions import erk_densities, layer_nonzeros, uniform_densities
-from sparseopt.ham import HamSettings, ham_step, ham_update_
-from sparseopt.masks import layer_generator, maskable_weights, normalized_layers, random_mask
-from sparseopt.preconditioners import clip_grads_, neuron_scale, renormalize_grads_
-from sparseopt.state import SparseSettings, SparseState, TopologyUpdate, attach, attach_from_config
-from sparseopt.topology import drop_fraction_at, is_update_step
+from __future__ import annotations
 
-__all__ = [
-    "HamSettings",
-    "SparseSettings",
-    "SparseState",
-    "TopologyUpdate",
-    "attach",
-    "attach_from_config",
-    "clip_grads_",
-    "drop_fraction_at",
-    "erk_densities",
-    "ham_step",
-    "ham_update_",
-    "is_update_step",
-    "layer_generator",
-    "layer_nonzeros",
-    "maskable_weights",
-    "neuron_scale",
-    "normalized_layers",
-    "random_mask",
-    "renormalize_grads_",
-    "uniform_densities",
-]
+import importlib
+from typing import Any
 
-# Models, data, schedules, engine, checkpoints and diagnostics: the training side of the library.
-from sparseopt.checkpoint import (
-    CheckpointError,
-    load_checkpoint,
-    load_latest_checkpoint,
-    restore_training_state,
-    save_checkpoint,
-    training_payload,
-)
-from sparseopt.data import DataRootError, build_datasets, build_loaders
-from sparseopt.diagnostics import (
-    fan_in_spread,
-    following_batchnorms,
-    gradient_skew_curve,
-    plot_gradient_skew,
-    row_weights_vs_fan_in,
-    weight_fan_in_rows,
-)
-from sparseopt.engine import DivergedError, evaluate, seed_everything, train_one_epoch
-from sparseopt.models import build_model, mlp, resnet20, resnet50, small_cnn
-from sparseopt.recipe import Run, build_run, resolve_device
-from sparseopt.runner import run_training
-from sparseopt.schedules import build_scheduler, warmup_cosine
+_EXPORTS: dict[str, str] = {
+    # the sparse state and its parts
+    "SparseState": "sparseopt.state",
+    "TopologyUpdate": "sparseopt.state",
+    "RowUpdate": "sparseopt.state",
+    "attach": "sparseopt.state",
+    "erk_densities": "sparseopt.distributions",
+    "layer_nonzeros": "sparseopt.distributions",
+    "uniform_densities": "sparseopt.distributions",
+    "ham_step": "sparseopt.ham",
+    "ham_update_": "sparseopt.ham",
+    "layer_generator": "sparseopt.masks",
+    "maskable_weights": "sparseopt.masks",
+    "normalized_layers": "sparseopt.masks",
+    "random_mask": "sparseopt.masks",
+    "clip_grads_": "sparseopt.preconditioners",
+    "neuron_scale": "sparseopt.preconditioners",
+    "renormalize_grads_": "sparseopt.preconditioners",
+    "UPDATERS": "sparseopt.topology",
+    "drop_fraction_at": "sparseopt.topology",
+    "is_update_step": "sparseopt.topology",
+    # configuration
+    "SparseConfig": "sparseopt.config",
+    "TrainConfig": "sparseopt.config",
+    # models, data, schedules, engine, checkpoints, diagnostics: the training side
+    "CheckpointError": "sparseopt.checkpoint",
+    "load_checkpoint": "sparseopt.checkpoint",
+    "load_latest_checkpoint": "sparseopt.checkpoint",
+    "restore_training_state": "sparseopt.checkpoint",
+    "save_checkpoint": "sparseopt.checkpoint",
+    "training_payload": "sparseopt.checkpoint",
+    "DataRootError": "sparseopt.data",
+    "build_datasets": "sparseopt.data",
+    "build_loaders": "sparseopt.data",
+    "fan_in_spread": "sparseopt.diagnostics",
+    "following_batchnorms": "sparseopt.diagnostics",
+    "gradient_skew_curve": "sparseopt.diagnostics",
+    "plot_gradient_skew": "sparseopt.diagnostics",
+    "row_norm_trace": "sparseopt.diagnostics",
+    "row_weights_vs_fan_in": "sparseopt.diagnostics",
+    "weight_fan_in_rows": "sparseopt.diagnostics",
+    "DivergedError": "sparseopt.engine",
+    "evaluate": "sparseopt.engine",
+    "seed_everything": "sparseopt.engine",
+    "train_one_epoch": "sparseopt.engine",
+    "LoopOutcome": "sparseopt.loop",
+    "TrainingSession": "sparseopt.loop",
+    "run_epochs": "sparseopt.loop",
+    "build_model": "sparseopt.models",
+    "mlp": "sparseopt.models",
+    "resnet20": "sparseopt.models",
+    "resnet50": "sparseopt.models",
+    "small_cnn": "sparseopt.models",
+    "Run": "sparseopt.recipe",
+    "build_run": "sparseopt.recipe",
+    "resolve_device": "sparseopt.recipe",
+    "run_training": "sparseopt.runner",
+    "build_scheduler": "sparseopt.schedules",
+    "warmup_cosine": "sparseopt.schedules",
+}
+"""Public name -> the module that defines it."""
 
-__all__ += [
-    "CheckpointError",
-    "DataRootError",
-    "DivergedError",
-    "Run",
-    "build_datasets",
-    "build_loaders",
-    "build_model",
-    "build_run",
-    "build_scheduler",
-    "evaluate",
-    "fan_in_spread",
-    "following_batchnorms",
-    "gradient_skew_curve",
-    "load_checkpoint",
-    "load_latest_checkpoint",
-    "mlp",
-    "plot_gradient_skew",
-    "resnet20",
-    "resnet50",
-    "resolve_device",
-    "restore_training_state",
-    "row_weights_vs_fan_in",
-    "run_training",
-    "save_checkpoint",
-    "seed_everything",
-    "small_cnn",
-    "train_one_epoch",
-    "training_payload",
-    "warmup_cosine",
-    "weight_fan_in_rows",
-]
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name's module, or a submodule (`sparseopt.state`), on first access."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        try:
+            return importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as error:
+            if error.name != f"{__name__}.{name}":
+                raise
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})

@@ -1,8 +1,10 @@
 """The validated configuration of one training run (the single source of defaults).
 
 `TrainConfig` is what `sparsesweep train` reads from YAML, what a sweep expands each
-trial into, and what every run saves as its resolved config. It depends only on
-pydantic so that every layer can import it.
+trial into, and what every run saves as its resolved config; `SparseConfig` is what
+`sparseopt.attach` is validated by. This module imports pydantic, PyYAML (inside the functions
+that read YAML) and the stdlib `contract` package only, never torch, so every layer can import
+it cheaply.
 """
 
 from __future__ import annotations
@@ -13,13 +15,19 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-Method = Literal["dense", "static", "set", "rigl"]
+from contract.arms import METHOD_TRAITS, METHODS, MODIFIER_TABLE, modifiers_in_use, option_problems
+
+Method = Literal[METHODS]  # type: ignore[valid-type]  # the names of contract.arms' registry
 Distribution = Literal["erk", "uniform"]
 Preconditioner = Literal["none", "sparseopt"]
 RegrowScores = Literal["raw", "corrected"]
+DropScores = Literal["magnitude", "row_normalized"]
 DatasetName = Literal["digits", "synthetic", "cifar100", "imagenet"]
 Decode = Literal["pil", "gpu"]
 ModelName = Literal["resnet20", "resnet50", "mlp", "small_cnn"]
+IMAGENET_CROP = 224
+"""ImageNet's crop side in pixels: the image size its models see (here so that reading a config's
+model input needs no torch)."""
 
 
 class _Strict(BaseModel):
@@ -84,7 +92,11 @@ class ModelConfig(_Strict):
 
 
 class SparseConfig(_Strict):
-    """Arguments of `sparseopt.attach` (see its docstring for meanings)."""
+    """Everything `sparseopt.attach` needs besides the run's length and seed (see its docstring).
+
+    The option rules (dense has no sparsity; SparseOpt's options need SparseOpt; renorm
+    excludes clip; ...) are checked here, by `contract.arms.option_problems`, their one home.
+    """
 
     method: Method = "rigl"
     sparsity: float = Field(0.9, ge=0.0, lt=1.0)
@@ -92,43 +104,43 @@ class SparseConfig(_Strict):
     preconditioner: Preconditioner = "none"
     regrow_scores: RegrowScores = "raw"
     grad_renorm: bool = False
-    grad_clip: float | None = Field(None, gt=0.0)
-    f_max: float | None = Field(None, gt=0.0)
+    grad_clip: float | None = Field(None, gt=0.0, allow_inf_nan=False)
+    f_max: float | None = Field(None, gt=0.0, allow_inf_nan=False)
     sparseopt_layers: Literal["all", "normalized"] = "all"
     scale_weight_decay: bool = False
     ham: HamConfig | None = None
     delta_t: int = Field(100, ge=1)
     drop_fraction: float = Field(0.3, ge=0.0, le=1.0)
     t_end: float = Field(0.75, ge=0.0, le=1.0)
+    drop_scores: DropScores = "magnitude"
+    trace_rows: bool = False
     dense_layers: tuple[str, ...] = ()
     dense_in_budget: bool = True
 
     @model_validator(mode="after")
-    def _dense_has_no_sparsity(self) -> SparseConfig:
-        if self.method == "dense" and self.sparsity != 0.0:
-            raise ValueError("sparse.sparsity must be 0 when sparse.method='dense'")
+    def _options_fit(self) -> SparseConfig:
+        problems = []
+        if not METHOD_TRAITS[self.method].sparse and self.sparsity != 0.0:
+            problems.append(f"sparse.sparsity must be 0 when sparse.method={self.method!r}")
+        problems += option_problems(
+            self.method, modifiers_in_use(dict(self)), name=self._option_name
+        )
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
-    @model_validator(mode="after")
-    def _gradient_options_fit(self) -> SparseConfig:
-        if self.grad_renorm and self.grad_clip is not None:
-            raise ValueError(
-                "sparse.grad_renorm=true and sparse.grad_clip exclude each other; set one of them"
-            )
-        needing = [
-            name
-            for name, used in (
-                ("sparse.f_max", self.f_max is not None),
-                ("sparse.sparseopt_layers='normalized'", self.sparseopt_layers == "normalized"),
-                ("sparse.scale_weight_decay", self.scale_weight_decay),
-            )
-            if used
-        ]
-        if needing and self.preconditioner != "sparseopt":
-            raise ValueError(
-                f"{', '.join(needing)} modify SparseOpt and need sparse.preconditioner='sparseopt'"
-            )
-        return self
+    def _option_name(self, modifier: str) -> str:
+        """`sparse.FIELD=VALUE` of a modifier: the value set here, or the one it needs."""
+        spec = next(item for item in MODIFIER_TABLE if item.name == modifier)
+        value = getattr(self, spec.field)
+        if value == spec.off:
+            value = spec.on
+        shown = "{...}" if spec.field == "ham" else repr(value)
+        return f"sparse.{spec.field}={shown}"
+
+    def modifiers(self) -> frozenset[str]:
+        """The arm modifiers this config switches on (`contract.arms.MODIFIERS`)."""
+        return modifiers_in_use(dict(self))
 
 
 class OptimConfig(_Strict):
@@ -171,8 +183,24 @@ class TrainConfig(_Strict):
     keep_checkpoints: int = Field(2, ge=1)
 
     def config_hash(self) -> str:
-        """Stable 12-hex-digit identity of this resolved config."""
-        return config_hash(self.model_dump(mode="json"))
+        """Stable 12-hex-digit identity of this resolved config.
+
+        Fields added after sweeps were first recorded (`HASH_NEUTRAL_DEFAULTS`) count only when
+        set off their default, so every trial recorded before keeps its identity (MLflow run,
+        checkpoint directory).
+        """
+        payload = self.model_dump(mode="json")
+        for (section, key), default in HASH_NEUTRAL_DEFAULTS.items():
+            if payload[section][key] == default:
+                del payload[section][key]
+        return config_hash(payload)
+
+
+HASH_NEUTRAL_DEFAULTS: dict[tuple[str, str], Any] = {
+    ("sparse", "drop_scores"): "magnitude",
+    ("sparse", "trace_rows"): False,
+}
+"""(section, field) -> default of the fields `TrainConfig.config_hash` leaves out at that default."""
 
 
 def config_hash(payload: dict[str, Any]) -> str:

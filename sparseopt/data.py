@@ -28,7 +28,7 @@ from filelock import FileLock
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset, TensorDataset
 from torch.utils.data._utils.collate import collate, default_collate_fn_map
 
-from sparseopt.config import DataConfig
+from sparseopt.config import IMAGENET_CROP, DataConfig
 
 if TYPE_CHECKING:
     from torchvision import datasets as tv_datasets
@@ -42,7 +42,6 @@ CIFAR100_STD = (0.2673, 0.2564, 0.2762)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGENET_RESIZE = 256
-IMAGENET_CROP = 224
 CIFAR100_FOLDER = "cifar-100-python"
 DIGITS_TEST_SIZE = 360
 DIGITS_SPLIT_SEED = 0

@@ -28,6 +28,7 @@ import copy
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -286,3 +287,23 @@ def weight_fan_in_rows(
         stats = row_weights_vs_fan_in(mask, weight, gamma, running_var)
         rows.append({"layer": name, "bn": bn, **stats})
     return rows
+
+
+def row_norm_trace(sparse_state: Mapping[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """Layer -> one entry per topology update from a sparse state_dict's row trace (recorded
+    with `SparseConfig.trace_rows`): {"step", "norm_before", "active_before", "norm_after",
+    "active_after"}, each a list indexed by row, i.e. by output neuron, whose index is fixed
+    from initialisation on (so a row can be followed through the updates, unlike a tercile
+    re-ranked at every checkpoint). Norms are the row's weight L2 norm right before the drop
+    and right after the grow. Empty when the run traced nothing."""
+    trace = sparse_state.get("row_trace")
+    if not trace:
+        return {}
+    steps = [int(step) for step in trace["steps"].tolist()]
+    return {
+        layer: [
+            {"step": step, **{key: values[index].tolist() for key, values in fields.items()}}
+            for index, step in enumerate(steps)
+        ]
+        for layer, fields in trace["layers"].items()
+    }

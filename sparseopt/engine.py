@@ -17,7 +17,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from contract.names import ACTIVITY_METRICS
-from contract.names import SPLIT_METRICS as SPLIT_METRICS  # re-exported: epoch_metrics' split keys
 
 
 class DivergedError(RuntimeError):

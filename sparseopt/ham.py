@@ -8,42 +8,12 @@ For each weight tensor with >= 2 dims (science.md §3, from the HAM authors' cod
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass
 
 import torch
 
+from sparseopt.config import HamConfig
+
 HAM_CLAMP = 5.0
-
-
-@dataclass(frozen=True)
-class HamSettings:
-    """HAM coefficients: alpha scales the sign-aligned gradient, beta is the shrinkage."""
-
-    alpha: float = 200.0
-    beta: float = 1e-3
-
-    @classmethod
-    def parse(cls, value: object) -> HamSettings | None:
-        """Accept None, a mapping with keys alpha/beta, or any object with those attributes."""
-        if value is None:
-            return None
-        if isinstance(value, Mapping):
-            unknown = sorted(set(value) - {"alpha", "beta"})
-            if unknown:
-                raise ValueError(f"ham has unknown keys {unknown}; allowed keys: alpha, beta")
-            settings = cls(**{key: float(val) for key, val in value.items()})
-        elif hasattr(value, "alpha") and hasattr(value, "beta"):
-            settings = cls(alpha=float(value.alpha), beta=float(value.beta))
-        else:
-            raise ValueError(
-                f"ham must be None or a mapping {{'alpha': ..., 'beta': ...}}, got {value!r}"
-            )
-        if settings.alpha <= 0 or settings.beta < 0:
-            raise ValueError(
-                f"ham needs alpha > 0 and beta >= 0, got alpha={settings.alpha}, beta={settings.beta}"
-            )
-        return settings
 
 
 @torch.no_grad()
@@ -57,7 +27,7 @@ def ham_update_(
 
 
 @torch.no_grad()
-def ham_step(optimizer: torch.optim.Optimizer, settings: HamSettings) -> torch.Tensor | None:
+def ham_step(optimizer: torch.optim.Optimizer, settings: HamConfig) -> torch.Tensor | None:
     """Apply HAM to every parameter of `optimizer` with >= 2 dims and a gradient, at its group's lr.
 
     Fused over each group's tensors (the same element-wise operations as `ham_update_`). Returns

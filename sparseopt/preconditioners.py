@@ -15,7 +15,6 @@ from collections.abc import Sequence
 
 import torch
 
-PRECONDITIONERS = ("none", "sparseopt")
 RENORM_TOLERANCE = 1e-6
 """Relative distance from 1 above which a global gradient norm counts as changed by renorm."""
 

@@ -1,4 +1,5 @@
-"""Build everything one training run needs from a `TrainConfig` (shared by the runner and Ray)."""
+"""Build everything one training run needs from a `TrainConfig`, and train, save and restore it
+(the pieces `sparseopt.loop.run_epochs` is made of)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from sparseopt.data import (
 from sparseopt.engine import epoch_metrics, evaluate, seed_everything, train_one_epoch
 from sparseopt.models import build_model
 from sparseopt.schedules import build_scheduler, peak_lr
-from sparseopt.state import attach_from_config
+from sparseopt.state import SparseState, attach
 
 
 @dataclass
@@ -40,7 +41,7 @@ class Run:
     module: nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
-    sparse_state: Any
+    sparse_state: SparseState
     datasets: DatasetSplits
     loaders: Loaders
     steps_per_epoch: int
@@ -110,7 +111,7 @@ def build_run(
     )
     steps_per_epoch = len(loaders.train)
     total_steps = cfg.epochs * steps_per_epoch
-    sparse_state = attach_from_config(module, optimizer, cfg.sparse, total_steps, cfg.seed)
+    sparse_state = attach(module, optimizer, cfg.sparse, total_steps=total_steps, seed=cfg.seed)
     scheduler = build_scheduler(optimizer, cfg.schedule, steps_per_epoch, total_steps)
     model = module
     if world_size > 1 and dist.is_available() and dist.is_initialized():
@@ -141,7 +142,7 @@ def train_and_evaluate(
     """Train epoch `epoch` (0-based), evaluate val and test on the unwrapped module, return metrics
     (with the epoch's activity fraction of each modifier the run uses).
 
-    Shared by the in-process runner and the Ray trainable, so both report the same keys.
+    The one epoch of `sparseopt.loop.run_epochs`, so every executor reports the same keys.
     """
     cfg = run.cfg
     set_epoch(run.loaders, epoch)

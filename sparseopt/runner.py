@@ -1,30 +1,38 @@
-"""One training run in-process (no Ray): train, evaluate, log `metrics.jsonl`, checkpoint, resume.
+"""One training run in-process (no Ray): the epoch loop with a session that writes a directory.
 
-Output directory layout: `config.yaml` (the fully resolved config, written before training),
-`metrics.jsonl` (one JSON object per completed epoch, keys of docs/conventions.md),
-`checkpoints/ckpt-<epoch>.pt` (+ `.sha256`). Running again on the same directory resumes
-from the latest good checkpoint and continues bit-for-bit (on CPU) as if never interrupted.
+Output directory layout: `config.yaml` (the fully resolved config, written once the run is
+built), `metrics.jsonl` (one JSON object per completed epoch, the epoch metrics of
+docs/conventions.md), `checkpoints/ckpt-<epoch>.pt` (+ `.sha256`). Running again on the same
+directory resumes from the latest good checkpoint and continues bit-for-bit (on CPU) as if never
+interrupted. The loop is `sparseopt.loop.run_epochs`, the one the trial executors run.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-from sparseopt.checkpoint import (
-    load_latest_checkpoint,
-    save_checkpoint,
-    write_atomic,
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
 )
+
+from sparseopt.checkpoint import load_latest_checkpoint, save_checkpoint, write_atomic
 from sparseopt.config import TrainConfig
-from sparseopt.recipe import Run, build_run, restore_run, run_payload, train_and_evaluate
+from sparseopt.engine import DivergedError
+from sparseopt.loop import run_epochs
+from sparseopt.recipe import resolve_device
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
@@ -59,19 +67,8 @@ def _write_config(cfg: TrainConfig, out_dir: Path) -> None:
         write_atomic(path, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False).encode())
 
 
-def _metrics_line(metrics: dict[str, Any]) -> str:
-    return json.dumps(metrics, sort_keys=False) + "\n"
-
-
-def _train_epoch(run: Run, epoch: int, progress: Progress | None) -> dict[str, Any]:
-    """Train and evaluate epoch `epoch` (0-based) with a per-step progress bar."""
-    if progress is None:
-        return train_and_evaluate(run, epoch)
-    task = progress.add_task(f"epoch {epoch + 1}/{run.cfg.epochs}", total=run.steps_per_epoch)
-    try:
-        return train_and_evaluate(run, epoch, on_step=lambda _: progress.advance(task))
-    finally:
-        progress.remove_task(task)
+def _metrics_lines(history: list[dict[str, Any]]) -> bytes:
+    return "".join(json.dumps(metrics) + "\n" for metrics in history).encode()
 
 
 def _describe(metrics: dict[str, Any], epochs: int) -> str:
@@ -87,6 +84,64 @@ def _describe(metrics: dict[str, Any], epochs: int) -> str:
     return "  ".join(parts)
 
 
+class DirectorySession:
+    """`TrainingSession` of a run in this process writing `out_dir` (rank 0 of 1): checkpoints
+    and metrics.jsonl there, a progress bar per epoch and a line per epoch on `console`."""
+
+    rank = 0
+    world_size = 1
+
+    def __init__(
+        self, cfg: TrainConfig, out_dir: Path, console: Console, progress: Progress | None
+    ) -> None:
+        self._cfg = cfg
+        self._out = out_dir
+        self._console = console
+        self._progress = progress
+        self._task: TaskID | None = None
+
+    def device(self) -> torch.device:
+        """`cfg.device` ("auto": CUDA when available)."""
+        return resolve_device(self._cfg)
+
+    def load_checkpoint(self) -> tuple[dict[str, Any] | None, list[str]]:
+        """Write config.yaml (first run only), load the newest good checkpoint (a corrupted newer
+        one is skipped with a RuntimeWarning; `CheckpointError` if none loads) and rewrite
+        metrics.jsonl with its history."""
+        self._out.mkdir(parents=True, exist_ok=True)
+        _write_config(self._cfg, self._out)
+        payload = load_latest_checkpoint(self._out / CHECKPOINT_DIR)
+        history = [] if payload is None else payload["history"]
+        write_atomic(self._out / METRICS_FILE, _metrics_lines(history))
+        if payload is not None:
+            message = f"resuming {self._out} after epoch {payload['epoch']}"
+            self._console.print(message, highlight=False)
+        return payload, []
+
+    def step_hook(self, epoch: int, steps: int) -> Callable[[int], None] | None:
+        """Advance a progress bar of the epoch's steps (none without progress output)."""
+        if self._progress is None:
+            return None
+        progress = self._progress
+        self._task = progress.add_task(f"epoch {epoch + 1}/{self._cfg.epochs}", total=steps)
+        task = self._task
+        return lambda _: progress.advance(task)
+
+    def report(self, result: dict[str, Any], checkpoint: dict[str, Any] | None) -> None:
+        """Store the epoch's checkpoint, append its metrics to metrics.jsonl and print its line
+        (a report without a checkpoint adds nothing: no epoch was completed)."""
+        if self._progress is not None and self._task is not None:
+            self._progress.remove_task(self._task)
+            self._task = None
+        if checkpoint is None:
+            return
+        metrics = checkpoint["history"][-1]
+        save_checkpoint(self._out / CHECKPOINT_DIR, checkpoint, keep=self._cfg.keep_checkpoints)
+        with open(self._out / METRICS_FILE, "ab") as handle:
+            handle.write(_metrics_lines([metrics]))
+        self._console.print(_describe(metrics, self._cfg.epochs), highlight=False)
+
+
 def run_training(
     cfg: TrainConfig,
     out_dir: str | os.PathLike,
@@ -100,19 +155,7 @@ def run_training(
     """
     out = Path(out_dir)
     _check_existing_config(cfg, out)
-    run = build_run(cfg)  # bad data or sparse settings fail here, before anything is written
-    out.mkdir(parents=True, exist_ok=True)
-    _write_config(cfg, out)
-    payload = load_latest_checkpoint(out / CHECKPOINT_DIR)
-    history: list[dict[str, Any]] = []
-    start_epoch = 0
-    if payload is not None:
-        start_epoch, history = restore_run(run, payload)
-    write_atomic(out / METRICS_FILE, "".join(_metrics_line(m) for m in history).encode())
-    stop = cfg.epochs if until_epoch is None else min(cfg.epochs, until_epoch)
     console = Console(quiet=not progress)
-    if start_epoch:
-        console.print(f"resuming {out} after epoch {start_epoch}", highlight=False)
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -120,15 +163,8 @@ def run_training(
         TimeElapsedColumn(),
     )
     with Progress(*columns, console=console, transient=True, disable=not progress) as bar:
-        for epoch in range(start_epoch, stop):
-            metrics = _train_epoch(run, epoch, bar if progress else None)
-            history.append(metrics)
-            save_checkpoint(
-                out / CHECKPOINT_DIR,
-                run_payload(run, epoch + 1, history, extra={"config_hash": cfg.config_hash()}),
-                keep=cfg.keep_checkpoints,
-            )
-            with open(out / METRICS_FILE, "a") as handle:
-                handle.write(_metrics_line(metrics))
-            console.print(_describe(metrics, cfg.epochs), highlight=False)
-    return RunResult(out, history, start_epoch)
+        session = DirectorySession(cfg, out, console, bar if progress else None)
+        outcome = run_epochs(cfg, session, until_epoch=until_epoch)
+    if outcome.diverged is not None:
+        raise DivergedError(outcome.diverged)
+    return RunResult(out, outcome.history, outcome.resumed_from_epoch)

@@ -1,5 +1,8 @@
 """`attach`: sparse training through optimizer step hooks, and the `SparseState` it returns.
 
+Its settings are one `sparseopt.config.SparseConfig` (validated there, the option rules included);
+the method's topology updater comes from the registry `sparseopt.topology.UPDATERS`.
+
 The model is never rewritten: each maskable module gets a boolean buffer `weight_mask` (so
 `model.state_dict()` carries it), its weight is zeroed off-mask in place, and everything else
 happens in the optimizer's step pre/post hooks. The forward graph is untouched, which keeps
@@ -12,7 +15,8 @@ Per optimizer step:
   zero it off-mask, in one fused pass; then optionally rescale the whole gradient (over all
   parameters with gradients, after masking) to unit global norm (`grad_renorm`) or clip its norm
   to `grad_clip`; then optionally scale the weight decay of each row by f_i.
-- post-step: HAM if enabled; the topology update when due (`sparseopt.topology`).
+- post-step: HAM if enabled; the topology update when due (`sparseopt.topology`), recorded
+  row by row in `row_trace` when `trace_rows` is on (a cost of update steps only).
 
 Keeping masked weights and optimizer state exactly zero costs no extra pass for SGD, Adam and
 AdamW (exact types, eps > 0): they update every element from that element's own gradient,
@@ -39,8 +43,8 @@ mean gradient). A rank-0 broadcast of the masks after each update guards against
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Mapping
+import numbers
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -50,28 +54,20 @@ import torch.distributed as dist
 from contract.names import ACTIVITY_METRICS
 from sparseopt.config import SparseConfig
 from sparseopt.distributions import erk_densities, layer_nonzeros, uniform_densities
-from sparseopt.ham import HamSettings, ham_step
+from sparseopt.ham import ham_step
 from sparseopt.masks import layer_generator, maskable_weights, normalized_layers, random_mask
 from sparseopt.preconditioners import (
-    PRECONDITIONERS,
     RENORM_TOLERANCE,
     clip_grads_,
     neuron_scale,
     renormalize_grads_,
     row_view,
 )
-from sparseopt.topology import (
-    DYNAMIC_METHODS,
-    METHODS,
-    REGROW_SCORES,
-    drop_and_grow,
-    drop_fraction_at,
-    is_update_step,
-)
+from sparseopt.topology import UPDATERS, drop_fraction_at, is_update_step
 
 MASK_BUFFER = "weight_mask"
 DISTRIBUTIONS = {"erk": erk_densities, "uniform": uniform_densities}
-SPARSEOPT_LAYERS = ("all", "normalized")
+"""`SparseConfig.distribution` -> the function giving each layer's density."""
 STATE_FORMAT = "sparseopt.SparseState/2"
 LEGACY_FORMAT = "sparseopt.SparseState/1"
 """Format of state_dicts saved before grad_clip existed: their grad_renorm=True clipped at 1."""
@@ -93,172 +89,48 @@ class TopologyUpdate:
 
 
 @dataclass(frozen=True)
-class SparseSettings:
-    """The validated arguments of `attach` (the identity of a sparse run; saved in state_dict)."""
+class RowUpdate:
+    """One topology update of one layer, row by row (row i = output neuron i, fixed for the run):
+    the L2 norm of its weights and its active count right before the drop and right after the
+    grow (regrown weights start at zero, so the norm after is that of the weights kept)."""
 
-    method: str
-    sparsity: float
-    distribution: str
-    preconditioner: str
-    regrow_scores: str
-    grad_renorm: bool
-    ham: HamSettings | None
-    total_steps: int | None
-    delta_t: int
-    drop_fraction: float
-    t_end: float
-    dense_layers: tuple[str, ...]
-    dense_in_budget: bool
-    seed: int
-    grad_clip: float | None = None
-    f_max: float | None = None
-    sparseopt_layers: str = "all"
-    scale_weight_decay: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        """A plain, JSON-friendly dict (tuples as lists, HAM as a dict or None)."""
-        payload = asdict(self)
-        payload["dense_layers"] = list(self.dense_layers)
-        return payload
-
-    def modifiers(self) -> tuple[str, ...]:
-        """The modifiers of `MODIFIERS` this run uses, in that order (their activity is counted)."""
-        used = {
-            "renorm": self.grad_renorm,
-            "clip": self.grad_clip is not None,
-            "cap": self.f_max is not None,
-            "wdscale": self.scale_weight_decay,
-            "ham": self.ham is not None,
-        }
-        return tuple(name for name in MODIFIERS if used[name])
+    norm_before: torch.Tensor
+    active_before: torch.Tensor
+    norm_after: torch.Tensor
+    active_after: torch.Tensor
 
 
-NEW_SETTINGS_DEFAULTS: dict[str, Any] = {
+ROW_TRACE_FIELDS = ("norm_before", "active_before", "norm_after", "active_after")
+
+NEW_CONFIG_DEFAULTS: dict[str, Any] = {
     "grad_clip": None,
     "f_max": None,
     "sparseopt_layers": "all",
     "scale_weight_decay": False,
+    "drop_scores": "magnitude",
+    "trace_rows": False,
 }
-"""Settings added after the first state_dict format; a saved config without them had these."""
+"""Config fields added after the first state_dict format; a saved config without them had these."""
 
 
-def _saved_settings(state_dict: Mapping[str, Any]) -> dict[str, Any]:
+def _saved_config(state_dict: Mapping[str, Any]) -> dict[str, Any]:
     """The config of a saved state_dict in today's terms (missing keys at their defaults; a legacy
     grad_renorm=True, which clipped the norm at 1, becomes grad_clip=1.0)."""
     fmt = state_dict.get("format")
     if fmt not in (STATE_FORMAT, LEGACY_FORMAT):
         raise ValueError(f"state_dict format must be {STATE_FORMAT!r}, got {fmt!r}")
-    saved = {**NEW_SETTINGS_DEFAULTS, **dict(state_dict["config"])}
+    saved = {**NEW_CONFIG_DEFAULTS, **dict(state_dict["config"])}
     if fmt == LEGACY_FORMAT and saved.get("grad_renorm"):
         saved.update(grad_renorm=False, grad_clip=1.0)
     return saved
 
 
-def _choice(argument: str, value: object, allowed: Iterable[str]) -> str:
-    allowed = tuple(allowed)
-    if value not in allowed:
-        raise ValueError(
-            f"{argument} must be one of {', '.join(map(repr, allowed))}; got {value!r}"
-        )
-    return str(value)
-
-
-def _positive_or_none(argument: str, value: float | None) -> float | None:
-    """`value` as a float when it is a finite number > 0, None for None; ValueError otherwise."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not math.isfinite(float(value)) or float(value) <= 0:
-        raise ValueError(f"{argument} must be None or a finite number > 0, got {value!r}")
-    return float(value)
-
-
-def _validate(
-    *,
-    method: object,
-    sparsity: float,
-    distribution: object,
-    preconditioner: object,
-    regrow_scores: object,
-    grad_renorm: bool,
-    grad_clip: float | None,
-    f_max: float | None,
-    sparseopt_layers: object,
-    scale_weight_decay: bool,
-    ham: object,
-    total_steps: int | None,
-    delta_t: int,
-    drop_fraction: float,
-    t_end: float,
-    dense_layers: Iterable[str],
-    dense_in_budget: bool,
-    seed: int,
-) -> SparseSettings:
-    method = _choice("method", method, METHODS)
-    distribution = _choice("distribution", distribution, DISTRIBUTIONS)
-    preconditioner = _choice("preconditioner", preconditioner, PRECONDITIONERS)
-    regrow_scores = _choice("regrow_scores", regrow_scores, REGROW_SCORES)
-    sparseopt_layers = _choice("sparseopt_layers", sparseopt_layers, SPARSEOPT_LAYERS)
-    grad_clip = _positive_or_none("grad_clip", grad_clip)
-    f_max = _positive_or_none("f_max", f_max)
-    if not 0.0 <= float(sparsity) < 1.0:
-        raise ValueError(f"sparsity must be in [0, 1), got {sparsity!r}")
-    if method == "dense" and float(sparsity) != 0.0:
-        raise ValueError(f"sparsity must be 0 when method='dense', got {sparsity!r}")
-    if int(delta_t) <= 0:
-        raise ValueError(f"delta_t must be a positive number of steps, got {delta_t!r}")
-    if not 0.0 <= float(t_end) <= 1.0:
-        raise ValueError(f"t_end must be in [0, 1] (a fraction of total_steps), got {t_end!r}")
-    if not 0.0 <= float(drop_fraction) <= 1.0:
-        raise ValueError(f"drop_fraction must be in [0, 1], got {drop_fraction!r}")
-    if method in DYNAMIC_METHODS and (total_steps is None or int(total_steps) <= 0):
-        raise ValueError(
-            f"total_steps must be a positive int for method={method!r}, got {total_steps!r}"
-        )
-    if regrow_scores == "corrected" and (method != "rigl" or preconditioner != "sparseopt"):
-        raise ValueError(
-            "regrow_scores='corrected' needs method='rigl' and preconditioner='sparseopt' "
-            f"(got method={method!r}, preconditioner={preconditioner!r}); use regrow_scores='raw'"
-        )
-    if grad_renorm and grad_clip is not None:
-        raise ValueError(
-            f"grad_renorm=True (unit global norm every step) and grad_clip={grad_clip!r} (norm at "
-            "most grad_clip) exclude each other; set one of them"
-        )
-    needing = {
-        "f_max": f_max is not None,
-        "sparseopt_layers='normalized'": sparseopt_layers == "normalized",
-        "scale_weight_decay": bool(scale_weight_decay),
-    }
-    if preconditioner != "sparseopt" and any(needing.values()):
-        options = ", ".join(name for name, used in needing.items() if used)
-        raise ValueError(
-            f"{options} modify SparseOpt and need preconditioner='sparseopt' "
-            f"(got preconditioner={preconditioner!r})"
-        )
-    if isinstance(dense_layers, str):
-        raise ValueError(
-            f"dense_layers must be a sequence of module names, got the string {dense_layers!r}"
-        )
-    return SparseSettings(
-        method=method,
-        sparsity=float(sparsity),
-        distribution=distribution,
-        preconditioner=preconditioner,
-        regrow_scores=regrow_scores,
-        grad_renorm=bool(grad_renorm),
-        ham=HamSettings.parse(ham),
-        total_steps=None if total_steps is None else int(total_steps),
-        delta_t=int(delta_t),
-        drop_fraction=float(drop_fraction),
-        t_end=float(t_end),
-        dense_layers=tuple(dense_layers),
-        dense_in_budget=bool(dense_in_budget),
-        seed=int(seed),
-        grad_clip=grad_clip,
-        f_max=f_max,
-        sparseopt_layers=sparseopt_layers,
-        scale_weight_decay=bool(scale_weight_decay),
-    )
+def _row_stats(layer: _Layer) -> tuple[torch.Tensor, torch.Tensor]:
+    """(per-row L2 norm of the weight as float32, per-row active count as int32), on the CPU."""
+    rows = layer.weight.detach().reshape(layer.weight.shape[0], -1)
+    norms = torch.linalg.vector_norm(rows.float(), dim=1)
+    active = layer.mask.reshape(layer.mask.shape[0], -1).sum(dim=1, dtype=torch.int32)
+    return norms.cpu(), active.cpu()
 
 
 @dataclass
@@ -318,27 +190,42 @@ class SparseState:
         self,
         model: torch.nn.Module,
         optimizer: torch.optim.Optimizer,
-        settings: SparseSettings,
+        config: SparseConfig,
+        total_steps: int | None,
+        seed: int,
         broadcast_masks: bool = True,
     ) -> None:
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise ValueError(
                 f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}"
             )
-        if settings.scale_weight_decay and type(optimizer) not in ELEMENTWISE_OPTIMIZERS:
+        self.updater = UPDATERS[config.method]
+        counted = isinstance(total_steps, numbers.Integral) and not isinstance(total_steps, bool)
+        if self.updater.traits.dynamic and not (counted and total_steps > 0):
+            raise ValueError(
+                f"total_steps must be a positive int for method={config.method!r}, "
+                f"got {total_steps!r}"
+            )
+        if config.scale_weight_decay and type(optimizer) not in ELEMENTWISE_OPTIMIZERS:
             raise ValueError(
                 "scale_weight_decay=True scales the weight decay of torch.optim.SGD, Adam and "
                 f"AdamW only (the decay sparseopt knows how to scale); got {type(optimizer).__name__}"
             )
-        self.settings = settings
+        self.config = config
+        self.total_steps = int(total_steps) if counted else None
+        self.seed = int(seed)
+        self.modifiers = tuple(name for name in MODIFIERS if name in config.modifiers())
+        """The modifiers of `MODIFIERS` this run uses, in that order (their activity is counted)."""
         self.optimizer = optimizer
         self.broadcast_masks = broadcast_masks
         self.step = 0
         self.last_update: TopologyUpdate | None = None
+        self.row_trace: list[tuple[int, dict[str, RowUpdate]]] = []
+        """(step, layer -> `RowUpdate`) per topology update, when `config.trace_rows` is on."""
         weights = maskable_weights(model)
         if not weights:
             raise ValueError("model has no maskable weights (nn.Conv1d/2d/3d or nn.Linear)")
-        unknown = [name for name in settings.dense_layers if name not in weights]
+        unknown = [name for name in config.dense_layers if name not in weights]
         if unknown:
             raise ValueError(
                 f"dense_layers names unknown layers {unknown}; maskable layers: {list(weights)}"
@@ -354,7 +241,7 @@ class SparseState:
         self._detached_masks: dict[str, torch.Tensor] | None = None
         self._sparseopt_layers = self._layers_with_sparseopt(model, weights)
         self.reset_activity()
-        if settings.method != "dense":
+        if self.updater.traits.sparse:
             self._build_masks(model, weights)
         self._handles = [
             optimizer.register_step_pre_hook(self._pre_step),
@@ -370,15 +257,15 @@ class SparseState:
         self, model: torch.nn.Module, weights: dict[str, torch.nn.Parameter]
     ) -> frozenset[str]:
         """The maskable layers whose gradient SparseOpt scales (`sparseopt_layers`)."""
-        s = self.settings
-        if s.preconditioner != "sparseopt" or s.method == "dense":
+        s = self.config
+        if s.preconditioner != "sparseopt":
             return frozenset()
         if s.sparseopt_layers == "normalized":
             return frozenset(normalized_layers(model, weights))
         return frozenset(weights)
 
     def _build_masks(self, model: torch.nn.Module, weights: dict[str, torch.nn.Parameter]) -> None:
-        s = self.settings
+        s = self.config
         shapes = {name: tuple(w.shape) for name, w in weights.items()}
         densities = DISTRIBUTIONS[s.distribution](
             shapes, s.sparsity, s.dense_layers, s.dense_in_budget
@@ -397,7 +284,7 @@ class SparseState:
                 )
         with torch.no_grad():
             for index, (name, weight) in enumerate(weights.items()):
-                generator = layer_generator(s.seed, INIT_STEP, index)
+                generator = layer_generator(self.seed, INIT_STEP, index)
                 mask = random_mask(weight.shape, counts[name], generator).to(weight.device)
                 modules[name].register_buffer(MASK_BUFFER, mask, persistent=True)
                 layer = _Layer(
@@ -425,7 +312,7 @@ class SparseState:
         layer.capped = layer.scaled = False
         if layer.name in self._sparseopt_layers and layer.count < layer.weight.numel():
             factors = neuron_scale(mask)
-            f_max = self.settings.f_max
+            f_max = self.config.f_max
             if f_max is not None:
                 layer.capped = bool((factors > f_max).any())
                 factors = factors.clamp_max(f_max)
@@ -433,7 +320,7 @@ class SparseState:
             layer.scaled = bool((factors[nonempty] != 1).any())
             layer.scale = row_view(factors.to(layer.weight.dtype), layer.weight)
             layer.grad_mult = layer.keep * layer.scale
-            if self.settings.scale_weight_decay:
+            if self.config.scale_weight_decay:
                 layer.decay_delta = layer.scale - 1
 
     def _on_model_load(self, module: torch.nn.Module, incompatible_keys: object) -> None:
@@ -498,9 +385,9 @@ class SparseState:
         if self._remask:
             self._mask_weights_and_state()
             self._remask = False
-        s = self.settings
+        s = self.config
         with_grad = [layer for layer in self._hot if layer.weight.grad is not None]
-        if s.method == "rigl" and is_update_step(self.step + 1, s.delta_t, s.t_end, s.total_steps):
+        if self.updater.traits.gradient_growth and self._update_due(self.step + 1):
             self._keep_scores(with_grad)
         _multiply_all(
             [layer.weight.grad for layer in with_grad], [layer.grad_mult for layer in with_grad]
@@ -517,7 +404,7 @@ class SparseState:
 
     def _keep_scores(self, with_grad: list[_Layer]) -> None:
         """Store RigL's regrowth scores: |raw gradient|, or |f_i * gradient| when corrected."""
-        corrected = self.settings.regrow_scores == "corrected"
+        corrected = self.config.regrow_scores == "corrected"
         self._scores = {}
         for layer in with_grad:
             if layer.updatable:
@@ -531,11 +418,11 @@ class SparseState:
         grads = [grad for grad in grads if grad is not None]
         if not grads:
             return
-        if self.settings.grad_renorm:
+        if self.config.grad_renorm:
             norm = renormalize_grads_(grads)
             self._count("renorm", (norm - 1.0).abs() > RENORM_TOLERANCE)
         else:
-            max_norm = float(self.settings.grad_clip)
+            max_norm = float(self.config.grad_clip)
             self._count("clip", clip_grads_(grads, max_norm) > max_norm)
 
     def _scale_weight_decay(self, with_grad: list[_Layer]) -> None:
@@ -579,15 +466,17 @@ class SparseState:
         self._activity_steps += 1
         if not self._elementwise:
             self._mask_weights_and_state()
-        s = self.settings
-        if s.ham is not None:
-            changed = ham_step(optimizer, s.ham)
+        if self.config.ham is not None:
+            changed = ham_step(optimizer, self.config.ham)
             self._count("ham", False if changed is None else changed)
-        if s.method in DYNAMIC_METHODS and is_update_step(
-            self.step, s.delta_t, s.t_end, s.total_steps
-        ):
+        if self.updater.traits.dynamic and self._update_due(self.step):
             self._update_topology()
         self._scores = None
+
+    def _update_due(self, step: int) -> bool:
+        """Whether a topology update follows optimizer step `step` (dynamic methods only)."""
+        s = self.config
+        return is_update_step(step, s.delta_t, s.t_end, self.total_steps)
 
     # ----------------------------------------------------------------- activity
     def _count(self, modifier: str, acted: bool | torch.Tensor) -> None:
@@ -602,11 +491,11 @@ class SparseState:
 
     def activity(self) -> dict[str, float]:
         """Modifier -> fraction of the optimizer steps since `reset_activity()` on which it changed
-        the update, for the modifiers this run uses (see `SparseSettings.modifiers`); 0.0 when
-        no step ran. Reads each device counter once (the only host syncs of the counting)."""
+        the update, for the modifiers this run uses (`modifiers`); 0.0 when no step ran. Reads
+        each device counter once (the only host syncs of the counting)."""
         steps = self._activity_steps
         fractions = {}
-        for modifier in self.settings.modifiers():
+        for modifier in self.modifiers:
             device = self._device_counts.get(modifier)
             acted = self._host_counts[modifier] + (0 if device is None else int(device))
             fractions[modifier] = acted / steps if steps else 0.0
@@ -620,22 +509,21 @@ class SparseState:
 
     # ----------------------------------------------------------------- topology
     def _update_topology(self) -> None:
-        s = self.settings
-        fraction = drop_fraction_at(self.step, s.drop_fraction, s.t_end, s.total_steps)
+        s = self.config
+        fraction = drop_fraction_at(self.step, s.drop_fraction, s.t_end, self.total_steps)
         updatable = [layer for layer in self._hot if layer.updatable]
-        new_masks = []
-        for layer in updatable:
-            count = round(fraction * layer.count)
-            if s.method == "rigl":
-                scores = (self._scores or {}).get(layer.name)
-                if scores is None:
-                    scores = torch.zeros_like(layer.weight, dtype=torch.float32)
-                new_masks.append(drop_and_grow(layer.mask, layer.weight, count, scores=scores))
-            else:
-                generator = layer_generator(s.seed, self.step, layer.index)
-                new_masks.append(
-                    drop_and_grow(layer.mask, layer.weight, count, generator=generator)
-                )
+        before = {layer.name: _row_stats(layer) for layer in updatable} if s.trace_rows else {}
+        new_masks = [
+            self.updater.new_mask(
+                layer.mask,
+                layer.weight,
+                round(fraction * layer.count),
+                drop_scores=s.drop_scores,
+                scores=(self._scores or {}).get(layer.name),
+                generator=layer_generator(self.seed, self.step, layer.index),
+            )
+            for layer in updatable
+        ]
         self._broadcast(new_masks)
         dropped, grown = {}, {}
         for layer, new in zip(updatable, new_masks, strict=True):
@@ -651,6 +539,12 @@ class SparseState:
             layer.ever_active |= new
             self._refresh(layer)
         self.last_update = TopologyUpdate(self.step, fraction, dropped, grown)
+        if s.trace_rows:
+            rows = {
+                layer.name: RowUpdate(*before[layer.name], *_row_stats(layer))
+                for layer in updatable
+            }
+            self.row_trace.append((self.step, rows))
 
     def _broadcast(self, masks: list[torch.Tensor]) -> None:
         """Overwrite `masks` with rank 0's copies when torch.distributed runs on several ranks."""
@@ -696,15 +590,49 @@ class SparseState:
 
     # ----------------------------------------------------------------- persistence
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue bit-for-bit: config, step, masks, ever-active bitmaps."""
+        """Everything needed to continue bit-for-bit: config, step, masks, ever-active bitmaps,
+        and the row trace (`row_trace_state`)."""
         return {
             "format": STATE_FORMAT,
-            "config": self.settings.to_dict(),
+            "config": self._config_dict(),
             "step": self.step,
             "masks": {name: mask.detach().cpu().clone() for name, mask in self.masks.items()},
             "ever_active": {layer.name: layer.ever_active.cpu().clone() for layer in self._layers},
             "last_update": None if self.last_update is None else asdict(self.last_update),
+            "row_trace": self.row_trace_state(),
         }
+
+    def _config_dict(self) -> dict[str, Any]:
+        """The identity of this sparse run: the config's JSON fields, total_steps and seed."""
+        return {
+            **self.config.model_dump(mode="json"),
+            "total_steps": self.total_steps,
+            "seed": self.seed,
+        }
+
+    def row_trace_state(self) -> dict[str, Any]:
+        """`row_trace` as stacked tensors: "steps" [U] and, per traced layer, each `RowUpdate`
+        field as a [U, rows] tensor (U = the updates so far; empty when tracing is off)."""
+        layers: dict[str, dict[str, torch.Tensor]] = {}
+        for name in self.row_trace[0][1] if self.row_trace else ():
+            layers[name] = {
+                key: torch.stack([getattr(rows[name], key) for _, rows in self.row_trace])
+                for key in ROW_TRACE_FIELDS
+            }
+        steps = torch.tensor([step for step, _ in self.row_trace], dtype=torch.int64)
+        return {"steps": steps, "layers": layers}
+
+    def _load_row_trace(self, saved: Mapping[str, Any] | None) -> None:
+        """Inverse of `row_trace_state` (None: a state_dict from before the trace existed)."""
+        self.row_trace = []
+        if saved is None:
+            return
+        for index, step in enumerate(saved["steps"].tolist()):
+            rows = {
+                name: RowUpdate(*(fields[key][index].clone() for key in ROW_TRACE_FIELDS))
+                for name, fields in saved["layers"].items()
+            }
+            self.row_trace.append((int(step), rows))
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Restore a `state_dict()`; the config and the layer names/shapes must match this state.
@@ -712,7 +640,7 @@ class SparseState:
         Older state_dicts load too: settings added since are read at their defaults, and a legacy
         grad_renorm=True (which clipped the norm at 1) as grad_clip=1.0.
         """
-        ours, theirs = self.settings.to_dict(), _saved_settings(state_dict)
+        ours, theirs = self._config_dict(), _saved_config(state_dict)
         differing = sorted(
             key for key in set(ours) | set(theirs) if ours.get(key) != theirs.get(key)
         )
@@ -747,6 +675,7 @@ class SparseState:
         self._remask = False
         last = state_dict.get("last_update")
         self.last_update = None if last is None else TopologyUpdate(**last)
+        self._load_row_trace(state_dict.get("row_trace"))
         self._dirty = False
 
     def detach(self) -> None:
@@ -764,27 +693,18 @@ class SparseState:
 def attach(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
-    method: str = "rigl",
-    sparsity: float = 0.9,
-    distribution: str = "erk",
-    preconditioner: str = "none",
-    regrow_scores: str = "raw",
-    grad_renorm: bool = False,
-    grad_clip: float | None = None,
-    f_max: float | None = None,
-    sparseopt_layers: str = "all",
-    scale_weight_decay: bool = False,
-    ham: Mapping[str, float] | object | None = None,
+    config: SparseConfig | None = None,
+    *,
     total_steps: int | None = None,
-    delta_t: int = 100,
-    drop_fraction: float = 0.3,
-    t_end: float = 0.75,
-    dense_layers: Iterable[str] = (),
-    dense_in_budget: bool = True,
     seed: int = 0,
     broadcast_masks: bool = True,
+    **options: Any,
 ) -> SparseState:
     """Make `model` sparse and drive masks, SparseOpt, HAM and topology updates from `optimizer`'s hooks.
+
+    The sparse settings are a `SparseConfig` (its defaults, or `config`), with `options`
+    (`method="rigl", sparsity=0.95, ...`) overriding its fields; they are validated by
+    `SparseConfig`, whose error names each bad field. Its fields:
 
     method: "dense" (no masks; sparsity must be 0) | "static" (fixed random mask) | "set"
     (random regrowth) | "rigl" (gradient regrowth). sparsity: zero fraction of the maskable
@@ -798,64 +718,18 @@ def attach(
     sparseopt_layers: "all" | "normalized" (SparseOpt only on layers whose output feeds a
     BatchNorm/GroupNorm/LayerNorm, see `normalized_layers`; others get f = 1).
     scale_weight_decay: scale row i's weight decay by the same f_i as its gradient (SGD, Adam,
-    AdamW). f_max, "normalized" and scale_weight_decay need preconditioner="sparseopt". ham: None
-    or {"alpha", "beta"}. total_steps: optimizer steps of the whole run (needed by set/rigl);
-    updates every `delta_t` steps while step < t_end * total_steps, dropping the cosine-decayed
-    `drop_fraction`. dense_layers: module names kept dense, inside the budget unless
-    dense_in_budget=False. seed: seeds mask generators by (seed, step, layer).
-    broadcast_masks: after each update, copy rank 0's masks when torch.distributed is initialized.
-    Defaults equal `sparseopt.config.SparseConfig`'s.
+    AdamW). ham: None or {"alpha", "beta"}. delta_t, drop_fraction, t_end: set/rigl update every
+    `delta_t` steps while step < t_end * total_steps, dropping the cosine-decayed
+    `drop_fraction`. drop_scores (set/rigl): drop the active weights of smallest |w|
+    ("magnitude") or |w| / ||w_row|| ("row_normalized", per output row). trace_rows: record
+    each update's per-row weight norm and active count (`SparseState.row_trace`, saved in
+    `state_dict`). dense_layers: module names kept dense, inside the budget unless
+    dense_in_budget=False.
+
+    total_steps: optimizer steps of the whole run (needed by set/rigl). seed: seeds mask
+    generators by (seed, step, layer). broadcast_masks: after each update, copy rank 0's masks
+    when torch.distributed is initialized.
     """
-    settings = _validate(
-        method=method,
-        sparsity=sparsity,
-        distribution=distribution,
-        preconditioner=preconditioner,
-        regrow_scores=regrow_scores,
-        grad_renorm=grad_renorm,
-        grad_clip=grad_clip,
-        f_max=f_max,
-        sparseopt_layers=sparseopt_layers,
-        scale_weight_decay=scale_weight_decay,
-        ham=ham,
-        total_steps=total_steps,
-        delta_t=delta_t,
-        drop_fraction=drop_fraction,
-        t_end=t_end,
-        dense_layers=dense_layers,
-        dense_in_budget=dense_in_budget,
-        seed=seed,
-    )
-    return SparseState(model, optimizer, settings, broadcast_masks=broadcast_masks)
-
-
-def attach_from_config(
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    sparse_cfg: SparseConfig,
-    total_steps: int | None,
-    seed: int,
-) -> SparseState:
-    """`attach` with the arguments of a validated `SparseConfig` (from a `TrainConfig`)."""
-    return attach(
-        model,
-        optimizer,
-        method=sparse_cfg.method,
-        sparsity=sparse_cfg.sparsity,
-        distribution=sparse_cfg.distribution,
-        preconditioner=sparse_cfg.preconditioner,
-        regrow_scores=sparse_cfg.regrow_scores,
-        grad_renorm=sparse_cfg.grad_renorm,
-        grad_clip=sparse_cfg.grad_clip,
-        f_max=sparse_cfg.f_max,
-        sparseopt_layers=sparse_cfg.sparseopt_layers,
-        scale_weight_decay=sparse_cfg.scale_weight_decay,
-        ham=None if sparse_cfg.ham is None else sparse_cfg.ham.model_dump(),
-        total_steps=total_steps,
-        delta_t=sparse_cfg.delta_t,
-        drop_fraction=sparse_cfg.drop_fraction,
-        t_end=sparse_cfg.t_end,
-        dense_layers=sparse_cfg.dense_layers,
-        dense_in_budget=sparse_cfg.dense_in_budget,
-        seed=seed,
-    )
+    base = SparseConfig() if config is None else config
+    merged = SparseConfig.model_validate({**dict(base), **options}) if options else base
+    return SparseState(model, optimizer, merged, total_steps, seed, broadcast_masks)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import inspect
+import itertools
 import math
+import typing
 
 import pytest
 import torch
 from torch import nn
 
 import sparseopt
+from contract import arms
 from sparseopt.config import SparseConfig
 from sparseopt.distributions import erk_densities, layer_nonzeros, uniform_densities
 
@@ -162,31 +164,19 @@ def test_dense_method_has_no_masks_and_only_ham_changes_the_update():
     assert torch.equal(plain[3].bias, dense_ham[3].bias)
 
 
-def test_attach_defaults_match_sparse_config():
-    defaults = SparseConfig()
-    signature = inspect.signature(sparseopt.attach).parameters
-    for field in (
-        "method",
-        "sparsity",
-        "distribution",
-        "preconditioner",
-        "regrow_scores",
-        "grad_renorm",
-        "grad_clip",
-        "f_max",
-        "sparseopt_layers",
-        "scale_weight_decay",
-        "ham",
-        "delta_t",
-        "drop_fraction",
-        "t_end",
-        "dense_layers",
-        "dense_in_budget",
-    ):
-        assert signature[field].default == getattr(defaults, field), field
+def test_attach_is_validated_by_sparse_config_with_options_over_a_config():
+    model = tiny_net()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    state = sparseopt.attach(model, optimizer, total_steps=10)
+    assert state.config == SparseConfig()
+    state.detach()
+    base = SparseConfig(method="set", sparsity=0.8, delta_t=7)
+    state = sparseopt.attach(model, optimizer, base, total_steps=10, sparsity=0.5)
+    assert state.config == base.model_copy(update={"sparsity": 0.5})
+    assert state.config.delta_t == 7 and base.sparsity == 0.8
 
 
-def test_attach_from_config_passes_every_field():
+def test_attach_with_a_config_saves_every_field():
     cfg = SparseConfig(
         method="set",
         sparsity=0.8,
@@ -200,17 +190,17 @@ def test_attach_from_config_passes_every_field():
         delta_t=7,
         drop_fraction=0.2,
         t_end=0.5,
+        drop_scores="row_normalized",
+        trace_rows=True,
         dense_layers=("8",),
         dense_in_budget=False,
     )
     model = tiny_net()
-    state = sparseopt.attach_from_config(
-        model, torch.optim.SGD(model.parameters(), lr=0.1), cfg, total_steps=50, seed=3
-    )
-    settings = state.settings.to_dict()
-    for key, value in cfg.model_dump(mode="json").items():
-        assert settings[key] == value, key
-    assert settings["total_steps"] == 50 and settings["seed"] == 3
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    state = sparseopt.attach(model, optimizer, cfg, total_steps=50, seed=3)
+    assert state.config is cfg
+    saved = state.state_dict()["config"]
+    assert saved == {**cfg.model_dump(mode="json"), "total_steps": 50, "seed": 3}
 
 
 @pytest.mark.parametrize(
@@ -233,16 +223,30 @@ def test_attach_from_config_passes_every_field():
         ({"method": "dense", "sparsity": 0.0, "dense_layers": ("nope",)}, "dense_layers"),
         ({"dense_layers": "8"}, "dense_layers"),
         ({"dense_layers": ("3",), "sparsity": 0.99}, "dense_layers"),
+        ({"drop_scores": "gradient"}, "drop_scores"),
+        (
+            {"method": "static", "drop_scores": "row_normalized"},
+            "drop_scores='row_normalized' needs a dynamic",
+        ),
+        (
+            {"method": "dense", "sparsity": 0.0, "preconditioner": "sparseopt"},
+            "preconditioner='sparseopt' needs a sparse method",
+        ),
+        ({"trace_rows": "often"}, "trace_rows"),
         ({"ham": {"alpha": 1.0, "gamma": 2.0}}, "ham"),
         ({"ham": {"alpha": -1.0}}, "ham"),
         ({"grad_clip": 0.0}, "grad_clip"),
         ({"grad_clip": float("inf")}, "grad_clip"),
         ({"f_max": -1.0, "preconditioner": "sparseopt"}, "f_max"),
         ({"sparseopt_layers": "some"}, "sparseopt_layers"),
-        ({"grad_renorm": True, "grad_clip": 1.0}, "grad_renorm=True .* grad_clip"),
-        ({"f_max": 1.0}, "f_max .* preconditioner='sparseopt'"),
-        ({"sparseopt_layers": "normalized"}, "sparseopt_layers='normalized' .* preconditioner"),
-        ({"scale_weight_decay": True}, "scale_weight_decay .* preconditioner='sparseopt'"),
+        ({"grad_renorm": True, "grad_clip": 1.0}, "grad_renorm=True and sparse.grad_clip=1.0"),
+        ({"unknown_option": 1}, "unknown_option"),
+        ({"f_max": 1.0}, "f_max=1.0 needs sparse.preconditioner='sparseopt'"),
+        (
+            {"sparseopt_layers": "normalized"},
+            "sparseopt_layers='normalized' needs sparse.preconditioner",
+        ),
+        ({"scale_weight_decay": True}, "scale_weight_decay=True needs sparse.preconditioner"),
     ],
 )
 def test_bad_input_names_the_argument(kwargs, argument):
@@ -301,14 +305,14 @@ def test_works_under_torch_compile():
 
 def test_sparse_config_validates_the_new_options_like_attach():
     assert SparseConfig(grad_clip=1.0).grad_clip == 1.0
-    with pytest.raises(ValueError, match=r"grad_renorm=true and sparse\.grad_clip"):
+    with pytest.raises(ValueError, match=r"grad_renorm=True and sparse\.grad_clip=1\.0 exclude"):
         SparseConfig(grad_renorm=True, grad_clip=1.0)
     for options in (
         {"f_max": 1.0},
         {"sparseopt_layers": "normalized"},
         {"scale_weight_decay": True},
     ):
-        with pytest.raises(ValueError, match=r"need sparse\.preconditioner='sparseopt'"):
+        with pytest.raises(ValueError, match=r"needs sparse\.preconditioner='sparseopt'"):
             SparseConfig(**options)
         assert SparseConfig(preconditioner="sparseopt", **options)
     with pytest.raises(ValueError, match="f_max"):
@@ -421,21 +425,63 @@ def test_weights_written_after_attach_are_masked_on_the_first_step():
     assert_zero_off_mask(model, optimizer, state.masks)
 
 
+def every_arm_name() -> list[str]:
+    """Each method with each subset of modifiers, in canonical order."""
+    return [
+        "+".join([method, *modifiers])
+        for method in arms.METHODS
+        for size in range(len(arms.MODIFIERS) + 1)
+        for modifiers in itertools.combinations(arms.MODIFIERS, size)
+    ]
+
+
 def valid_arms() -> list:
-    """Every arm the contract's grammar accepts (each method with each subset of modifiers)."""
-    from itertools import combinations
-
-    from contract import arms
-
+    """Every arm the contract's grammar accepts."""
     found = []
-    for method in arms.METHODS:
-        for size in range(len(arms.MODIFIERS) + 1):
-            for modifiers in combinations(arms.MODIFIERS, size):
-                try:
-                    found.append(arms.parse_arm("+".join([method, *modifiers])))
-                except ValueError:
-                    continue
+    for name in every_arm_name():
+        try:
+            found.append(arms.parse_arm(name))
+        except ValueError:
+            continue
     return found
+
+
+def arm_fields(name: str) -> dict:
+    """The SparseConfig fields an arm name sets (its grammar aside), at a valid sparsity."""
+    method, *modifiers = name.split("+")
+    fields = {"method": method, "sparsity": 0.0 if method == "dense" else 0.9}
+    for modifier in arms.MODIFIER_TABLE:
+        fields[modifier.field] = modifier.on if modifier.name in modifiers else modifier.off
+    return fields
+
+
+def test_an_arm_is_valid_exactly_when_the_sparse_config_it_sets_is():
+    valid = 0
+    for name in every_arm_name():
+        try:
+            arms.parse_arm(name)
+        except ValueError as error:
+            with pytest.raises(ValueError):
+                SparseConfig(**arm_fields(name))
+            assert "needs" in str(error) or "exclude" in str(error), name
+            continue
+        assert SparseConfig(**arm_fields(name)).modifiers() == set(name.split("+")[1:]), name
+        valid += 1
+    assert valid == len(valid_arms()) > 50
+
+
+def test_the_contract_tables_agree_with_sparse_config_and_the_implementations():
+    from sparseopt.config import Distribution, DropScores, Method
+    from sparseopt.state import DISTRIBUTIONS
+    from sparseopt.topology import DROP_SCORES, UPDATERS
+
+    defaults = SparseConfig()
+    for modifier in arms.MODIFIER_TABLE:
+        assert getattr(defaults, modifier.field) == modifier.off, modifier.name
+    assert typing.get_args(Method) == arms.METHODS == tuple(UPDATERS)
+    assert {name: cls.traits for name, cls in UPDATERS.items()} == arms.METHOD_TRAITS
+    assert set(typing.get_args(Distribution)) == set(DISTRIBUTIONS)
+    assert set(typing.get_args(DropScores)) == set(DROP_SCORES)
 
 
 def test_every_arm_of_the_contract_is_a_valid_sparse_config_and_attaches():
@@ -447,8 +493,9 @@ def test_every_arm_of_the_contract_is_a_valid_sparse_config_and_attaches():
         cfg = SparseConfig(**fields)
         model = tiny_net()
         optimizer = torch.optim.SGD(model.parameters(), lr=0.1, weight_decay=5e-4)
-        state = sparseopt.attach_from_config(model, optimizer, cfg, total_steps=10, seed=0)
+        state = sparseopt.attach(model, optimizer, cfg, total_steps=10, seed=0)
+        assert cfg.modifiers() == arm.modifiers, arm.name
         expected = {"renorm", "clip", "cap", "wdscale", "ham"} & arm.modifiers
-        assert set(state.settings.modifiers()) == expected, arm.name
+        assert set(state.modifiers) == expected, arm.name
         checked += 1
     assert checked > 50

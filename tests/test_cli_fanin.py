@@ -138,3 +138,42 @@ def test_bad_input_names_the_flag_and_the_file(app, tmp_path):
         "no loadable checkpoint",
     )
     assert_bad_input(runner.invoke(app, ["fanin", "--runs", str(missing)]), f"--runs {missing}")
+
+
+def test_the_newest_checkpoints_row_trace_is_in_the_json_by_layer_and_row(app, tmp_path):
+    """A run with sparse.trace_rows stores each update's per-row norms and counts; --json and
+    --runs carry them under "row_trace", rows by index (layer "c" was not traced)."""
+    trace = {
+        "steps": torch.tensor([4, 8]),
+        "layers": {
+            "a": {
+                "norm_before": torch.tensor([[2.0, 1.0, 0.5, 3.0, 4.0, 0.0]] * 2),
+                "active_before": torch.tensor([[1, 3, 2, 3, 1, 0]] * 2, dtype=torch.int32),
+                "norm_after": torch.tensor([[2.0, 0.5, 0.5, 3.0, 4.0, 0.0]] * 2),
+                "active_after": torch.tensor([[2, 2, 2, 3, 1, 0]] * 2, dtype=torch.int32),
+            }
+        },
+    }
+    for epoch, name in enumerate(RAY_CHECKPOINTS, start=1):
+        checkpoint = payload(epoch, scale=1.0)
+        checkpoint["sparse_state"]["row_trace"] = trace if epoch == 2 else None
+        save_checkpoint(tmp_path / "train_runs" / "trial-abc" / name, checkpoint)
+    trial = tmp_path / "train_runs" / "trial-abc"
+    result = CliRunner().invoke(app, ["fanin", "--checkpoint", str(trial), "--json"])
+    assert result.exit_code == 0, result.output
+    rows = {row["layer"]: row for row in json.loads(result.stdout)}
+    assert rows["c"]["row_trace"] == []
+    first, second = rows["a"]["row_trace"]
+    assert (first["step"], second["step"]) == (4, 8)
+    assert first["active_before"] == [1, 3, 2, 3, 1, 0] and first["active_after"] == [
+        2,
+        2,
+        2,
+        3,
+        1,
+        0,
+    ]
+    assert first["norm_after"] == [2.0, 0.5, 0.5, 3.0, 4.0, 0.0]
+    runs = CliRunner().invoke(app, ["fanin", "--runs", str(tmp_path / "train_runs")])
+    (line,) = runs.stdout.splitlines()
+    assert [len(layer["row_trace"]) for layer in json.loads(line)["layers"]] == [2, 0]

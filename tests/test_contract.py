@@ -26,14 +26,14 @@ ROOT = Path(__file__).parents[1]
 
 
 def test_writers_and_readers_use_the_one_definition_of_each_name() -> None:
+    import analysis.guards
     import analysis.schema
-    import sparseopt.engine
     import sweeps.spec.schema
     import sweeps.tracking.callback
 
     assert sweeps.tracking.callback.EPOCH_METRICS is names.EPOCH_METRICS
     assert analysis.schema.METRIC_KEYS is names.EPOCH_METRICS
-    assert sparseopt.engine.SPLIT_METRICS is names.SPLIT_METRICS
+    assert analysis.guards.DYNAMIC_METHODS is arms.DYNAMIC_METHODS
     assert list(analysis.schema.TAG_COLUMNS) == list(names.TRIAL_TAGS)
     assert set(analysis.schema.STATUSES) == set(outcome.STATUSES) - {"pending"}
     searchable = sweeps.spec.schema.SearchConfig.model_fields["metric"].annotation.__args__
@@ -110,22 +110,38 @@ def test_tune_trial_status_maps_every_tune_state() -> None:
 
 
 def test_arm_settings_cover_exactly_the_arm_controlled_keys() -> None:
-    settings = arms.parse_arm("rigl+sparseopt+corrected+cap+normonly+wdscale+clip").train_settings()
-    assert [*settings, "sparse.ham"] == list(arms.ARM_CONTROLLED)
+    arm = "rigl+sparseopt+corrected+cap+normonly+wdscale+clip+rownorm"
+    settings = arms.parse_arm(arm).train_settings()
+    assert [*settings] == [key for key in arms.ARM_CONTROLLED if key != "sparse.ham"]
     assert settings["sparse.f_max"] == 1.0 and settings["sparse.grad_clip"] == 1.0
     assert settings["sparse.sparseopt_layers"] == "normalized"
-    assert arms.parse_arm("set").train_settings()["sparse.f_max"] is None
+    assert settings["sparse.drop_scores"] == "row_normalized"
+    plain = arms.parse_arm("set").train_settings()
+    assert plain["sparse.f_max"] is None and plain["sparse.drop_scores"] == "magnitude"
+
+
+def test_the_method_registry_and_its_traits() -> None:
+    assert arms.METHODS == ("dense", "static", "set", "rigl")
+    assert arms.DYNAMIC_METHODS == ("set", "rigl")
+    assert [m for m, t in arms.METHOD_TRAITS.items() if t.gradient_growth] == ["rigl"]
+    assert arms.parse_arm("dense").sparse is False and arms.parse_arm("static").sparse is True
 
 
 @pytest.mark.parametrize(
     ("name", "message"),
     [
-        ("rigl+cap", "need the 'sparseopt' modifier"),
-        ("set+sparseopt+corrected", "needs method rigl"),
-        ("dense+sparseopt", "no effect on a dense network"),
-        ("rigl+renorm+clip", "exclude each other"),
+        ("rigl+cap", r"'cap' needs 'sparseopt' \(it modifies SparseOpt\)"),
+        ("set+sparseopt+corrected", r"'corrected' needs a method that grows by gradient \(rigl\)"),
+        (
+            "dense+sparseopt",
+            r"'sparseopt' needs a sparse method .* on dense, .*: ham, renorm, clip\)",
+        ),
+        ("rigl+renorm+clip", "'renorm' and 'clip' exclude each other"),
+        ("static+rownorm", r"'rownorm' needs a dynamic \(drop-and-grow\) method \(set, rigl\)"),
         ("rigl+cap+sparseopt", "write modifiers in the order"),
         ("rigl+turbo", "allowed modifiers"),
+        ("snip", "allowed methods: dense, static, set, rigl"),
+        ("rigl+ham+ham", "repeats a modifier"),
     ],
 )
 def test_bad_arms_are_refused_naming_what_is_allowed(name: str, message: str) -> None:
@@ -133,14 +149,25 @@ def test_bad_arms_are_refused_naming_what_is_allowed(name: str, message: str) ->
         arms.parse_arm(name)
 
 
+def test_allowed_modifiers_follow_the_rules_of_each_method() -> None:
+    sparse_options = ["sparseopt", "cap", "normonly", "wdscale", "ham", "renorm", "clip"]
+    assert arms.allowed_modifiers("dense") == ["ham", "renorm", "clip"]
+    assert arms.allowed_modifiers("static") == sparse_options
+    assert arms.allowed_modifiers("set") == [*sparse_options, "rownorm"]
+    assert arms.allowed_modifiers("rigl") == [*sparse_options[:1], "corrected", *sparse_options[1:], "rownorm"]  # fmt: skip
+    assert arms.SPARSEOPT_OPTIONS == ("corrected", "cap", "normonly", "wdscale")
+
+
 def test_baselines_and_ablation_contrasts() -> None:
     assert arms.baseline_arm("rigl+sparseopt+corrected+cap+ham") == "rigl+ham"
+    assert arms.baseline_arm("rigl+sparseopt+rownorm") == "rigl+rownorm"
     assert arms.is_sparseopt_arm("rigl+sparseopt") and not arms.is_sparseopt_arm("rigl+renorm")
     assert arms.ablation_contrasts("rigl+sparseopt+cap+renorm") == [
         ("cap", "rigl+sparseopt+renorm"),
         ("renorm", "rigl+sparseopt+cap"),
     ]
     assert arms.ablation_contrasts("rigl+renorm") == [("renorm", "rigl")]
+    assert arms.ablation_contrasts("rigl+sparseopt+rownorm") == [("rownorm", "rigl+sparseopt")]
 
 
 # ---- the lr-selection rule -----------------------------------------------------------------

@@ -13,12 +13,12 @@ import sparseopt
 
 WORLD = 2
 STEPS = 12
-# (method, broadcast_masks, attach to the inner module before the DDP wrap)
+# (method, broadcast_masks, attach to the inner module before the DDP wrap, drop scores)
 RUNS = [
-    (method, broadcast, attach_first)
+    (method, broadcast, attach_first, "magnitude")
     for broadcast, attach_first in ((False, False), (True, False), (True, True))
     for method in ("rigl", "set")
-]
+] + [(method, False, False, "row_normalized") for method in ("rigl", "set")]
 
 
 def _net() -> nn.Module:
@@ -34,12 +34,13 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
     results = {}
-    for method, broadcast, attach_first in RUNS:
+    for method, broadcast, attach_first, drop_scores in RUNS:
         net = _net()
         optimizer = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
         model = net if attach_first else DistributedDataParallel(net)
         state = sparseopt.attach(model, optimizer, method=method, sparsity=0.8, preconditioner="sparseopt",
-                                 total_steps=2 * STEPS, delta_t=3, broadcast_masks=broadcast)  # fmt: skip
+                                 total_steps=2 * STEPS, delta_t=3, broadcast_masks=broadcast,
+                                 drop_scores=drop_scores)  # fmt: skip
         if attach_first:
             model = DistributedDataParallel(net)
         initial = {name: mask.clone() for name, mask in state.masks.items()}
@@ -53,7 +54,7 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
             loss.backward()
             optimizer.step()
             losses.append(loss.item())
-        results[(method, broadcast, attach_first)] = {
+        results[(method, broadcast, attach_first, drop_scores)] = {
             "initial": initial,
             "masks": {name: mask.clone() for name, mask in state.masks.items()},
             "weights": {name: p.detach().clone() for name, p in net.named_parameters()},

@@ -151,9 +151,7 @@ def test_epoch_metrics_uses_the_convention_keys():
 
 def test_epoch_metrics_reports_activity_under_the_contract_names():
     import contract.names
-    import sparseopt.engine
 
-    assert sparseopt.engine.SPLIT_METRICS is contract.names.SPLIT_METRICS
     train = TrainStats(loss=1.0, acc1=50.0, samples=100, time_s=2.0)
     metrics = epoch_metrics(
         1, train, None, None, lr=0.1, sparsity=0.9, itop_rate=0.2,

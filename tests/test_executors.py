@@ -64,12 +64,17 @@ def run_sweep(tmp_path: Path, arms: list[str], executor: str) -> dict[str, list[
     }
 
 
-def history(tmp_path: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The trial's per-epoch metrics from its final checkpoint, timings removed."""
+def checkpoints(tmp_path: Path, rows: list[dict[str, Any]]) -> list[Path]:
+    """The trial's checkpoint directories, oldest first (their names hold the time of writing
+    to the microsecond, `checkpoint_%Y-%m-%d_%H-%M-%S.%f`)."""
     config_hash = rows[0]["config"]["meta"]["config_hash"]
     run_dir = tmp_path / "results" / "executors" / "train_runs" / f"trial-{config_hash}"
-    newest = sorted(path for path in run_dir.glob("checkpoint_*") if path.is_dir())[-1]
-    payload = load_latest_checkpoint(newest)
+    return sorted(path for path in run_dir.glob("checkpoint_*") if path.is_dir())
+
+
+def history(tmp_path: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The trial's per-epoch metrics from its final checkpoint, timings removed."""
+    payload = load_latest_checkpoint(checkpoints(tmp_path, rows)[-1])
     assert payload is not None
     return [{k: v for k, v in entry.items() if k not in TIMINGS} for entry in payload["history"]]
 

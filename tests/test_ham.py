@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 import sparseopt
-from sparseopt.ham import HamSettings, ham_step, ham_update_
+from sparseopt.config import HamConfig
+from sparseopt.ham import ham_step, ham_update_
 
 
 def test_ham_update_matches_hand_computation_with_clamping():
@@ -68,22 +69,27 @@ def test_ham_in_attach_uses_the_masked_gradient_and_skips_1d_params():
     ("value", "message"),
     [
         ({"alpha": 1.0, "gamma": 0.0}, "gamma"),
-        ({"alpha": 0.0}, "alpha > 0"),
-        ({"beta": -1.0}, "beta >= 0"),
-        (3.0, "ham must be"),
+        ({"alpha": 0.0}, "greater than 0"),
+        ({"beta": -1.0}, "greater than or equal to 0"),
+        (3.0, "valid dictionary"),
     ],
 )
-def test_bad_ham_settings_are_rejected(value, message):
-    with pytest.raises(ValueError, match=message):
-        HamSettings.parse(value)
+def test_bad_ham_settings_are_rejected_by_attach_naming_the_field(value, message):
+    model = nn.Sequential(nn.Linear(4, 3))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match=rf"ham(.|\n)*{message}"):
+        sparseopt.attach(model, optimizer, method="dense", sparsity=0.0, ham=value)
 
 
 def test_ham_settings_accept_mappings_and_config_objects():
-    from sparseopt.config import HamConfig
-
-    assert HamSettings.parse(None) is None
-    assert HamSettings.parse({"alpha": 3.0}) == HamSettings(alpha=3.0, beta=1e-3)
-    assert HamSettings.parse(HamConfig(alpha=5.0, beta=0.0)) == HamSettings(alpha=5.0, beta=0.0)
+    model = nn.Sequential(nn.Linear(4, 3))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    state = sparseopt.attach(model, optimizer, method="dense", sparsity=0.0, ham={"alpha": 3.0})
+    assert state.config.ham == HamConfig(alpha=3.0, beta=1e-3)
+    state.detach()
+    config = HamConfig(alpha=5.0, beta=0.0)
+    state = sparseopt.attach(model, optimizer, method="dense", sparsity=0.0, ham=config)
+    assert state.config.ham == config
 
 
 def test_ham_step_equals_ham_update_per_tensor_and_reports_whether_it_changed_a_weight():
@@ -101,7 +107,7 @@ def test_ham_step_equals_ham_update_per_tensor_and_reports_whether_it_changed_a_
     expected = {name: p.detach().clone() for name, p in model.named_parameters()}
     ham_update_(expected["0.weight"], model[0].weight.grad, 0.05, 200.0, 1e-3)
     ham_update_(expected["2.weight"], model[2].weight.grad, 0.2, 200.0, 1e-3)
-    changed = ham_step(optimizer, HamSettings())
+    changed = ham_step(optimizer, HamConfig())
     assert changed.dtype == torch.bool and bool(changed)
     for name, param in model.named_parameters():
         assert torch.equal(param.detach(), expected[name]), name
@@ -109,6 +115,6 @@ def test_ham_step_equals_ham_update_per_tensor_and_reports_whether_it_changed_a_
 
     for group in optimizer.param_groups:
         group["lr"] = 0.0
-    assert not bool(ham_step(optimizer, HamSettings()))  # every factor is exp(0) = 1
+    assert not bool(ham_step(optimizer, HamConfig()))  # every factor is exp(0) = 1
     model[0].weight.grad = model[2].weight.grad = None
-    assert ham_step(optimizer, HamSettings()) is None  # no >= 2-dim weight with a gradient
+    assert ham_step(optimizer, HamConfig()) is None  # no >= 2-dim weight with a gradient

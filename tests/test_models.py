@@ -96,3 +96,37 @@ def test_bad_sizes_name_the_argument():
         resnet20(0)
     with pytest.raises(ValueError, match="hidden"):
         mlp(64, 10, hidden=0)
+
+
+def test_resnet20_on_digits_has_cifar_resnet20_block_fan_ins_at_097_under_erk(capsys):
+    """ResNet-20 built for the digits (1 channel, 8x8, 10 classes: the dataset's own meta) keeps
+    CIFAR ResNet-20's mean active fan-in per row in every block conv at s = 0.97 under ERK
+    (7.8-11.7, vs 7.6-11.3 on CIFAR-100): only the stem and the classifier differ."""
+    import sparseopt
+    from sparseopt.config import DataConfig
+    from sparseopt.data import build_datasets
+
+    meta = build_datasets(DataConfig(name="digits"), seed=0).meta
+    assert (meta["in_channels"], meta["image_size"], meta["num_classes"]) == (1, 8, 10)
+    spreads = {}
+    for inputs, (channels, size, classes) in {
+        "digits": (meta["in_channels"], meta["image_size"], meta["num_classes"]),
+        "cifar100": (3, 32, 100),
+    }.items():
+        model = build_model(ModelConfig(name="resnet20"), classes, channels, size)
+        assert model(torch.zeros(2, channels, size, size)).shape == (2, classes)
+        state = sparseopt.attach(model, torch.optim.SGD(model.parameters(), lr=0.1),
+                                 method="static", sparsity=0.97, distribution="erk")  # fmt: skip
+        spreads[inputs] = {
+            row["layer"]: row["mean_k"] for row in sparseopt.fan_in_spread(state.masks)
+        }
+    with capsys.disabled():
+        print("\nmean active fan-in per row at s=0.97, ERK:  layer  digits  cifar100")
+        for layer, mean_k in spreads["digits"].items():
+            print(f"  {layer:24s} {mean_k:6.2f} {spreads['cifar100'][layer]:6.2f}")
+    blocks = [layer for layer in spreads["digits"] if ".conv" in layer]
+    assert len(blocks) == 18
+    digits = [spreads["digits"][layer] for layer in blocks]
+    assert min(digits) >= 7.8 and max(digits) <= 11.7
+    for layer in blocks:
+        assert 1.0 <= spreads["digits"][layer] / spreads["cifar100"][layer] <= 1.05, layer

@@ -169,7 +169,7 @@ def test_grad_clip_acts_only_when_the_norm_exceeds_the_maximum(scale):
 
 def test_renorm_and_clip_exclude_each_other():
     model = net()
-    with pytest.raises(ValueError, match=r"grad_renorm=True .* grad_clip=1\.0 .* exclude"):
+    with pytest.raises(ValueError, match=r"grad_renorm=True and sparse\.grad_clip=1\.0 exclude"):
         sparseopt.attach(model, torch.optim.SGD(model.parameters(), lr=0.1), method="static",
                          grad_renorm=True, grad_clip=1.0)  # fmt: skip
 
@@ -392,7 +392,7 @@ def test_activity_of_cap_wdscale_and_ham_counts_the_steps_they_changed():
     for module in ("0", "3"):
         model[int(module)].weight.grad = None
     optimizer.step()  # no masked layer (nor any >= 2-dim weight) has a gradient: none acts
-    assert state.settings.modifiers() == ("cap", "wdscale", "ham")
+    assert state.modifiers == ("cap", "wdscale", "ham")
     assert state.activity() == {"cap": 0.75, "wdscale": 0.5, "ham": 0.5}
 
 
@@ -404,6 +404,7 @@ def test_activity_of_cap_wdscale_and_ham_counts_the_steps_they_changed():
         {"preconditioner": "sparseopt", "f_max": 1.0},
         {"preconditioner": "sparseopt", "sparseopt_layers": "normalized"},
         {"preconditioner": "sparseopt", "scale_weight_decay": True},
+        {"drop_scores": "row_normalized", "trace_rows": True},
         {
             "preconditioner": "sparseopt",
             "regrow_scores": "corrected",
@@ -411,9 +412,10 @@ def test_activity_of_cap_wdscale_and_ham_counts_the_steps_they_changed():
             "scale_weight_decay": True,
             "grad_clip": 1.0,
             "ham": {},
+            "drop_scores": "row_normalized",
         },
     ],
-    ids=["renorm", "clip", "cap", "normalized", "wdscale", "all"],
+    ids=["renorm", "clip", "cap", "normalized", "wdscale", "rownorm", "all"],
 )
 @pytest.mark.parametrize("optimizer_name", ["sgd", "adam", "adamw"])
 def test_every_option_keeps_masked_weights_and_state_zero(options, optimizer_name):
@@ -428,4 +430,4 @@ def test_every_option_keeps_masked_weights_and_state_zero(options, optimizer_nam
         model, optimizer, 5, check=lambda: assert_zero_off_mask(model, optimizer, state.masks)
     )
     assert state.last_update is not None
-    assert set(state.activity()) == set(state.settings.modifiers())
+    assert set(state.activity()) == set(state.modifiers)

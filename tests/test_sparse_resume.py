@@ -29,6 +29,10 @@ ARMS = {
         grad_clip=0.5,
     ),
     "set_wdscale_adamw": dict(method="set", preconditioner="sparseopt", scale_weight_decay=True),
+    "rigl_rownorm_trace_sgd": dict(
+        method="rigl", preconditioner="sparseopt", drop_scores="row_normalized", trace_rows=True
+    ),
+    "set_rownorm_trace_adam": dict(method="set", drop_scores="row_normalized", trace_rows=True),
 }
 
 
@@ -134,16 +138,40 @@ def test_loading_a_state_with_another_config_is_refused():
         target.load_state_dict(source.state_dict())
 
 
+LATER_FIELDS = ("grad_clip", "f_max", "sparseopt_layers", "scale_weight_decay")
+"""Config fields the first state_dict format lacked."""
+TRACE_ERA_FIELDS = ("drop_scores", "trace_rows")
+"""Config fields (and the row trace) the second format lacked at first."""
+
+
 def legacy(state_dict: dict, **config) -> dict:
-    """`state_dict` as the first format saved it: no grad_clip, f_max, sparseopt_layers or
-    scale_weight_decay in its config."""
+    """`state_dict` as the first format saved it: none of the later fields in its config."""
     old = dict(state_dict, format="sparseopt.SparseState/1")
-    old["config"] = {
-        key: value
-        for key, value in state_dict["config"].items()
-        if key not in ("grad_clip", "f_max", "sparseopt_layers", "scale_weight_decay")
-    } | config
+    del old["row_trace"]
+    dropped = (*LATER_FIELDS, *TRACE_ERA_FIELDS)
+    old["config"] = {k: v for k, v in state_dict["config"].items() if k not in dropped} | config
     return old
+
+
+def test_a_state_dict_saved_before_the_row_trace_loads_with_it_empty():
+    model, optimizer, source = build("set_adam", 0)
+    train(model, optimizer, batches()[:4])
+    saved = source.state_dict()
+    del saved["row_trace"]
+    saved["config"] = {k: v for k, v in saved["config"].items() if k not in TRACE_ERA_FIELDS}
+    _, _, target = build("set_adam", 1)
+    target.load_state_dict(saved)
+    assert target.step == 4 and target.row_trace == []
+    assert_identical(target.state_dict(), source.state_dict())
+
+
+def test_the_row_trace_is_restored_and_continued_bit_for_bit():
+    model, optimizer, source = build("rigl_rownorm_trace_sgd", 0)
+    train(model, optimizer, batches()[:SPLIT])
+    assert [step for step, _ in source.row_trace] == [3, 6, 9]
+    _, _, target = build("rigl_rownorm_trace_sgd", 1)
+    target.load_state_dict(source.state_dict())
+    assert_identical(target.row_trace_state(), source.row_trace_state())
 
 
 def test_a_state_dict_of_the_first_format_loads_with_the_new_settings_at_their_defaults():
@@ -163,4 +191,4 @@ def test_a_legacy_grad_renorm_was_a_clip_at_one_and_loads_as_such():
         renorm.load_state_dict(saved)
     _, _, clip = build("rigl_sgd", 0, grad_renorm=False, grad_clip=1.0)
     clip.load_state_dict(saved)
-    assert clip.settings.grad_clip == 1.0
+    assert clip.config.grad_clip == 1.0

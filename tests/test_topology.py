@@ -9,7 +9,12 @@ import torch
 from torch import nn
 
 import sparseopt
-from sparseopt.topology import drop_and_grow, drop_fraction_at, is_update_step
+from sparseopt.topology import (
+    drop_and_grow,
+    drop_fraction_at,
+    is_update_step,
+    row_normalized_scores,
+)
 
 
 def test_cosine_drop_fraction_and_update_steps():
@@ -68,9 +73,12 @@ def tiny_net() -> nn.Module:
     )  # fmt: skip
 
 
+@pytest.mark.parametrize("drop_scores", ["magnitude", "row_normalized"])
 @pytest.mark.parametrize("method", ["set", "rigl"])
 @pytest.mark.parametrize("optimizer_name", ["sgd", "adam"])
-def test_dynamic_updates_keep_counts_zero_regrowth_and_follow_the_schedule(method, optimizer_name):
+def test_dynamic_updates_keep_counts_zero_regrowth_and_follow_the_schedule(
+    method, optimizer_name, drop_scores
+):
     total_steps, delta_t, t_end, drop_fraction = 40, 4, 0.75, 0.3
     model = tiny_net()
     if optimizer_name == "sgd":
@@ -78,7 +86,8 @@ def test_dynamic_updates_keep_counts_zero_regrowth_and_follow_the_schedule(metho
     else:
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     state = sparseopt.attach(model, optimizer, method=method, sparsity=0.8, preconditioner="sparseopt",
-                             total_steps=total_steps, delta_t=delta_t, t_end=t_end, drop_fraction=drop_fraction)  # fmt: skip
+                             total_steps=total_steps, delta_t=delta_t, t_end=t_end,
+                             drop_fraction=drop_fraction, drop_scores=drop_scores)  # fmt: skip
     counts = {name: int(mask.sum()) for name, mask in state.masks.items()}
     modules = dict(model.named_modules())
     union = {name: mask.clone() for name, mask in state.masks.items()}
@@ -185,3 +194,76 @@ def test_set_growth_is_seeded():
             optimizer.step()
         masks.append(state.masks)
     assert all(torch.equal(masks[0][n], masks[1][n]) for n in masks[0])
+
+
+# ---------------------------------------------------------------- row-normalized drop scores
+def test_row_normalized_scores_divide_by_the_row_norm():
+    weight = torch.tensor([[3.0, -4.0, 0.0], [0.0, 0.0, 0.0], [0.0, -2.0, 0.0]])
+    expected = torch.tensor([[0.6, 0.8, 0.0], [0.0, 0.0, 0.0], [0.0, 1.0, 0.0]])  # 3/5, 4/5 in fp32
+    assert torch.equal(row_normalized_scores(weight), expected)
+
+
+def test_row_normalized_drop_spares_a_small_row_that_magnitude_would_empty():
+    """Row 0 holds three large weights (|w| = 10, 9, 8; norm 15.65), row 1 one small weight (1):
+    magnitude drops row 1's only weight, row_normalized the 8 (8/15.65 < 1/1)."""
+    mask = torch.tensor([[True, True, True, False], [True, False, False, False]])
+    weight = torch.tensor([[10.0, -9.0, 8.0, 0.0], [1.0, 0.0, 0.0, 0.0]])
+    scores = torch.tensor([[0.0, 0.0, 0.0, 5.0], [0.0, 1.0, 2.0, 3.0]])
+    by_magnitude = drop_and_grow(mask, weight, 1, scores=scores)
+    by_row = drop_and_grow(mask, weight, 1, scores=scores, drop_scores="row_normalized")
+    assert by_magnitude.tolist() == [[True, True, True, True], [False, False, False, False]]
+    assert by_row.tolist() == [[True, True, False, True], [True, False, False, False]]
+    two = drop_and_grow(mask, weight, 2, generator=torch.Generator().manual_seed(0), drop_scores="row_normalized")  # fmt: skip
+    assert (mask & ~two).tolist() == [[False, True, True, False], [False, False, False, False]]
+    assert int(two.sum()) == 4
+
+
+def rownorm_layer(trace: bool) -> tuple[nn.Module, torch.optim.Optimizer, sparseopt.SparseState]:
+    """A 2x4 layer: row 0 active at |w| = 10, 9, 8 (norm 15.65), row 1 at |w| = 1; one update
+    of one weight at step 1; growth scores favour row 1, column 3."""
+    model = nn.Sequential(nn.Linear(4, 2, bias=False))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0, momentum=0.9)
+    state = sparseopt.attach(model, optimizer, method="rigl", sparsity=0.5, total_steps=1000,
+                             delta_t=1, drop_fraction=0.25, drop_scores="row_normalized",
+                             trace_rows=trace)  # fmt: skip
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([[10.0, -9.0, 8.0, 7.0], [1.0, 6.0, 5.0, 4.0]]))
+    saved = state.state_dict()
+    saved["masks"]["0"] = torch.tensor([[True, True, True, False], [True, False, False, False]])
+    state.load_state_dict(saved)  # zeroes the weights off the mask
+    grad = torch.tensor([[0.0, 0.0, 0.0, 0.5], [0.0, 0.25, 0.125, 2.0]])
+    model[0].weight.grad = grad
+    return model, optimizer, state
+
+
+def test_rownorm_arm_drops_by_row_normalized_score_and_keeps_counts_and_zeros():
+    model, optimizer, state = rownorm_layer(trace=False)
+    optimizer.step()
+    assert state.last_update.dropped == {"0": 1} and state.last_update.grown == {"0": 1}
+    new = state.masks["0"]
+    assert new.tolist() == [[True, True, False, False], [True, False, False, True]]
+    weight = model[0].weight.detach()
+    assert weight.tolist() == [[10.0, -9.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0]]
+    momentum = optimizer.state[model[0].weight]["momentum_buffer"]
+    assert torch.count_nonzero(momentum[~new]) == 0 and momentum[1, 3] == 0
+    assert state.row_trace == [] and state.state_dict()["row_trace"]["layers"] == {}
+
+
+def test_the_row_trace_records_norms_and_counts_before_the_drop_and_after_the_grow():
+    _, optimizer, state = rownorm_layer(trace=True)
+    optimizer.step()
+    optimizer.step()
+    (step, rows), (second, _) = state.row_trace
+    assert (step, second) == (1, 2)
+    first = rows["0"]
+    assert first.norm_before.tolist() == pytest.approx([math.sqrt(245.0), 1.0])
+    assert first.active_before.tolist() == [3, 1]
+    assert first.norm_after.tolist() == pytest.approx([math.sqrt(181.0), 1.0])
+    assert first.active_after.tolist() == [2, 2]
+    saved = state.state_dict()["row_trace"]
+    assert saved["steps"].tolist() == [1, 2]
+    assert saved["layers"]["0"]["active_before"].tolist() == [[3, 1], [2, 2]]
+    entries = sparseopt.row_norm_trace(state.state_dict())["0"]
+    assert [entry["step"] for entry in entries] == [1, 2]
+    assert entries[0]["active_after"] == [2, 2]
+    assert entries[0]["norm_before"] == pytest.approx([math.sqrt(245.0), 1.0])

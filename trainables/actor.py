@@ -3,8 +3,8 @@
 Ray Train starts a controller and worker processes for every `fit()` (~10 s on 2 CPUs, each
 importing torch); a trial with one worker needs none of them. With `reuse_actors`, Tune keeps
 the trial actor alive between trials, so torch, the code and the data files are loaded once.
-The loop is the same as on Ray Train (`trainables.loop`); only the session differs: rank 0 of
-1, the GPU Tune assigned to the actor (if any), and checkpoints written by the trial itself
+The loop is the same as on Ray Train (`sparseopt.loop.run_epochs`); only the session differs:
+rank 0 of 1, the GPU Tune assigned to the actor (if any), and checkpoints written by the trial itself
 to the same place and in the same format as Ray Train's (`<train_runs>/trial-<hash>/
 checkpoint_<time>/`), so resume, `sparsesweep fanin` and the fault handling see one layout.
 A killed actor fails the trial attempt; Tune retries it (`FailureConfig.max_failures`) and
@@ -24,20 +24,22 @@ import torch
 
 from contract.trial import ResultKey, TrialMeta, train_payload
 from sparseopt.config import TrainConfig
+from sparseopt.loop import run_epochs
 from trainables.checkpoints import RAY_CHECKPOINT_PREFIX, run_directory, stored_checkpoints
-from trainables.loop import run_trial_loop
 from trainables.runtime import TrialRuntime, train_run_name
+from trainables.session import RaySession
 
 _STAGING_PREFIX = ".staging-"
 
 
-class ActorSession:
-    """`TrialSession` of a trial running inside its Tune actor (rank 0 of 1)."""
+class ActorSession(RaySession):
+    """`TrainingSession` of a trial running inside its Tune actor (rank 0 of 1)."""
 
     rank = 0
     world_size = 1
 
     def __init__(self, storage_path: str, config_hash: str, keep_checkpoints: int) -> None:
+        super().__init__(config_hash)
         self._filesystem, self._run_dir = run_directory(storage_path, train_run_name(config_hash))
         self._keep = keep_checkpoints
 
@@ -49,12 +51,12 @@ class ActorSession:
         """The checkpoints in the trial's run directory, newest first."""
         return stored_checkpoints(self._filesystem, self._run_dir)
 
-    def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
+    def deliver(self, result: dict[str, Any], checkpoint_dir: str | None) -> None:
         """Store the checkpoint (if any), keep the newest ones, then `ray.tune.report`."""
         if checkpoint_dir is not None:
-            metrics = {**metrics, ResultKey.CHECKPOINT_PATH: self._store(checkpoint_dir)}
+            result = {**result, ResultKey.CHECKPOINT_PATH: self._store(checkpoint_dir)}
             self._prune()
-        ray.tune.report(metrics)
+        ray.tune.report(result)
 
     def _store(self, local_dir: str) -> str:
         """Copy `local_dir` to a new `checkpoint_<time>` of the run directory; its path.
@@ -83,6 +85,8 @@ class ActorSession:
 
 def train_in_actor(config: dict[str, Any], runtime: TrialRuntime) -> None:
     """Tune function trainable of the actor executor: train one trial in this process."""
-    keep = TrainConfig.model_validate(train_payload(config)).keep_checkpoints
-    session = ActorSession(runtime.train_storage_path, TrialMeta.of(config).config_hash, keep)
-    run_trial_loop(config, session)
+    cfg = TrainConfig.model_validate(train_payload(config))
+    session = ActorSession(
+        runtime.train_storage_path, TrialMeta.of(config).config_hash, cfg.keep_checkpoints
+    )
+    run_epochs(cfg, session)

@@ -1,9 +1,9 @@
 """`train_loop_per_worker`: one DDP rank of a trial on the Ray Train executor.
 
-The loop itself is `trainables.loop.run_trial_loop`; this module is its Ray Train session:
-rank and world size from the Train context, the device Train assigns, checkpoints Train hands
-over plus every one stored in the trial's run directory, and `ray.train.report` (a barrier
-on every rank; rank 0 passes the checkpoint).
+The loop itself is `sparseopt.loop.run_epochs`; this module is its Ray Train session: rank and
+world size from the Train context, the device Train assigns, checkpoints Train hands over plus
+every one stored in the trial's run directory, and `ray.train.report` (a barrier on every rank;
+rank 0 passes the checkpoint).
 """
 
 from __future__ import annotations
@@ -14,14 +14,18 @@ import ray.train
 import ray.train.torch
 import torch
 
+from contract.trial import TrialMeta, train_payload
+from sparseopt.config import TrainConfig
+from sparseopt.loop import run_epochs
 from trainables.checkpoints import resume_candidates
-from trainables.loop import run_trial_loop
+from trainables.session import RaySession
 
 
-class RayTrainSession:
-    """`TrialSession` of one Ray Train worker."""
+class RayTrainSession(RaySession):
+    """`TrainingSession` of one Ray Train worker."""
 
-    def __init__(self) -> None:
+    def __init__(self, config_hash: str) -> None:
+        super().__init__(config_hash)
         context = ray.train.get_context()
         self.rank = context.get_world_rank()
         self.world_size = context.get_world_size()
@@ -37,12 +41,13 @@ class RayTrainSession:
         storage = ray.train.get_context().get_storage()
         return resume_candidates(storage, ray.train.get_checkpoint())
 
-    def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
+    def deliver(self, result: dict[str, Any], checkpoint_dir: str | None) -> None:
         """`ray.train.report` (Train persists the checkpoint, then Tune gets rank 0's metrics)."""
         checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
-        ray.train.report(metrics, checkpoint=checkpoint)
+        ray.train.report(result, checkpoint=checkpoint)
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
-    """Train one trial's model on this rank until its epoch budget (`run_trial_loop`)."""
-    run_trial_loop(loop_config, RayTrainSession())
+    """Train one trial's model on this rank until its epoch budget (`run_epochs`)."""
+    cfg = TrainConfig.model_validate(train_payload(loop_config))
+    run_epochs(cfg, RayTrainSession(TrialMeta.of(loop_config).config_hash))

@@ -9,7 +9,9 @@ row weights against k_i (mean |w| and row L2 norm of the low and high fan-in ter
 correlation with k_i) and the following BatchNorm's |gamma|, running std and |gamma|/std per
 channel against k_i: f_i > 1 can inflate high-fan-in rows, BN hides that from the network, and
 RigL's layer-wide magnitude ranking then drops the low-fan-in rows' weights. In --json each
-layer row gains "history": one entry per checkpoint. Heavy imports happen inside the command
+layer row gains "history": one entry per checkpoint, and "row_trace": the newest checkpoint's
+per-update row norms and active counts before the drop and after the grow, rows by index
+(runs with `sparse.trace_rows`; `sparseopt.diagnostics.row_norm_trace`). Heavy imports happen inside the command
 so `--help` stays fast.
 """
 
@@ -26,6 +28,8 @@ from rich.table import Table
 from sweeps.cli.common import fail
 from sweeps.cli.single import DEFAULT_NUM_CLASSES, DISTRIBUTIONS, MODEL_INPUTS
 
+LayerEntries = dict[str, list[dict[str, Any]]]
+"""Layer name -> entries (per checkpoint, or per topology update)."""
 TRIAL_PREFIX = "trial-"
 """Ray Train run directories of a sweep are named trial-<config hash> (trainables.runtime)."""
 
@@ -64,8 +68,9 @@ def fanin(
         _print_runs(runs)
         return
     history: dict[str, list[dict[str, Any]]] = {}
+    trace: dict[str, list[dict[str, Any]]] = {}
     if checkpoint is not None:
-        masks, history = _checkpoint_trial(checkpoint)
+        masks, history, trace = _checkpoint_trial(checkpoint)
         title = f"fan-in spread of {checkpoint}"
     else:
         masks = _fresh_masks(model, sparsity, distribution, seed)
@@ -73,7 +78,7 @@ def fanin(
 
     from sparseopt.diagnostics import fan_in_spread
 
-    rows = _with_history(fan_in_spread(masks), history)
+    rows = _with_history(fan_in_spread(masks), history, trace)
     if as_json:
         typer.echo(json.dumps(rows))
         return
@@ -132,10 +137,20 @@ def _history_table(rows: list[dict[str, Any]], title: str) -> Table:
 
 
 def _with_history(
-    rows: list[dict[str, Any]], history: dict[str, list[dict[str, Any]]]
+    rows: list[dict[str, Any]],
+    history: dict[str, list[dict[str, Any]]],
+    trace: dict[str, list[dict[str, Any]]],
 ) -> list[dict[str, Any]]:
-    """Each spread row with "history": its layer's per-checkpoint row-weight entries."""
-    return [{**row, "history": history.get(str(row["layer"]), [])} for row in rows]
+    """Each spread row with "history" (its layer's per-checkpoint row-weight entries) and
+    "row_trace" (its layer's per-update row entries)."""
+    return [
+        {
+            **row,
+            "history": history.get(str(row["layer"]), []),
+            "row_trace": trace.get(str(row["layer"]), []),
+        }
+        for row in rows
+    ]
 
 
 def _fresh_masks(model: str, sparsity: float, distribution: str, seed: int) -> dict[str, Any]:
@@ -172,20 +187,20 @@ def _fresh_masks(model: str, sparsity: float, distribution: str, seed: int) -> d
     return dict(state.masks)
 
 
-def _checkpoint_trial(path: Path) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
-    """The newest masks and the per-layer history stored under `path` (see `_read_trial`), or a
-    bad-input exit naming --checkpoint and the path."""
+def _checkpoint_trial(path: Path) -> tuple[dict[str, Any], LayerEntries, LayerEntries]:
+    """The newest masks, per-layer history and row trace stored under `path` (see
+    `_read_trial`), or a bad-input exit naming --checkpoint and the path."""
     from sparseopt.checkpoint import CheckpointError
 
     if not path.exists():
         raise fail(f"--checkpoint {path}: no such file or directory")
     try:
-        masks, history = _read_trial(path)
+        masks, history, trace = _read_trial(path)
     except CheckpointError as error:
         raise fail(f"--checkpoint {path}: {error}") from None
     if masks is None:
         raise fail(f"--checkpoint {path}: no sparse masks in it (a dense run, or not a checkpoint)")
-    return masks, history
+    return masks, history, trace
 
 
 def _checkpoint_files(path: Path) -> list[Path]:
@@ -206,18 +221,17 @@ def _checkpoint_files(path: Path) -> list[Path]:
     return list_checkpoints(path)
 
 
-def _read_trial(
-    path: Path,
-) -> tuple[dict[str, Any] | None, dict[str, list[dict[str, Any]]]]:
+def _read_trial(path: Path) -> tuple[dict[str, Any] | None, LayerEntries, LayerEntries]:
     """(masks of the newest loadable checkpoint with masks, or None; layer -> one row-weights
-    entry per checkpoint holding masks and model weights, oldest first). Checkpoints are read one
-    at a time; an unreadable one is skipped with a note on stderr, and `CheckpointError` is
-    raised when none was readable."""
+    entry per checkpoint holding masks and model weights, oldest first; layer -> the row trace
+    of that newest checkpoint). Checkpoints are read one at a time; an unreadable one is skipped
+    with a note on stderr, and `CheckpointError` is raised when none was readable."""
     from sparseopt.checkpoint import CheckpointError, load_checkpoint
-    from sparseopt.diagnostics import weight_fan_in_rows
+    from sparseopt.diagnostics import row_norm_trace, weight_fan_in_rows
 
     masks: dict[str, Any] | None = None
-    history: dict[str, list[dict[str, Any]]] = {}
+    history: LayerEntries = {}
+    trace: LayerEntries = {}
     files, failures = _checkpoint_files(path), []
     for file in files:
         try:
@@ -230,13 +244,14 @@ def _read_trial(
         if not state or not state.get("masks"):
             continue
         masks = dict(state["masks"])
+        trace = row_norm_trace(state)
         if payload.get("model"):
             for row in weight_fan_in_rows(masks, payload["model"]):
                 entry = {"epoch": payload["epoch"], **row}
                 history.setdefault(str(entry.pop("layer")), []).append(entry)
     if files and len(failures) == len(files):
         raise CheckpointError("no loadable checkpoint; " + "; ".join(failures))
-    return masks, history
+    return masks, history, trace
 
 
 def _print_runs(runs: Path) -> None:
@@ -254,13 +269,13 @@ def _print_runs(runs: Path) -> None:
         raise fail(f"--runs {runs}: no {TRIAL_PREFIX}<config hash> directories in it")
     for trial in trials:
         try:
-            masks, history = _read_trial(trial)
+            masks, history, trace = _read_trial(trial)
         except CheckpointError as error:
             Console(stderr=True).print(f"skipped {trial}: {error}", highlight=False)
             continue
         if masks is not None:  # dense trials have none
             config_hash = trial.name.removeprefix(TRIAL_PREFIX)
-            layers = _with_history(fan_in_spread(masks), history)
+            layers = _with_history(fan_in_spread(masks), history, trace)
             typer.echo(json.dumps({"config_hash": config_hash, "layers": layers}))
 
 

@@ -16,8 +16,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from sparseopt.config import DataConfig, ModelConfig, SparseConfig
-from sparseopt.data import IMAGENET_CROP
+from sparseopt.config import IMAGENET_CROP, DataConfig, ModelConfig, SparseConfig
 
 Shapes = dict[str, tuple[int, ...]]
 
