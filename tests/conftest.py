@@ -52,9 +52,10 @@ def pytest_collection_modifyitems(
     afterwards: pytest 9.2 reads a node's id from `item._id`, so without this `--dist loadgroup`
     silently spreads the group over all workers (pytest-xdist issue 1386, fixed by its PR 1388;
     then xdist leaves `_nodeid` unset and this does nothing)."""
-    for item in items:
-        if any(item.get_closest_marker(mark) for mark in INTEGRATION_MARKS):
-            item.add_marker(pytest.mark.xdist_group(INTEGRATION_GROUP))
+    if config.pluginmanager.hasplugin("xdist"):
+        for item in items:
+            if any(item.get_closest_marker(mark) for mark in INTEGRATION_MARKS):
+                item.add_marker(pytest.mark.xdist_group(INTEGRATION_GROUP))
     result = yield
     for item in items:
         grouped = getattr(item, "_nodeid", None)
