@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -109,31 +108,6 @@ def check_resume_compatible(old: SweepSpec, new: SweepSpec, location: SweepLocat
             "Start a new sweep (--set name=...) or revert those changes; adding arms, "
             "sparsities, budgets, seeds or lr trials extends the sweep."
         )
-
-
-def git_commit() -> str:
-    """The commit of the checkout this code runs from, '+dirty' if tracked files changed.
-
-    Asked of the package's own directory, not the working directory: a sweep launched from
-    elsewhere still records the code it ran. 'unknown' outside a git checkout.
-    """
-    checkout = str(Path(__file__).resolve().parents[2])
-    try:
-        head, status = (
-            subprocess.run(
-                ["git", "-C", checkout, *args],
-                capture_output=True,
-                text=True,
-                timeout=5,
-                check=True,
-            ).stdout.strip()
-            for args in (["rev-parse", "HEAD"], ["status", "--porcelain", "--untracked-files=no"])
-        )
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    if not head:
-        return "unknown"
-    return f"{head}+dirty" if status else head
 
 
 def prepare(
@@ -343,7 +317,7 @@ def _environment(name: str, value: str) -> Iterator[None]:
 
 
 def _tracker(spec: SweepSpec, location: SweepLocation) -> Any:
-    """The sweep's MLflow tracker (a Tune callback)."""
+    """The sweep's MLflow tracker (a Tune callback; a restored sweep keeps its first one)."""
     from sweeps.tracking.callback import MlflowSweepCallback
 
     return MlflowSweepCallback(
@@ -351,24 +325,20 @@ def _tracker(spec: SweepSpec, location: SweepLocation) -> Any:
         experiment_name=spec.name,
         search_metric=spec.search.metric,
         artifact_location=location.artifact_location,
-        git_commit=git_commit(),
         spec_file=location.spec_file,
-        drain_timeout_s=drain_timeout_s(),
+        outbox_dir=location.outbox_dir,
     )
 
 
 def _tag_versions(spec: SweepSpec, location: SweepLocation, versions: dict[str, str]) -> None:
-    """The library versions as tags of the sweep's MLflow experiment (created here if new).
+    """The library versions and the tracker's tags on the sweep's MLflow experiment (created
+    here if new), set on every start where they changed. A failure is logged, not raised: the
+    stored spec records the versions too, and the tracker tags the experiment itself."""
+    from sweeps.tracking.experiment import experiment_tags, tag_experiment
 
-    Set on every run, resumes included, through a tracker of its own: Tune restores the
-    tracker it runs from the sweep's first start. A failure is logged, not raised: the stored
-    spec records the versions too.
-    """
-    tracker = _tracker(spec, location)
+    tags = {**version_tags(versions), **experiment_tags(spec, location.outbox_dir)}
     try:
-        experiment_id = tracker.experiment_id()
-        for key, value in version_tags(versions).items():
-            tracker.client.set_experiment_tag(experiment_id, key, value)
+        tag_experiment(spec.tracking_uri, spec.name, location.artifact_location, tags)
     except Exception as error:  # any MLflow error: the tags are a record, not a requirement
         logger.warning("could not tag the MLflow experiment with library versions: %s", error)
 
