@@ -117,7 +117,10 @@ def fetch_experiment(
         sql = _SqlReader(tracking_uri)
         revision = sql.schema_revision()
         if revision is None:
-            raise BadInputError(f"{tracking_uri} is not an MLflow SQL store (no schema revision)")
+            kind = "SQLite" if sql_scheme(tracking_uri) == "sqlite" else "PostgreSQL"
+            raise BadInputError(
+                f"{tracking_uri} is not an MLflow {kind} store (no schema revision)"
+            )
         if revision in SQL_SCHEMA_REVISIONS:
             return sql.read(experiment, narrowing)
         if reader == "sql":

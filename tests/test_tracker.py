@@ -4,7 +4,9 @@ runs say where it stands (`sweeps.tracking`)."""
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import pickle
 import signal
 import subprocess
@@ -28,7 +30,7 @@ from sweeps.tracking import sender as sender_module
 from sweeps.tracking.callback import MlflowSweepCallback
 from sweeps.tracking.outbox import Outbox, outbox_status
 from sweeps.tracking.uri import DRAIN_TIMEOUT_ENV
-from sweeps.tracking.writers import ClientWriter
+from sweeps.tracking.writers import ClientWriter, NewRun, RunUpdate, SqlWriter, make_writer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -221,6 +223,23 @@ def test_a_batch_written_again_after_a_failure_writes_nothing_twice(
     assert sweep.experiment_id == experiment_id
 
 
+def test_the_nan_placeholder_of_a_diverged_epoch_is_not_logged(tmp_path: Path) -> None:
+    spec = tiny_spec(tmp_path)
+    [trial, *_] = trials_of(spec)
+    callback = tracker(spec)
+    callback.setup()
+    run_trial(callback, trial, [1])
+    nan = {key: math.nan for key in EPOCH_METRICS}
+    trial.last_result = {"epoch": 2, **nan, "diverged": True, "history": []}
+    callback.on_trial_result(0, [], trial, trial.last_result)
+    complete(callback, trial)
+    callback.on_experiment_end([trial])
+    [run] = runs(spec, "trial")
+    assert run.info.status == "FAILED"
+    assert run.data.tags["sparsesweep.status"] == "diverged"
+    assert steps(spec, run.info.run_id)["train_loss"] == [1]
+
+
 def test_a_trial_replaying_its_history_after_a_restart_adds_only_new_epochs(
     tmp_path: Path,
 ) -> None:
@@ -234,7 +253,8 @@ def test_a_trial_replaying_its_history_after_a_restart_adds_only_new_epochs(
     second.setup()
     trial.status = "RUNNING"
     second.on_trial_start(0, [], trial)
-    replay = epoch(2, history=[epoch(1)], resumed_from_epoch=1)
+    skipped = "/runs/trial-x/checkpoint_2/ckpt-000002.pt: sha256 mismatch"
+    replay = epoch(2, history=[epoch(1)], resumed_from_epoch=1, skipped_checkpoints=[skipped])
     trial.last_result = replay
     second.on_trial_result(0, [], trial, replay)
     complete(second, trial)
@@ -242,6 +262,7 @@ def test_a_trial_replaying_its_history_after_a_restart_adds_only_new_epochs(
     [run] = runs(spec, "trial")
     assert all(logged == [1, 2] for logged in steps(spec, run.info.run_id).values())
     assert run.data.tags["sparsesweep.resumed_from_epoch"] == "1"
+    assert run.data.tags["sparsesweep.skipped_checkpoints"] == skipped
 
 
 def snapshot(spec: SweepSpec) -> dict[str, Any]:
@@ -345,6 +366,27 @@ def test_the_drain_limit_comes_from_todays_settings_not_the_pickle(
     restored.finish()
 
 
+def test_the_pickled_tracker_is_its_settings_only(tmp_path: Path) -> None:
+    """Tune keeps the callback in the Tuner's pickle (read back on every restore): settings
+    only, and one pickled by an older version, with its records and caches, restores so."""
+    spec = tiny_spec(tmp_path)
+    callback = tracker(spec)
+    assert set(callback.__getstate__()) == {
+        "_tracking_uri",
+        "_experiment_name",
+        "_artifact_location",
+        "_spec_file",
+        "_search_metric",
+        "_outbox_dir",
+    }
+    older = {key: value for key, value in callback.__getstate__().items() if key != "_outbox_dir"}
+    older |= {"_drain_timeout_s": 30.0, "_git_commit": "abc", "_records": object()}
+    restored = MlflowSweepCallback.__new__(MlflowSweepCallback)
+    restored.__setstate__(older)
+    assert restored.outbox_dir == Path(locate(spec).outbox_dir)
+    assert restored.__getstate__() == callback.__getstate__() | {"_outbox_dir": None}
+
+
 def test_an_older_trackers_pickled_outbox_is_written(tmp_path: Path) -> None:
     """A sweep started before the durable outbox kept unsent records in the callback's Tune
     state; Tune hands that state to `set_state` on restore, before `setup`."""
@@ -432,3 +474,112 @@ def test_a_killed_drivers_outbox_is_written_exactly_once_by_the_next_start(
     client, _ = client_of(spec)
     assert [m.step for m in client.get_metric_history(cell.info.run_id, "n_seeds")] == [1, 2]
     assert not math.isnan(cell.data.metrics["test_acc1_mean"])
+
+
+def table_rows(uri: str, run_id: str) -> dict[str, list[tuple]]:
+    """A run's rows in MLflow's SQL tables, without its id."""
+    import sqlite3
+
+    from analysis.fetch import sqlite_path
+
+    columns = {
+        "runs": "name, source_type, source_name, entry_point_name, user_id, status, "
+        "start_time, end_time, deleted_time, source_version, lifecycle_stage",
+        "tags": "key, value",
+        "params": "key, value",
+        "metrics": "key, value, timestamp, step, is_nan",
+        "latest_metrics": "key, value, timestamp, step, is_nan",
+    }
+    with contextlib.closing(sqlite3.connect(sqlite_path(uri))) as db:
+        return {
+            table: sorted(db.execute(f"SELECT {names} FROM {table} WHERE run_uuid = ?", (run_id,)))
+            for table, names in columns.items()
+        }
+
+
+def test_the_bulk_sql_writer_writes_the_rows_the_client_writes(tmp_path: Path) -> None:
+    found = {}
+    for kind in ("client", "sql"):
+        uri = f"sqlite:///{tmp_path / kind}.db"
+        client = MlflowClient(uri)
+        experiment = client.create_experiment("w", artifact_location=(tmp_path / kind).as_uri())
+        writer = ClientWriter(client) if kind == "client" else make_writer(uri, client)
+        assert type(writer) is (ClientWriter if kind == "client" else SqlWriter)
+        run = NewRun(
+            experiment, "one trial", {"mlflow.user": "me", "a": "1", "long": "x" * 9000}, 7
+        )
+        writer.assign_ids([run])
+        writer.create([run])
+        update = RunUpdate(
+            str(run.run_id),
+            params={"p": "1", "q": "y" * 7000},
+            tags={"a": "2", "b": "3"},
+            metrics=[
+                ("m", 1.0, 10, 1),
+                ("m", math.nan, 11, 2),
+                ("m", math.inf, 12, 3),
+                ("k", 2.0, 10, 1),
+                ("k", 1.5, 9, 1),
+            ],
+            status="FINISHED",
+            end_time=5000,
+            texts={"notes/x.txt": "hello"},
+        )
+        writer.update([update])
+        writer.update([update])  # written again: nothing changes
+        writer.update([RunUpdate(str(run.run_id), status="SCHEDULED")])
+        found[kind] = table_rows(uri, str(run.run_id))
+        artifact = client.download_artifacts(str(run.run_id), "notes/x.txt", str(tmp_path))
+        assert Path(artifact).read_text() == "hello"
+        assert writer.logged_steps([str(run.run_id)], "m") == {str(run.run_id): {1, 2, 3}}
+        writer.close()
+    assert found["sql"] == found["client"]
+    assert found["sql"]["runs"][0][5:8] == ("SCHEDULED", 7, 5000)
+
+
+def test_export_says_records_wait_and_sync_writes_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from sweeps.cli import app
+
+    spec = tiny_spec(tmp_path)
+    outage = Outage(monkeypatch)
+    first, second = trials_of(spec)
+    callback = tracker(spec)
+    callback.setup()
+    run_trial(callback, first, [1, 2])
+    complete(callback, first)
+    assert callback._sender.drain(60, print) == 0
+    outage.down = True
+    run_trial(callback, second, [1, 2])
+    complete(callback, second)
+    callback.on_experiment_end([first, second])
+    storage = str(tmp_path / "results")
+    runner = CliRunner()
+    export = ["export", "trk", "--tracking-uri", spec.tracking_uri, "-o", str(tmp_path / "out")]
+    exported = runner.invoke(app, export)
+    assert exported.exit_code == 0, exported.output
+    text = " ".join(exported.output.split())
+    assert "exported 1 trials" in text
+    assert (
+        "note: this export lacks records: 5 MLflow records of sweep trk are not in MLflow at "
+        f"{spec.tracking_uri} yet; they wait in the sweep's outbox: "
+        f"`sparsesweep sync trk --storage {storage}` writes them"
+    ) in text
+    assert "still running" not in text
+
+    held = Outbox(locate(spec).outbox_dir)
+    busy = runner.invoke(app, ["sync", "trk", "--storage", storage])
+    assert busy.exit_code == 2 and f"held by process {os.getpid()}" in busy.output
+    held.close()
+    outage.down = False
+    synced = runner.invoke(app, ["sync", "trk", "--storage", storage])
+    assert synced.exit_code == 0, synced.output
+    assert "every record of sweep trk is written" in synced.output
+    assert outbox_status(locate(spec).outbox_dir).pending == 0
+    again = runner.invoke(app, export)
+    assert "exported 2 trials" in again.output and "note:" not in again.output
+    assert {run.info.status for run in runs(spec, "trial")} == {"FINISHED"}
+    assert "nothing waits" in runner.invoke(app, ["sync", "trk", "--storage", storage]).output

@@ -30,7 +30,6 @@ from contract.names import CELL_AGGREGATES, CELL_METRICS, CURVE_FACTORS, CURVE_F
 from contract.outcome import ENDED, Status
 from contract.selection import best_key, group_score, seed_score
 from contract.trial import Stage
-from sweeps.spec.cells import cell_id
 
 if TYPE_CHECKING:
     from sweeps.spec.schema import SweepSpec
@@ -143,6 +142,8 @@ def cell_metrics(
 ) -> dict[str, dict[int, dict[str, float]]]:
     """Per complete cell and epoch, what its run logs (`CELL_AGGREGATES`; none if no run
     counts)."""
+    from sweeps.spec.cells import cell_id  # (the spec's cells import the training config)
+
     part = tables.of(cells)
     curves = cell_curves(part.trials, part.epochs, metric)
     result: dict[str, dict[int, dict[str, float]]] = {cell: {} for cell in cells}

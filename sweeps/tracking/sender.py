@@ -39,7 +39,6 @@ from mlflow.entities import Param
 from contract.names import CELL_AGGREGATES, CURVE_FACTORS, CURVE_FAMILIES, EPOCH_METRICS, Role, Tag
 from contract.outcome import MLFLOW_RUN_STATUS, Status
 from contract.trial import TrialMeta, train_payload
-from sweeps.spec.cells import cell_id
 from sweeps.tracking.aggregates import (
     CellTables,
     SweepShape,
@@ -586,6 +585,8 @@ class Sender:
     def _log_points(self, tables: CellTables, completing: dict[str, int | None]) -> None:
         """The curve points of the completing cells and of the complete cells they pair with;
         a curve whose cells are all complete ends FINISHED."""
+        from sweeps.spec.cells import cell_id  # (the spec's cells import the training config)
+
         shape = self._shape
         complete = {cell for cell in tables.trials["cell"].unique() if self._complete(cell)}
         touched = set(completing)
