@@ -108,7 +108,14 @@ def read_cells(
     """The trial runs of `cells` as MLflow holds them, with the metrics the aggregates use."""
     records = fetch_experiment(tracking_uri, experiment, cells=cells, keys={*CELL_METRICS, metric})
     tables = build_tables(records)
-    return CellTables(tables.trials.to_pandas(), tables.epochs.to_pandas())
+    return CellTables(_plain(tables.trials.to_pandas()), _plain(tables.epochs.to_pandas()))
+
+
+def _plain(frame: pd.DataFrame) -> pd.DataFrame:
+    """Text columns as Python objects: pandas' Arrow-backed strings make the report's
+    comparisons about twice as slow on tables this small."""
+    text = [name for name in frame.columns if pd.api.types.is_string_dtype(frame[name])]
+    return frame.astype({name: object for name in text})
 
 
 def cell_progress(tables: CellTables, cell: str, metric: str, seeds: int) -> CellProgress:

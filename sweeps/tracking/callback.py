@@ -100,6 +100,7 @@ class MlflowSweepCallback(Callback):
         self._active = False
         self._resumes: dict[str, tuple[int, tuple[str, ...]]] = {}
         self._steps_tagged: set[str] = set()
+        self._started: set[str] = set()
 
     def __getstate__(self) -> dict[str, Any]:
         return {f"_{name}": getattr(self, f"_{name}") for name in _SETTINGS}
@@ -144,7 +145,9 @@ class MlflowSweepCallback(Callback):
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._active = True
-        self._append(start_record(trial.config, trial.trial_id, now_ms()))
+        record = start_record(trial.config, trial.trial_id, now_ms())
+        self._started.add(record["trial"])
+        self._append(record)
 
     def on_trial_result(
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
@@ -175,7 +178,9 @@ class MlflowSweepCallback(Callback):
         status, checkpoint = ended_status(trial, errored)
         error = error_text(trial) if errored else None
         pair = None if error is None else (error.summary, error.text)
-        self._append(end_record(trial.config, status, checkpoint, pair, now_ms()))
+        started = trial_hash(trial.config) in self._started
+        record = end_record(trial.config, status, checkpoint, pair, now_ms(), not started)
+        self._append(record)
 
     def get_state(self) -> dict[str, Any] | None:
         """Called at every snapshot of Tune's experiment state: the outbox is synced to disk

@@ -6,11 +6,13 @@ checkpoint key), never by Tune's trial id, which a restored sweep may hand out a
 are milliseconds since the epoch, taken when the hook ran; they become the metrics'
 timestamps and the runs' end times, so a record written twice writes the same values.
 
-    {"kind": "start",  "trial": HASH, "config": {...}, "ray_trial_id": ID, "time": MS}
+    {"kind": "start",  "trial": HASH, "cell": CELL, "config": {...}, "ray_trial_id": ID,
+                       "time": MS}
     {"kind": "epochs", "trial": HASH, "entries": [{"epoch": 1, "train_loss": ..., "time": MS}]}
     {"kind": "tags",   "trial": HASH, "tags": {...}}
-    {"kind": "end",    "trial": HASH, "config": {...}, "status": STATUS, "checkpoint": PATH,
-                       "error": {"summary": LINE, "text": TEXT} | null, "time": MS}
+    {"kind": "end",    "trial": HASH, "cell": CELL, "status": STATUS, "checkpoint": PATH,
+                       "error": {"summary": LINE, "text": TEXT} | null, "time": MS,
+                       "config": {...} (only when no start of the trial was recorded)}
     {"kind": "pause",  "trial": HASH, "time": MS}      (not ended when the sweep stopped)
     {"kind": "sweep_end", "complete": BOOL, "time": MS}
 """
@@ -53,9 +55,11 @@ def trial_hash(config: dict[str, Any]) -> str:
 
 def start_record(config: dict[str, Any], ray_trial_id: str, at: int) -> dict[str, Any]:
     """A trial started (or restarted) in Tune."""
+    meta = TrialMeta.of(config)
     return {
         "kind": Kind.START,
-        "trial": trial_hash(config),
+        "trial": meta.config_hash,
+        "cell": meta.cell,
         "config": config,
         "ray_trial_id": ray_trial_id,
         TIME: at,
@@ -78,17 +82,23 @@ def end_record(
     checkpoint: str | None,
     error: tuple[str, str] | None,
     at: int,
+    with_config: bool = True,
 ) -> dict[str, Any]:
-    """A trial ended with `status` (and, if it failed, its error: summary line and text)."""
-    return {
+    """A trial ended with `status` (and, if it failed, its error: summary line and text);
+    `with_config` when no start of it was recorded (its run may have to be created here)."""
+    meta = TrialMeta.of(config)
+    record = {
         "kind": Kind.END,
-        "trial": trial_hash(config),
-        "config": config,
+        "trial": meta.config_hash,
+        "cell": meta.cell,
         "status": status,
         "checkpoint": checkpoint,
         "error": None if error is None else {"summary": error[0], "text": error[1]},
         TIME: at,
     }
+    if with_config:
+        record["config"] = config
+    return record
 
 
 def pause_record(config_hash: str, at: int) -> dict[str, Any]:
@@ -107,6 +117,7 @@ class TrialUpdate:
 
     config_hash: str
     config: dict[str, Any] | None = None
+    cell: str | None = None
     ray_trial_id: str | None = None
     epochs: dict[int, dict[str, Any]] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
@@ -119,11 +130,6 @@ class TrialUpdate:
     status: Status | None = None
     checkpoint: str | None = None
     error: dict[str, str] | None = None
-
-    @property
-    def meta(self) -> TrialMeta | None:
-        """The trial's factors, when the batch carries its config."""
-        return None if self.config is None else TrialMeta.of(self.config)
 
 
 @dataclass
@@ -154,6 +160,7 @@ def collate(records: list[dict[str, Any]]) -> Batch:
             update.tags.update(record["tags"])
         else:
             update.config = record.get("config") or update.config
+            update.cell = record.get("cell") or update.cell
             update.state, update.time = kind, record[TIME]
             if update.first_time is None:
                 update.first_time = record[TIME]

@@ -34,8 +34,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from mlflow.entities import Param
-
 from contract.names import CELL_AGGREGATES, CURVE_FACTORS, CURVE_FAMILIES, EPOCH_METRICS, Role, Tag
 from contract.outcome import MLFLOW_RUN_STATUS, Status
 from contract.trial import TrialMeta, train_payload
@@ -49,7 +47,7 @@ from sweeps.tracking.aggregates import (
 )
 from sweeps.tracking.experiment import ensure_experiment, experiment_tags
 from sweeps.tracking.outbox import Outbox
-from sweeps.tracking.records import TIME, Batch, Kind, TrialUpdate, collate
+from sweeps.tracking.records import TIME, Batch, Kind, TrialUpdate, collate, now_ms
 from sweeps.tracking.run_index import Identity, RunIndex
 from sweeps.tracking.runs import (
     IDENTITY_TAGS,
@@ -127,8 +125,8 @@ class Sender:
         self._logged: dict[str, set[int]] = {}
         self._needs_params: set[str] = set()
         self._history: dict[tuple[str, str], dict[int, float]] = {}
-        self._unlogged_curve_params: dict[str, dict[str, str]] = {}
-        self._created: set[str] = set()
+        self._created: dict[str, Identity] = {}
+        """Trial runs created by the batch in flight (recorded in the index once written)."""
 
     # ---------------------------------------------------------------- control (other threads)
     def start(self) -> None:
@@ -312,13 +310,13 @@ class Sender:
             written, epochs = self._trial_update(update, run_id)
             updates.append(written)
             new_epochs[run_id] = epochs
-            meta = update.meta
-            if meta is not None and update.state == Kind.START:
-                started.add(meta.cell)
-            if meta is not None and update.state == Kind.END:
-                ended.add(meta.cell)
+            if update.cell is not None and update.state == Kind.START:
+                started.add(update.cell)
+            if update.cell is not None and update.state == Kind.END:
+                ended.add(update.cell)
         statuses = self._cell_statuses(started, RUNNING)
         self._writer.update([*updates, *statuses.values()])
+        self._index.add((identity, run_id) for run_id, identity in self._created.items())
         self._index.set_statuses((identity, u.status) for identity, u in statuses.items())
         for run_id, epochs in new_epochs.items():
             self._logged[run_id].update(epochs)
@@ -342,7 +340,7 @@ class Sender:
         known by no config, get none)."""
         runs: dict[str, str] = {}
         missing: list[TrialUpdate] = []
-        self._created = set()
+        self._created = {}
         for config_hash, update in trials.items():
             identity = (Role.TRIAL, config_hash)
             run_id = self._index.get(identity) or self._recover(identity)
@@ -364,39 +362,23 @@ class Sender:
                 }
                 start = update.first_time or update.time
                 new.append(NewRun(self._experiment_id, trial_run_name(meta), tags, start))
-            created = self._create(
-                [(Role.TRIAL, update.config_hash) for update in missing], new, client=False
-            )
+            identities = [(Role.TRIAL, update.config_hash) for update in missing]
+            created = self._create(identities, new)
             for update, run_id in zip(missing, created, strict=True):
                 runs[update.config_hash] = run_id
                 self._logged[run_id] = set()
                 self._needs_params.add(run_id)
-            self._created.update(created)
+            self._created = dict(zip(created, identities, strict=True))
         return runs
 
-    def _create(self, identities: list[Identity], new: list[NewRun], client: bool) -> list[str]:
-        """Create runs through the writer (or, for cell and curve runs, the client), with
-        intents recorded first."""
-        writer = self._writer
-        if client:
-            for run in new:
-                run.run_id = None
-        else:
-            writer.assign_ids(new)
+    def _create(self, identities: list[Identity], new: list[NewRun]) -> list[str]:
+        """Create runs, their intents recorded (and synced) first. The caller records them in
+        the index once it has also written their params: a run created by a killed process
+        is found again by `_recover`, which writes its params again."""
+        self._writer.assign_ids(new)
         self._index.intend(zip(identities, [run.run_id for run in new], strict=True))
-        if client:
-            for run in new:
-                run.run_id = self._client.create_run(
-                    run.experiment_id,
-                    start_time=run.start_time,
-                    tags=run.tags,
-                    run_name=run.run_name,
-                ).info.run_id
-        else:
-            writer.create(new)
-        ids = [str(run.run_id) for run in new]
-        self._index.add(zip(identities, ids, strict=True))
-        return ids
+        self._writer.create(new)
+        return [str(run.run_id) for run in new]
 
     def _recover(self, identity: Identity) -> str | None:
         """The run of an identity whose creation a killed process may have begun: found in
@@ -459,34 +441,53 @@ class Sender:
         the sweep's spec as an artifact)."""
         runs: dict[str, str] = {}
         missing: list[TrialMeta] = []
+        recovered: list[RunUpdate] = []
         for cell, meta in metas.items():
             identity = run_identity(cell_tags(meta))
             run_id = self._index.get(identity) or self._recover(identity)
             if run_id is None:
                 missing.append(meta)
-            else:
-                runs[cell] = run_id
+                continue
+            runs[cell] = run_id
+            if run_id in self._needs_params:  # created by a killed process: params again
+                recovered.append(self._cell_content(run_id, _factors(cell_tags(meta))))
+                self._needs_params.discard(run_id)
+        self._writer.update(recovered)
         if missing:
-            identities = [run_identity(cell_tags(meta)) for meta in missing]
-            new = [
-                NewRun(
-                    self._experiment_id,
-                    cell_run_name(meta),
-                    {**self._source, **cell_tags(meta)},
-                    int(time.time() * 1000),
-                )
+            cells = [
+                (run_identity(cell_tags(meta)), cell_run_name(meta), _factors(cell_tags(meta)))
                 for meta in missing
             ]
-            created = self._create(identities, new, client=True)
-            for meta, run_id in zip(missing, created, strict=True):
-                factors = [Param(k, v) for k, v in cell_tags(meta).items() if k != Tag.ROLE]
-                self._client.log_batch(run_id, params=factors)
-                if self._spec_text:
-                    self._client.log_text(run_id, self._spec_text, "sweep_spec.yaml")
-                self._history[(run_id, CELL_WITNESS)] = {}  # a new run holds nothing
+            for meta, run_id in zip(missing, self._create_cells(cells), strict=True):
                 runs[meta.cell] = run_id
-            self._index.set_statuses((identity, RUNNING) for identity in identities)
         return runs
+
+    def _create_cells(self, cells: list[tuple[Identity, str, dict[str, str]]]) -> list[str]:
+        """New cell runs, each (identity, run name, factors): the factors as tags and params,
+        the sweep's spec as an artifact."""
+        now = now_ms()
+        new = [
+            NewRun(self._experiment_id, name, {**self._source, Tag.ROLE: Role.CELL, **factors}, now)
+            for _, name, factors in cells
+        ]
+        identities = [identity for identity, _, _ in cells]
+        ids = self._create(identities, new)
+        self._writer.update(
+            [
+                self._cell_content(run_id, factors)
+                for run_id, (_, _, factors) in zip(ids, cells, strict=True)
+            ]
+        )
+        self._index.add(zip(identities, ids, strict=True))
+        self._index.set_statuses((identity, RUNNING) for identity in identities)
+        for run_id in ids:
+            self._history[(run_id, CELL_WITNESS)] = {}  # a new run holds nothing
+        return ids
+
+    def _cell_content(self, run_id: str, factors: dict[str, str]) -> RunUpdate:
+        """A cell run's factors as params, and the sweep's spec as an artifact."""
+        texts = {"sweep_spec.yaml": self._spec_text} if self._spec_text else {}
+        return RunUpdate(run_id, params=dict(factors), texts=texts)
 
     def _cell_statuses(self, cells: Iterable[str], status: str) -> dict[Identity, RunUpdate]:
         """Updates that give these cells' runs `status`, where it changes."""
@@ -551,7 +552,7 @@ class Sender:
             run_id = self._replace_cell_run(cell, run_id)
             logged = {}
         if not logged:
-            now = int(time.time() * 1000)
+            now = now_ms()
             values = [(k, v, now, epoch) for epoch, row in metrics.items() for k, v in row.items()]
             self._writer.update([RunUpdate(run_id, metrics=values)])
             self._history[(run_id, CELL_WITNESS)] = wanted
@@ -561,17 +562,10 @@ class Sender:
         """Delete a cell run whose aggregates changed; a new one (same factors) takes its
         trial runs as children."""
         previous = self._client.get_run(old)
-        factors = dict(previous.data.params)
         self._client.delete_run(old)
         self._history.pop((old, CELL_WITNESS), None)
-        identity = (Role.CELL, cell)
-        tags = {**self._source, Tag.ROLE: Role.CELL, **factors}
-        new = NewRun(self._experiment_id, previous.info.run_name, tags, int(time.time() * 1000))
-        [run_id] = self._create([identity], [new], client=True)
-        self._client.log_batch(run_id, params=[Param(k, v) for k, v in factors.items()])
-        if self._spec_text:
-            self._client.log_text(run_id, self._spec_text, "sweep_spec.yaml")
-        self._index.set_statuses([(identity, RUNNING)])
+        cells = [((Role.CELL, cell), previous.info.run_name, dict(previous.data.params))]
+        [run_id] = self._create_cells(cells)
         children = self._client.search_runs(
             [self._experiment_id],
             filter_string=f"tags.`{Tag.ROLE}` = '{Role.TRIAL}' and tags.`cell` = '{cell}'",
@@ -623,9 +617,8 @@ class Sender:
                 return self._replace_curve_run(curve, run_id)
             new.update(found)
         if new:
-            now = int(time.time() * 1000)
+            now = now_ms()
             update = RunUpdate(run_id, metrics=[(k, v, now, budget) for k, v in new.items()])
-            update.params = self._unlogged_curve_params.pop(run_id, {})
             self._writer.update([update])
             for family in CURVE_FAMILIES:
                 if family[0] in new:
@@ -637,18 +630,22 @@ class Sender:
         factors = dict(zip(CURVE_FACTORS, curve, strict=True))
         identity = run_identity(curve_tags(factors))
         run_id = self._index.get(identity) or self._recover(identity)
-        return run_id or self._create_curve_run(factors)
+        if run_id is None:
+            return self._create_curve_run(factors)
+        if run_id in self._needs_params:  # created by a killed process: params again
+            self._writer.update([RunUpdate(run_id, params=_factors(curve_tags(factors)))])
+            self._needs_params.discard(run_id)
+        return run_id
 
     def _create_curve_run(self, factors: dict[str, Any]) -> str:
-        """A new curve run; its factors go in as params with its first point."""
+        """A new curve run, its factors as tags and params."""
         tags = {**self._source, **curve_tags(factors)}
         identity = run_identity(tags)
-        new = NewRun(self._experiment_id, curve_run_name(factors), tags, int(time.time() * 1000))
-        [run_id] = self._create([identity], [new], client=True)
+        new = NewRun(self._experiment_id, curve_run_name(factors), tags, now_ms())
+        [run_id] = self._create([identity], [new])
+        self._writer.update([RunUpdate(run_id, params=_factors(curve_tags(factors)))])
+        self._index.add([(identity, run_id)])
         self._index.set_statuses([(identity, RUNNING)])
-        self._unlogged_curve_params[run_id] = {
-            k: v for k, v in curve_tags(factors).items() if k != Tag.ROLE
-        }
         for family in CURVE_FAMILIES:
             self._history[(run_id, family[0])] = {}  # a new run holds nothing
         return run_id
@@ -670,10 +667,9 @@ class Sender:
         )
         points = curve_points(tables, complete, self._to.search_metric)
         steps = {budget: v for (*key, budget), v in points.items() if tuple(key) == curve}
-        now = int(time.time() * 1000)
+        now = now_ms()
         update = RunUpdate(
             run_id,
-            params=self._unlogged_curve_params.pop(run_id, {}),
             metrics=[(k, v, now, b) for b, values in steps.items() for k, v in values.items()],
         )
         self._writer.update([update])
@@ -705,6 +701,11 @@ class Sender:
                     statuses.append((identity, status))
         self._writer.update(updates)
         self._index.set_statuses(statuses)
+
+
+def _factors(tags: dict[str, str]) -> dict[str, str]:
+    """A cell's or curve's factors (its params): its identity tags without the role."""
+    return {key: value for key, value in tags.items() if key != Tag.ROLE}
 
 
 def _same(logged: dict[int, float], wanted: dict[int, float]) -> bool:

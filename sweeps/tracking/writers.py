@@ -375,6 +375,13 @@ class SqlWriter:
         if artifact_uri is None:
             self._client.log_text(run_id, text, path)
             return
+        if artifact_uri.startswith("file:"):
+            from mlflow.utils.file_utils import local_file_uri_to_path
+
+            local = Path(local_file_uri_to_path(artifact_uri), path)
+            local.parent.mkdir(parents=True, exist_ok=True)
+            local.write_text(text)
+            return
         target = Path(path)
         with tempfile.TemporaryDirectory() as folder:
             local = Path(folder, target.name)
