@@ -81,8 +81,7 @@ def held_by_mlflow(tracking_uri: str, name: str) -> dict[str, int]:
         )
         counts[role] = len(runs)
         counts[f"{role}_finished"] = sum(
-            run.info.status == "FINISHED"
-            and (role != "trial" or "test_acc1" in run.data.metrics)
+            run.info.status == "FINISHED" and (role != "trial" or "test_acc1" in run.data.metrics)
             for run in runs
         )
     return counts
