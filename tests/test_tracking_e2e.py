@@ -1,8 +1,9 @@
 """Nothing lost at any speed (issue 22), on local Ray: a sweep of fast one-epoch trials against
-a throttled MLflow server (a proxy that delays every request), its driver SIGKILLed with
-records still in the outbox, then the same command again with the server killed as the sweep
-ends (the run exits 1 naming `sparsesweep sync`), then the same command once more with the
-server back: every trial run, tag, param and epoch is in MLflow exactly once."""
+a throttled MLflow server (a proxy that delays every request; slowed to a crawl while the
+trials report, so records pile up), its driver SIGKILLed with records still in the outbox,
+then the same command again with the server killed as the sweep ends (the run exits 1 naming
+`sparsesweep sync`), then the same command once more with the server back: every trial run,
+tag, param and epoch is in MLflow exactly once."""
 
 from __future__ import annotations
 
@@ -58,6 +59,7 @@ BURST = {
 }
 TRIALS = 12
 DELAY_S = 0.5
+CRAWL_S = 60.0
 
 
 def test_fast_trials_a_throttled_server_a_killed_driver_and_a_dead_server_lose_nothing(
@@ -67,47 +69,55 @@ def test_fast_trials_a_throttled_server_a_killed_driver_and_a_dead_server_lose_n
     database, log = tmp_path / "server.db", tmp_path / "server.log"
     server = start_mlflow_server(database, port, log)
     try:
-        with throttled(port, free_port(), DELAY_S) as uri:
+        with throttled(port, free_port(), DELAY_S) as proxy:
+            uri = proxy.uri
             spec_path = write_spec(tmp_path, BURST, tracking_uri=uri)
             hashes = [config["meta"]["config_hash"] for config in planned_trials(spec_path)]
             assert len(hashes) == TRIALS
             experiment_dir = tmp_path / "results" / "burst"
             outbox = experiment_dir / "mlflow_outbox"
+            # one trial stands still in its epoch in both runs until the test releases it
+            held, gate = hashes[-1], tmp_path / "release"
+            plan = write_fault_plan(
+                tmp_path / "faults.json",
+                {held: {"epoch": 1, "action": "pause", "release": str(gate), "times": 2}},
+            )
 
             def pending() -> int:
                 status = outbox_status(outbox)
                 return 0 if status is None else status.pending
 
             with ray_temp_dir() as ray_tmp:
-                first = start_sweep(spec_path, tmp_path, sweep_env(ray_tmp))
+                first = start_sweep(spec_path, tmp_path, sweep_env(ray_tmp, plan))
                 try:
+                    wait_for(lambda: len(tune_rows(experiment_dir)) >= 1, 1500, "a report", first)
+                    proxy.delay_s = CRAWL_S  # MLflow barely answers: records pile up
                     wait_for(
-                        lambda: len(tune_rows(experiment_dir)) >= 4 and pending() > 0,
+                        lambda: (
+                            len(tune_rows(experiment_dir)) >= 4
+                            and marker_path(plan, held, 1).exists()
+                            and pending() > 0
+                        ),
                         1500,
-                        "4 trials reported with records still in the outbox",
+                        "4 trials reported, one held, records waiting in the outbox",
                         first,
                     )
                 finally:
                     kill_group(first)
             assert pending() > 0 and outbox_status(outbox).holder is None
+            proxy.delay_s = DELAY_S
 
-            last = hashes[-1]
-            gate = tmp_path / "release"
-            plan = write_fault_plan(
-                tmp_path / "faults.json",
-                {last: {"epoch": 1, "action": "pause", "release": str(gate)}},
-            )
             with ray_temp_dir() as ray_tmp:
                 env = {**sweep_env(ray_tmp, plan), DRAIN_TIMEOUT_ENV: "3"}
                 second = start_sweep(spec_path, tmp_path, env)
                 try:
                     wait_for(
                         lambda: (
-                            marker_path(plan, last, 1).exists()
+                            marker_path(plan, held, 2).exists()
                             and len(tune_rows(experiment_dir)) >= TRIALS - 1
                         ),
                         1500,
-                        "every trial but the paused last one reported",
+                        "every trial but the held one reported",
                         second,
                     )
                     kill_group(server)  # MLflow dies as the sweep ends

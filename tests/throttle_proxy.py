@@ -1,5 +1,6 @@
-"""A slow tracking server for tests: an HTTP proxy on 127.0.0.1 that waits `delay_s` before
-forwarding each request to an MLflow server (and answers 502 while that server is down)."""
+"""A slow tracking server for tests: an HTTP proxy on 127.0.0.1 that waits `delay_s` (which the
+test may change at any time) before forwarding each request to an MLflow server, and answers
+502 while that server is down."""
 
 from __future__ import annotations
 
@@ -13,14 +14,28 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 HOP_HEADERS = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length"})
 
 
-def _handler(target_port: int, delay_s: float) -> type[BaseHTTPRequestHandler]:
+class Proxy(ThreadingHTTPServer):
+    """The proxy's server: its URI, and the delay before each request is forwarded."""
+
+    daemon_threads = True
+
+    def __init__(self, target_port: int, port: int, delay_s: float) -> None:
+        super().__init__(("127.0.0.1", port), _handler(self, target_port))
+        self.uri = f"http://127.0.0.1:{port}"
+        self.delay_s = delay_s
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        """A client that hung up (a killed sweep) is no error here."""
+
+
+def _handler(proxy: Proxy, target_port: int) -> type[BaseHTTPRequestHandler]:
     class Forward(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
         def _forward(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else None
-            time.sleep(delay_s)
+            time.sleep(proxy.delay_s)
             try:
                 upstream = http.client.HTTPConnection("127.0.0.1", target_port, timeout=120)
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_HEADERS}
@@ -48,14 +63,13 @@ def _handler(target_port: int, delay_s: float) -> type[BaseHTTPRequestHandler]:
 
 
 @contextlib.contextmanager
-def throttled(target_port: int, port: int, delay_s: float) -> Iterator[str]:
-    """A proxy on 127.0.0.1:`port` to the MLflow server on `target_port`; yields its URI."""
-    server = ThreadingHTTPServer(("127.0.0.1", port), _handler(target_port, delay_s))
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+def throttled(target_port: int, port: int, delay_s: float) -> Iterator[Proxy]:
+    """A proxy on 127.0.0.1:`port` to the MLflow server on `target_port`."""
+    proxy = Proxy(target_port, port, delay_s)
+    thread = threading.Thread(target=proxy.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield proxy
     finally:
-        server.shutdown()
-        server.server_close()
+        proxy.shutdown()
+        proxy.server_close()

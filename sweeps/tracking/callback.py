@@ -50,7 +50,6 @@ from sweeps.tracking.uri import drain_timeout_s
 logger = logging.getLogger(__name__)
 
 ENDED_TUNE_STATUSES = ("TERMINATED", "ERROR")
-_TAG_LIMIT = 5000
 _SETTINGS = (
     "tracking_uri",
     "experiment_name",
@@ -238,7 +237,9 @@ class MlflowSweepCallback(Callback):
         epoch, skipped = resume
         tags = {Tag.RESUMED_FROM_EPOCH: str(epoch)}
         if skipped:
-            tags[Tag.SKIPPED_CHECKPOINTS] = "\n".join(skipped)[:_TAG_LIMIT]
+            tags[Tag.SKIPPED_CHECKPOINTS] = "\n".join(
+                skipped
+            )  # the writer cuts it to MLflow's limit
             logger.warning(
                 "trial %s skipped corrupted checkpoints and resumed from epoch %d: %s",
                 config_hash,

@@ -114,6 +114,7 @@ class ClientWriter:
     def __init__(self, client: Any, workers: int = 1) -> None:
         self._client = client
         self._pool = ThreadPoolExecutor(workers, "mlflow-writer") if workers > 1 else None
+        self._artifact_uris: dict[str, str] = {}
 
     def _map(self, action: Callable[[T], Any], items: Sequence[T]) -> list[Any]:
         if self._pool is None or len(items) < 2:
@@ -132,6 +133,7 @@ class ClientWriter:
                 run_name=run.run_name,
             )
             run.run_id = created.info.run_id
+            self._artifact_uris[run.run_id] = created.info.artifact_uri
 
         self._map(one, [run for run in runs if run.run_id is None])
 
@@ -145,7 +147,9 @@ class ClientWriter:
         for chunk in log_batches(params, tags, metrics):
             self._client.log_batch(update.run_id, **chunk)
         for path, text in update.texts.items():
-            self._client.log_text(update.run_id, text, path)
+            write_text(
+                self._client, self._artifact_uris.get(update.run_id), update.run_id, path, text
+            )
         if update.status in TERMINAL:
             self._client.set_terminated(update.run_id, update.status, end_time=update.end_time)
         elif update.status is not None:
@@ -341,7 +345,8 @@ class SqlWriter:
             )
         for update in updates:
             for path, text in update.texts.items():
-                self._write_text(update.run_id, path, text)
+                artifact_uri = self._artifact_uris.get(update.run_id)
+                write_text(self._client, artifact_uri, update.run_id, path, text)
 
     def logged_steps(self, run_ids: Sequence[str], key: str) -> dict[str, set[int]]:
         from sqlalchemy import select
@@ -366,28 +371,30 @@ class SqlWriter:
         if rows:
             connection.execute(statement, rows)
 
-    def _write_text(self, run_id: str, path: str, text: str) -> None:
-        """An artifact of a run this writer created goes straight to its artifact store (no
-        lookup of the run); any other through the client."""
-        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
-        artifact_uri = self._artifact_uris.get(run_id)
-        if artifact_uri is None:
-            self._client.log_text(run_id, text, path)
-            return
-        if artifact_uri.startswith("file:"):
-            from mlflow.utils.file_utils import local_file_uri_to_path
+def write_text(client: Any, artifact_uri: str | None, run_id: str, path: str, text: str) -> None:
+    """A text artifact of a run. For a run the writer created, its artifact location is known
+    and the file goes straight there (a local file, or one upload to the server); any other
+    run's through the client, which first looks the run up."""
+    if artifact_uri is None:
+        client.log_text(run_id, text, path)
+        return
+    if artifact_uri.startswith("file:"):
+        from mlflow.utils.file_utils import local_file_uri_to_path
 
-            local = Path(local_file_uri_to_path(artifact_uri), path)
-            local.parent.mkdir(parents=True, exist_ok=True)
-            local.write_text(text)
-            return
-        target = Path(path)
-        with tempfile.TemporaryDirectory() as folder:
-            local = Path(folder, target.name)
-            local.write_text(text)
-            parent = None if str(target.parent) == "." else str(target.parent)
-            get_artifact_repository(artifact_uri).log_artifact(str(local), parent)
+        local = Path(local_file_uri_to_path(artifact_uri), path)
+        local.parent.mkdir(parents=True, exist_ok=True)
+        local.write_text(text)
+        return
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    repository = get_artifact_repository(artifact_uri, client.tracking_uri)
+    target = Path(path)
+    with tempfile.TemporaryDirectory() as folder:
+        local = Path(folder, target.name)
+        local.write_text(text)
+        parent = None if str(target.parent) == "." else str(target.parent)
+        repository.log_artifact(str(local), parent)
 
 
 def _order(row: dict[str, Any]) -> tuple[int, int, float]:
