@@ -9,8 +9,12 @@ digits, budget 1, dense + static/SET/RigL/RigL+SparseOpt × `--sparsities` spars
 sweep's own searcher, every trial's start, one epoch's result (the 13 metrics of
 docs/conventions.md) and its end as fast as the hooks take them, then the sweep's end; the
 clock runs from the first hook until the tracker's end-of-sweep wait returns with the outbox
-empty. Reported: finished trial runs per second, the hooks' time per trial on Tune's thread,
-and what MLflow holds afterwards (trial runs FINISHED with their metric, cell and curve runs).
+empty. A third row per store is the store's own ceiling: finished runs per second through the
+plain MLflow client, with the fewest calls a finished run takes (create with tags, one batch,
+terminate) and no tracker. Reported: finished trial runs per second, the hooks' time per trial on Tune's thread
+(its CPU, and its wall time, which includes waiting for the GIL while the tracker's sender
+thread works), and what MLflow holds afterwards (trial runs FINISHED with their metric, cell
+and curve runs).
 
 Each (revision, store) runs in its own process with that revision's code on PYTHONPATH:
 
@@ -106,17 +110,18 @@ def drive(store_uri: str, root: Path, sparsities: int) -> dict[str, Any]:
     }
     accepted = inspect.signature(MlflowSweepCallback).parameters
     callback = MlflowSweepCallback(**{k: v for k, v in settings.items() if k in accepted})
-    hooks = 0.0
+    hooks = hooks_cpu = 0.0
     started = time.perf_counter()
     callback.setup()
     for trial in trials:
-        before = time.perf_counter()
+        before, before_cpu = time.perf_counter(), time.thread_time()
         trial.status = "RUNNING"
         callback.on_trial_start(0, trials, trial)
         callback.on_trial_result(0, trials, trial, trial.last_result)
         trial.status = "TERMINATED"
         callback.on_trial_complete(0, trials, trial)
         hooks += time.perf_counter() - before
+        hooks_cpu += time.thread_time() - before_cpu
     fed = time.perf_counter() - started
     callback.on_experiment_end(trials)
     elapsed = time.perf_counter() - started
@@ -139,9 +144,45 @@ def drive(store_uri: str, root: Path, sparsities: int) -> dict[str, Any]:
         "fed_seconds": fed,
         "runs_per_s": len(finished) / elapsed,
         "hooks_us_per_trial": 1e6 * hooks / len(trials),
+        "hooks_cpu_us_per_trial": 1e6 * hooks_cpu / len(trials),
         "trial_runs_finished": len(finished),
         "cell_runs": len(found["cell"]),
         "curve_runs": len(found["curve"]),
+    }
+
+
+def ceiling(store_uri: str, root: Path, runs: int) -> dict[str, Any]:
+    """In the child process: the store's own pace for a finished run through the plain
+    MLflow client (one `create_run` with 25 tags, one `log_batch` of 46 params and 13
+    metrics, one `set_terminated`; 8 runs in flight to a server), no tracker at all."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mlflow.entities import Metric, Param
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(store_uri)
+    experiment = client.create_experiment("ceiling", artifact_location=root.as_uri())
+    tags = {f"tag{index}": f"value{index}" for index in range(25)}
+    params = [Param(f"param{index}", str(index)) for index in range(46)]
+
+    def one(number: int) -> None:
+        run_id = client.create_run(experiment, tags=tags, run_name=f"r{number}").info.run_id
+        metrics = [Metric(f"metric{index}", 1.0, 1000, 1) for index in range(13)]
+        client.log_batch(run_id, metrics=metrics, params=params)
+        client.set_terminated(run_id, "FINISHED")
+
+    workers = 8 if store_uri.startswith("http") else 1
+    started = time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(one, range(runs)))
+    elapsed = time.perf_counter() - started
+    return {
+        "trials": runs,
+        "seconds": elapsed,
+        "runs_per_s": runs / elapsed,
+        "trial_runs_finished": runs,
+        "hooks_us_per_trial": float("nan"),
+        "hooks_cpu_us_per_trial": float("nan"),
     }
 
 
@@ -200,8 +241,9 @@ def checkout(revision: str, into: Path) -> Path:
     return into
 
 
-def measure(code: Path, store: str, root: Path, sparsities: int) -> dict[str, Any]:
-    """One tracker (the code at `code`) against a fresh store of kind `store`."""
+def measure(code: Path, store: str, root: Path, sparsities: int, mode: str) -> dict[str, Any]:
+    """One tracker (the code at `code`; `mode` "ceiling": no tracker, the plain client) against
+    a fresh store of kind `store`."""
     root.mkdir(parents=True)
 
     def child(uri: str) -> dict[str, Any]:
@@ -210,7 +252,7 @@ def measure(code: Path, store: str, root: Path, sparsities: int) -> dict[str, An
             "PYTHONPATH": str(code),
             "SPARSESWEEP_MLFLOW_DRAIN_S": "3600",
         }
-        command = [sys.executable, __file__, "--child", uri, "--root", str(root)]
+        command = [sys.executable, __file__, "--child", uri, "--root", str(root), "--mode", mode]
         done = subprocess.run(
             [*command, "--sparsities", str(sparsities)],
             env=env,
@@ -235,9 +277,14 @@ def main() -> None:
     parser.add_argument("--stores", default="sqlite,server")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--root", help=argparse.SUPPRESS)
+    parser.add_argument("--mode", default="tracker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(drive(args.child, Path(args.root), args.sparsities)))
+        if args.mode == "ceiling":
+            found = ceiling(args.child, Path(args.root), 200)
+        else:
+            found = drive(args.child, Path(args.root), args.sparsities)
+        print(json.dumps(found))
         return
     work = Path(tempfile.mkdtemp(prefix="tracker-bench-"))
     try:
@@ -245,22 +292,24 @@ def main() -> None:
         print(f"load average at start: {os.getloadavg()[0]:.1f}", flush=True)
         rows = []
         for store in args.stores.split(","):
-            for label, code in codes.items():
-                found = measure(code, store, work / f"{store}-{label}", args.sparsities)
+            runs = [(label, code, "tracker") for label, code in codes.items()]
+            for label, code, mode in [*runs, ("plain client", ROOT, "ceiling")]:
+                root = work / f"{store}-{label.replace(' ', '-')}"
+                found = measure(code, store, root, args.sparsities, mode)
                 rows.append((store, label, found))
-                print(f"{store:6s} {label:8s} {json.dumps(found)}", flush=True)
+                print(f"{store:6s} {label:12s} {json.dumps(found)}", flush=True)
         print(f"load average at end: {os.getloadavg()[0]:.1f}")
         print()
         print(
             "| store | tracker | trials | finished trial runs in MLflow | wall (s) "
-            "| trial runs/s | hooks per trial on Tune's thread |"
+            "| trial runs/s | hooks per trial on Tune's thread: CPU / wall |"
         )
         print("|---|---|---:|---:|---:|---:|---:|")
         for store, label, found in rows:
             print(
                 f"| {store} | {label} | {found['trials']} | {found['trial_runs_finished']} "
                 f"| {found['seconds']:.1f} | {found['runs_per_s']:.1f} "
-                f"| {found['hooks_us_per_trial']:.0f} µs |"
+                f"| {found['hooks_cpu_us_per_trial']:.0f} / {found['hooks_us_per_trial']:.0f} µs |"
             )
     finally:
         shutil.rmtree(work, ignore_errors=True)

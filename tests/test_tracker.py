@@ -416,7 +416,6 @@ def test_an_older_trackers_pickled_outbox_is_written(tmp_path: Path) -> None:
 KILLED_DRIVER = """
 import sys, time
 sys.path.insert(0, {tests!r})
-from types import SimpleNamespace
 from test_tracker import complete, run_trial, tiny_spec, tracker, trials_of
 from sweeps.tracking import sender
 from pathlib import Path
@@ -425,7 +424,8 @@ def slow(self, batch):
     time.sleep(0.3)  # a throttled MLflow
     deliver(self, batch)
 sender.Sender._deliver = slow
-sender.BATCH_RECORDS = 3
+from sweeps.tracking import writers
+writers.ClientWriter.batch_records = writers.SqlWriter.batch_records = 3
 spec = tiny_spec(Path({tmp!r}), seeds=(0, 1, 2, 3))
 callback = tracker(spec)
 callback.setup()

@@ -100,6 +100,7 @@ class MlflowSweepCallback(Callback):
         self._resumes: dict[str, tuple[int, tuple[str, ...]]] = {}
         self._steps_tagged: set[str] = set()
         self._started: set[str] = set()
+        self._hashes: dict[str, str] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         return {f"_{name}": getattr(self, f"_{name}") for name in _SETTINGS}
@@ -135,6 +136,13 @@ class MlflowSweepCallback(Callback):
         self._sender = Sender(self._outbox, destination)
         self._sender.start()
 
+    def _hash(self, trial: Any) -> str:
+        """The trial's config hash (Tune's trial id never changes its config)."""
+        found = self._hashes.get(trial.trial_id)
+        if found is None:
+            found = self._hashes[trial.trial_id] = trial_hash(trial.config)
+        return found
+
     def _append(self, record: dict[str, Any]) -> None:
         if self._outbox is None:  # before setup (a restored sweep's old state)
             self._waiting.append(record)
@@ -160,7 +168,7 @@ class MlflowSweepCallback(Callback):
             }
             for entry in epoch_entries(result)
         ]
-        config_hash = trial_hash(trial.config)
+        config_hash = self._hash(trial)
         if entries:
             self._append(epochs_record(config_hash, entries))
         self._note_resume(config_hash, result)
@@ -177,7 +185,7 @@ class MlflowSweepCallback(Callback):
         status, checkpoint = ended_status(trial, errored)
         error = error_text(trial) if errored else None
         pair = None if error is None else (error.summary, error.text)
-        started = trial_hash(trial.config) in self._started
+        started = self._hash(trial) in self._started
         record = end_record(trial.config, status, checkpoint, pair, now_ms(), not started)
         self._append(record)
 
@@ -199,7 +207,7 @@ class MlflowSweepCallback(Callback):
         at = now_ms()
         unended = [t for t in trials if getattr(t, "status", None) not in ENDED_TUNE_STATUSES]
         for trial in unended:
-            self._append(pause_record(trial_hash(trial.config), at))
+            self._append(pause_record(self._hash(trial), at))
         if self._active or unended:  # a re-run that ran nothing changes nothing
             self._append(sweep_end_record(complete=bool(trials) and not unended, at=at))
         self.finish()

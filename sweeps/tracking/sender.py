@@ -1,8 +1,8 @@
 """The tracker's one background thread: every MLflow call a sweep's tracking makes runs here.
 
 It reads the outbox (`sweeps.tracking.outbox`) in order, a batch at a time: whatever is
-waiting, up to `BATCH_RECORDS`, so the slower MLflow is, the larger the batches and the fewer
-the calls per record. For a batch it creates the runs that do not exist yet, writes each
+waiting, up to the writer's `batch_records`, so the slower MLflow is, the larger the batches
+and the fewer the calls per record. For a batch it creates the runs that do not exist yet, writes each
 trial's params, tags, new epochs and status (`sweeps.tracking.writers`), updates the cell and
 curve runs of the cells whose trials ended (`sweeps.tracking.aggregates`), and only then
 acknowledges the batch. When MLflow fails, the batch is written again from its start once
@@ -63,12 +63,10 @@ from sweeps.tracking.runs import (
     trial_tags,
 )
 from sweeps.tracking.uri import is_server, probe_server
-from sweeps.tracking.writers import NewRun, RunUpdate, RunWriter, make_writer
+from sweeps.tracking.writers import ClientWriter, NewRun, RunUpdate, RunWriter, make_writer
 
 logger = logging.getLogger(__name__)
 
-BATCH_RECORDS = 5000
-"""Most records one batch takes from the outbox."""
 RETRY_INTERVAL_S = 5.0
 """How often the sender tries again while MLflow fails."""
 POLL_S = 1.0
@@ -152,7 +150,7 @@ class Sender:
         try:
             while (pending := self._outbox.pending) > 0:
                 now = time.monotonic()
-                if self._stalled(now, stall_s):
+                if self._stalled(now, started, stall_s):
                     break
                 if now - shown >= 1.0:
                     rate = (shown_at - pending) / (now - shown)
@@ -169,16 +167,16 @@ class Sender:
             report(f"MLflow: {first:,} records written in {elapsed:.1f} s")
         return pending
 
-    def _stalled(self, now: float, stall_s: float) -> bool:
-        """Whether waiting for MLflow has stopped making sense (see `drain`)."""
+    def _stalled(self, now: float, since: float, stall_s: float) -> bool:
+        """Whether waiting (since `since`) for MLflow has stopped making sense (`drain`)."""
         if self._thread is None or not self._thread.is_alive():
             return True
         failing, busy = self._failing_since, self._busy_since
         if busy is not None:
             return now - busy >= HUNG_BATCH_S
         if failing is not None:
-            return now - failing >= stall_s
-        return now - self._acked_at >= stall_s
+            return now - max(failing, since) >= stall_s
+        return now - max(self._acked_at, since) >= stall_s
 
     def stop(self) -> None:
         """Stop the thread (waiting up to `STOP_WAIT_S` for a batch in flight)."""
@@ -233,7 +231,8 @@ class Sender:
 
     def _send_batch(self) -> bool:
         """Write the next batch of records to MLflow and acknowledge it; False if none."""
-        records, end = self._outbox.read(self._outbox.acked, BATCH_RECORDS)
+        writer = self._writer or ClientWriter  # (before the first connection: the smaller)
+        records, end = self._outbox.read(self._outbox.acked, writer.batch_records)
         if not records:
             return False
         if is_server(self._to.tracking_uri):

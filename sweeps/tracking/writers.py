@@ -79,6 +79,8 @@ class RunWriter(Protocol):
 
     chooses_ids: bool
     """Whether `assign_ids` picks run ids before `create` (so an intent can name the id)."""
+    batch_records: int
+    """Most outbox records the sender hands it at once (a batch is acknowledged as a whole)."""
 
     def assign_ids(self, runs: Sequence[NewRun]) -> None: ...
     def create(self, runs: Sequence[NewRun]) -> None: ...
@@ -110,6 +112,7 @@ class ClientWriter:
     """Writes through `MlflowClient` (any store, a tracking server included)."""
 
     chooses_ids = False
+    batch_records = 400  # ≈ 100 trials: a few hundred requests, seconds even on a slow server
 
     def __init__(self, client: Any, workers: int = 1) -> None:
         self._client = client
@@ -200,6 +203,7 @@ class SqlWriter:
     """Writes a batch of runs in one transaction of MLflow's SQL store (SQLite, PostgreSQL)."""
 
     chooses_ids = True
+    batch_records = 5000
 
     def __init__(self, client: Any, store: Any) -> None:
         from mlflow.store.tracking.dbmodels import models
