@@ -319,7 +319,7 @@ class Sender:
         self._index.set_statuses((identity, u.status) for identity, u in statuses.items())
         for run_id, epochs in new_epochs.items():
             self._logged[run_id].update(epochs)
-            self._needs_params.discard(run_id)
+        self._needs_params.difference_update(u.run_id for u in updates if u.params)
         sweep_end = batch.sweep_end
         complete = sweep_end is not None and bool(sweep_end["complete"])
         if complete:

@@ -3,8 +3,8 @@
 Two writers take the same updates:
 
 * `ClientWriter`, for any store: per run one `create_run` with its tags, `log_batch` calls
-  with whole epochs each (params, tags and metrics together), and one status update; on a
-  tracking server several runs' requests are in flight at once.
+  with whole epochs each (params, tags and metrics together), and one status update (with the
+  end time); on a tracking server several runs' requests are in flight at once.
 * `SqlWriter`, for a SQLite or PostgreSQL store at a schema revision the project reads
   directly (`analysis.fetch.SQL_SCHEMA_REVISIONS`): a batch's runs in one transaction,
   through MLflow's own table models, writing the rows `create_run`, `log_batch` and
@@ -42,7 +42,6 @@ from sweeps.tracking.uri import is_server
 T = TypeVar("T")
 MetricValue = tuple[str, float, int, int]
 """(key, value, timestamp in ms, step)."""
-TERMINAL = frozenset({"FINISHED", "FAILED", "KILLED"})
 SERVER_REQUESTS_IN_FLIGHT = 8
 """Runs a `ClientWriter` sends at once to a tracking server (one at a time to a local store)."""
 
@@ -153,11 +152,12 @@ class ClientWriter:
             write_text(
                 self._client, self._artifact_uris.get(update.run_id), update.run_id, path, text
             )
-        if update.status in TERMINAL:
-            self._client.set_terminated(update.run_id, update.status, end_time=update.end_time)
-        elif update.status is not None:
-            store = self._client._tracking_client.store  # update_run would read the run first
-            store.update_run_info(update.run_id, RunStatus.from_string(update.status), None, None)
+        if update.status is not None:
+            # the store's call: the client's set_terminated and update_run also read the run
+            # back (to print its URL, to keep its end time), one more request per run
+            store = self._client._tracking_client.store
+            status = RunStatus.from_string(update.status)
+            store.update_run_info(update.run_id, status, update.end_time, None)
 
     def logged_steps(self, run_ids: Sequence[str], key: str) -> dict[str, set[int]]:
         """The steps at which each run has `key`."""
