@@ -583,3 +583,26 @@ def test_export_says_records_wait_and_sync_writes_them(
     assert "exported 2 trials" in again.output and "note:" not in again.output
     assert {run.info.status for run in runs(spec, "trial")} == {"FINISHED"}
     assert "nothing waits" in runner.invoke(app, ["sync", "trk", "--storage", storage]).output
+
+
+def test_a_sweep_whose_outbox_is_held_is_not_started(tmp_path: Path) -> None:
+    import yaml
+    from sweep_helpers import ONE_TRIAL_SPEC, sweep_cli_app
+    from typer.testing import CliRunner
+
+    payload = {
+        "name": "held",
+        **ONE_TRIAL_SPEC,
+        "storage_path": str(tmp_path / "results"),
+        "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+    }
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(payload))
+    held = Outbox(tmp_path / "results" / "held" / "mlflow_outbox")
+    try:
+        result = CliRunner().invoke(sweep_cli_app(), ["run", str(path)])
+    finally:
+        held.close()
+    assert result.exit_code == 2, result.output
+    flat = " ".join(result.output.split())
+    assert f"process {os.getpid()} (a run of it, or `sparsesweep sync`) holds its MLflow" in flat

@@ -29,6 +29,7 @@ from sweeps.spec.load import StoredSweep, read_stored_sweep, stored_spec_text
 from sweeps.spec.messages import SpecError
 from sweeps.spec.schema import SweepSpec
 from sweeps.spec.storage import SweepLocation, is_remote, locate, write_text_atomic
+from sweeps.tracking.outbox import outbox_status
 from sweeps.tracking.uri import TrackingUriError, check_tracking_uri, drain_timeout_s
 
 logger = logging.getLogger(__name__)
@@ -124,6 +125,12 @@ def prepare(
         drain_timeout_s()
     except ValueError as error:
         raise SweepError(str(error)) from None
+    held = outbox_status(location.outbox_dir)
+    if held is not None and held.holder is not None:
+        raise SweepError(
+            f"sweep {spec.name} is in use: process {held.holder} (a run of it, or "
+            "`sparsesweep sync`) holds its MLflow outbox; wait for it to end"
+        )
     old = stored_sweep(location)
     warnings = _check_resume(old, spec, location, allow_version_change)
     check_storage(location)
