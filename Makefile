@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 LOCK := requirements.lock
 
-.PHONY: venv lock test test-fast lint browser quickstart results ui clean
+.PHONY: venv lock test test-fast lint browser postgres quickstart results ui clean
 
 ## The install goes through the lock file (pip constraints): a fresh machine gets the exact
 ## versions the suite passed with; pyproject.toml's ranges say what may work.
@@ -42,11 +42,26 @@ browser:
 	$$sudo $(APT_CHROMIUM) || { $$sudo apt-get update && $$sudo $(APT_CHROMIUM); } || \
 		echo "make browser: apt-get could not install chromium; tests/test_dashboard.py will fail" >&2
 
+## make postgres: Debian's postgresql for the test of MLflow on PostgreSQL
+## (tests/test_tracking_postgres.py starts its own throw-away cluster with initdb and pg_ctl),
+## if missing. Without root or passwordless sudo it says so and goes on: that test then fails
+## naming it.
+APT_POSTGRES := env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql
+postgres:
+	@if ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || command -v pg_ctl >/dev/null; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then sudo=; \
+	elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo=sudo; \
+	else echo "make postgres: PostgreSQL is missing and installing it needs root or sudo:" \
+		"run 'apt-get install postgresql' as root; tests/test_tracking_postgres.py fails until then" >&2; \
+		exit 0; fi; \
+	$$sudo $(APT_POSTGRES) || { $$sudo apt-get update && $$sudo $(APT_POSTGRES); } || \
+		echo "make postgres: apt-get could not install postgresql; tests/test_tracking_postgres.py will fail" >&2
+
 ## make test: create .venv, install, lint, run the whole suite (slow integration tests included)
 ## on 2 pytest-xdist workers: one runs the tests that start Ray, servers or the browser (one
 ## xdist group, tests/conftest.py), the other the rest
 PYTEST_PARALLEL := -n 2 --dist loadgroup
-test: venv lint browser
+test: venv lint browser postgres
 	$(BIN)/python -m pytest -ra $(PYTEST_PARALLEL)
 
 ## make test-fast: skip the slow integration tests

@@ -18,26 +18,22 @@ import pandas as pd
 from analysis import stats
 from analysis.compare import ACCURACY, CELL, GROUP, comparable, compared_runs
 from contract.arms import baseline_arm, is_sparseopt_arm
-
-CURVE_KEY: tuple[str, ...] = ("workload", "dataset", "model", "method", "arm", "sparsity")
-"""One curve run per (workload, dataset/model, arm, sparsity); its steps are the budgets."""
-CELL_METRICS: tuple[str, ...] = ("test_acc1", "val_acc1", "test_loss")
-"""Per-epoch metrics whose seed mean a cell run carries (as `<metric>_mean`)."""
+from contract.names import CELL_AGGREGATES, CELL_METRICS, Aggregate, seed_mean
 
 
 def cell_curves(trials: pd.DataFrame, epochs: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Per cell and epoch: the seed means of `CELL_METRICS` over the cell's compared runs, the
-    std of test_acc1, the number of seeds and the cell's lr."""
+    std of test_acc1, the number of seeds (`CELL_AGGREGATES`) and the cell's lr."""
     selection, _, runs = compared_runs(comparable(trials), metric)
-    columns = [*CELL, "epoch", *(f"{m}_mean" for m in CELL_METRICS), "test_acc1_std", "n_seeds"]
+    columns = [*CELL, "epoch", *CELL_AGGREGATES]
     present = [name for name in CELL_METRICS if name in epochs]
     points = epochs[["run_id", "epoch", *present]].merge(runs[["run_id", *CELL]], on="run_id")
     if points.empty:
         return pd.DataFrame(columns=[*columns, "lr"])
     grouped = points.groupby([*CELL, "epoch"])
-    frame = grouped[present].mean().add_suffix("_mean")
-    frame["test_acc1_std"] = grouped[ACCURACY].std() if ACCURACY in present else math.nan
-    frame["n_seeds"] = grouped.size()
+    frame = grouped[present].mean().rename(columns=seed_mean)
+    frame[Aggregate.TEST_ACC1_STD] = grouped[ACCURACY].std() if ACCURACY in present else math.nan
+    frame[Aggregate.N_SEEDS] = grouped.size()
     frame = frame.reset_index().reindex(columns=columns)
     return frame.merge(selection[[*CELL, "lr"]], on=list(CELL), how="left")
 
@@ -57,10 +53,10 @@ def budget_points(
         interval = stats.accuracy_t_interval(values, confidence)
         row = {
             **cell,
-            "n_seeds": int(values.size),
-            "test_acc1_mean": float(values.mean()) if values.size else math.nan,
-            "test_acc1_ci_low": interval.low,
-            "test_acc1_ci_high": interval.high,
+            Aggregate.N_SEEDS: int(values.size),
+            Aggregate.TEST_ACC1_MEAN: float(values.mean()) if values.size else math.nan,
+            Aggregate.TEST_ACC1_CI_LOW: interval.low,
+            Aggregate.TEST_ACC1_CI_HIGH: interval.high,
         }
         reference = cells.get(
             (*(cell[name] for name in GROUP), baseline_arm(cell["arm"]), cell["budget"])
@@ -74,10 +70,10 @@ def budget_points(
             arm, base = pairs[f"{column}_arm"].to_numpy(), pairs[f"{column}_ref"].to_numpy()
             paired = stats.paired_t_interval(arm, base, confidence)
             row |= {
-                "diff_vs_baseline_mean": float((arm - base).mean()) if arm.size else math.nan,
-                "diff_vs_baseline_ci_low": paired.low,
-                "diff_vs_baseline_ci_high": paired.high,
-                "n_pairs": int(arm.size),
+                Aggregate.DIFF_MEAN: float((arm - base).mean()) if arm.size else math.nan,
+                Aggregate.DIFF_CI_LOW: paired.low,
+                Aggregate.DIFF_CI_HIGH: paired.high,
+                Aggregate.N_PAIRS: int(arm.size),
             }
         rows.append(row)
     return pd.DataFrame(rows)

@@ -2,11 +2,13 @@
 
 Two readers give the same records:
 
-* `sqlite:` stores are read directly with SQL (read-only, one snapshot transaction), in
-  batches of runs: the `runs`, `tags`, `params` and `metrics` tables of MLflow's schema. The
-  store's schema revision is checked first: a store at a revision the reader was not written
-  for (`SQL_SCHEMA_REVISIONS`, e.g. one a newer MLflow migrated) is read through the client,
-  with a warning.
+* `sqlite:` and `postgresql:` stores are read directly with SQL (read-only, one snapshot
+  transaction), in batches of runs: the `runs`, `tags`, `params` and `metrics` tables of
+  MLflow's schema. The store's schema revision is checked first: a store at a revision the
+  reader was not written for (`SQL_SCHEMA_REVISIONS`, e.g. one a newer MLflow migrated) is
+  read through the client, with a warning. (MySQL and SQL Server stores, which the project
+  does not test, and stores behind a tracking server, whose database the client cannot see,
+  go through the client.)
 * any other URI goes through the MLflow client: `search_runs` pages for runs, tags and
   params, then histories in bulk — one query per metric key and batch of runs on SQL stores
   (`get_metric_history_bulk`), the tracking server's `metrics/get-history-bulk` endpoint
@@ -14,7 +16,8 @@ Two readers give the same records:
   store offers nothing better.
 
 Only runs tagged `sparsesweep.role=trial` in the active lifecycle stage are read; failed,
-diverged, stopped and running trials are all included.
+diverged, stopped and running trials are all included. A read can be narrowed to some cells
+(the `cell` tag) and some metric keys, as the tracker's aggregates read them.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from __future__ import annotations
 import logging
 import math
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +37,8 @@ import pandas as pd
 from analysis.errors import BadInputError, UnknownExperimentError
 from contract.names import Role, Tag
 
+SQL_SCHEMES: tuple[str, ...] = ("sqlite", "postgresql")
+"""Tracking URI schemes the SQL reader reads directly."""
 Reader = Literal["auto", "sql", "client"]
 READERS: tuple[str, ...] = ("auto", "sql", "client")
 METRIC_FRAME_COLUMNS: tuple[str, ...] = ("run_id", "key", "step", "value", "timestamp")
@@ -74,35 +79,63 @@ class ExperimentRecords:
     tags: dict[str, str] = field(default_factory=dict)  # the experiment's own tags
 
 
-def fetch_experiment(
-    tracking_uri: str, experiment: str, reader: Reader = "auto"
-) -> ExperimentRecords:
-    """Read all trial runs of `experiment` and their metric histories from `tracking_uri`.
+@dataclass(frozen=True)
+class Narrowing:
+    """What a read is limited to: the trials of some cells, some metric keys (None: all)."""
 
-    `reader="auto"` reads `sqlite:` stores directly with SQL and uses the MLflow client
-    otherwise; `"sql"` and `"client"` force one path (`"sql"` needs a `sqlite:` URI).
+    cells: tuple[str, ...] | None = None
+    keys: tuple[str, ...] | None = None
+
+
+def fetch_experiment(
+    tracking_uri: str,
+    experiment: str,
+    reader: Reader = "auto",
+    cells: Collection[str] | None = None,
+    keys: Collection[str] | None = None,
+) -> ExperimentRecords:
+    """Read the trial runs of `experiment` and their metric histories from `tracking_uri`:
+    all of them, or those of `cells` with the metric keys `keys`.
+
+    `reader="auto"` reads `sqlite:` and `postgresql:` stores directly with SQL and uses the
+    MLflow client otherwise; `"sql"` and `"client"` force one path (`"sql"` needs one of
+    those URIs).
     """
     if reader not in READERS:
         raise BadInputError(f"reader={reader!r} is not one of {', '.join(READERS)}")
-    is_sqlite = tracking_uri.startswith("sqlite:")
-    if reader == "sql" and not is_sqlite:
-        raise BadInputError(f"reader='sql' needs a sqlite: tracking URI, got {tracking_uri!r}")
-    if reader == "sql" or (reader == "auto" and is_sqlite):
-        sql = _SqliteReader(tracking_uri)
+    narrowing = Narrowing(
+        None if cells is None else tuple(sorted(cells)),
+        None if keys is None else tuple(sorted(keys)),
+    )
+    direct = sql_scheme(tracking_uri) is not None
+    if reader == "sql" and not direct:
+        raise BadInputError(
+            f"reader='sql' needs a {' or '.join(f'{s}:' for s in SQL_SCHEMES)} tracking URI, "
+            f"got {tracking_uri!r}"
+        )
+    if reader == "sql" or (reader == "auto" and direct):
+        sql = _SqlReader(tracking_uri)
         revision = sql.schema_revision()
         if revision is None:
+            kind = "SQLite" if sql_scheme(tracking_uri) == "sqlite" else "PostgreSQL"
             raise BadInputError(
-                f"{tracking_uri} is not an MLflow SQLite store (no schema revision)"
+                f"{tracking_uri} is not an MLflow {kind} store (no schema revision)"
             )
         if revision in SQL_SCHEMA_REVISIONS:
-            return sql.read(experiment)
+            return sql.read(experiment, narrowing)
         if reader == "sql":
             raise BadInputError(_schema_note(tracking_uri, revision) + "; use reader='client'")
         logger.warning(
             "%s; reading it through the MLflow client instead (slower)",
             _schema_note(tracking_uri, revision),
         )
-    return _ClientReader(tracking_uri).read(experiment)
+    return _ClientReader(tracking_uri).read(experiment, narrowing)
+
+
+def sql_scheme(tracking_uri: str) -> str | None:
+    """`sqlite` or `postgresql` when the SQL reader reads the store directly, else None."""
+    scheme = tracking_uri.split(":", 1)[0].split("+", 1)[0].lower()
+    return scheme if scheme in SQL_SCHEMES and "://" in tracking_uri else None
 
 
 def _schema_note(tracking_uri: str, revision: str) -> str:
@@ -151,88 +184,130 @@ def _unknown(experiment: str, tracking_uri: str, names: list[str]) -> UnknownExp
     )
 
 
-class _SqliteReader:
-    """Reads MLflow's SQLite schema directly, in batches of runs, in one read transaction."""
+class _SqlReader:
+    """Reads MLflow's SQL schema directly (SQLite or PostgreSQL), in batches of runs, in one
+    read-only snapshot transaction."""
 
     def __init__(self, tracking_uri: str) -> None:
         self._uri = tracking_uri
-        self._path = sqlite_path(tracking_uri)
-        if not self._path.is_file():
-            raise UnknownExperimentError(
-                f"tracking store {tracking_uri} does not exist (no file {self._path.resolve()}); "
-                "pass --tracking-uri or set MLFLOW_TRACKING_URI"
-            )
+        self._dialect = sql_scheme(tracking_uri)
+        self._mark = "?" if self._dialect == "sqlite" else "%s"
+        if self._dialect == "sqlite":
+            self._path = sqlite_path(tracking_uri)
+            if not self._path.is_file():
+                raise UnknownExperimentError(
+                    f"tracking store {tracking_uri} does not exist (no file "
+                    f"{self._path.resolve()}); pass --tracking-uri or set MLFLOW_TRACKING_URI"
+                )
+
+    def _connect(self) -> Any:
+        """A DB-API connection: SQLite opened read-only, PostgreSQL through SQLAlchemy."""
+        if self._dialect == "sqlite":
+            location = f"{self._path.resolve().as_uri()}?mode=ro"
+            return sqlite3.connect(location, uri=True, timeout=60, isolation_level=None)
+        import sqlalchemy
+
+        engine = sqlalchemy.create_engine(self._uri, poolclass=sqlalchemy.pool.NullPool)
+        return engine.raw_connection()
 
     def schema_revision(self) -> str | None:
         """The store's Alembic schema revision (`alembic_version`); None without one."""
-        connection = sqlite3.connect(self._location(), uri=True, timeout=60)
         try:
-            row = connection.execute("SELECT version_num FROM alembic_version").fetchone()
-        except sqlite3.DatabaseError:
+            connection = self._connect()
+        except Exception as error:  # a driver's own error type: the store cannot be opened
+            raise BadInputError(f"cannot open the MLflow store {self._uri} ({error})") from None
+        try:
+            cursor = connection.cursor()
+            cursor.execute("SELECT version_num FROM alembic_version")
+            row = cursor.fetchone()
+        except Exception:  # no such table (any driver): not an MLflow store
             return None
         finally:
             connection.close()
         return None if row is None else str(row[0])
 
-    def _location(self) -> str:
-        return f"{self._path.resolve().as_uri()}?mode=ro"
-
-    def read(self, experiment: str) -> ExperimentRecords:
-        location = self._location()
-        connection = sqlite3.connect(location, uri=True, timeout=60, isolation_level=None)
+    def read(self, experiment: str, narrowing: Narrowing) -> ExperimentRecords:
+        connection = self._connect()
         try:
-            connection.execute("BEGIN")
-            return self._read(connection, experiment)
-        except sqlite3.DatabaseError as error:
-            raise BadInputError(
-                f"{self._uri} is not a readable MLflow SQLite store ({error})"
-            ) from error
+            cursor = connection.cursor()
+            if self._dialect == "sqlite":
+                cursor.execute("BEGIN")
+            else:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            return self._read(cursor, experiment, narrowing)
+        except (sqlite3.DatabaseError, ValueError) as error:
+            raise BadInputError(f"{self._uri} is not a readable MLflow store ({error})") from error
         finally:
             connection.close()
 
-    def _read(self, db: sqlite3.Connection, experiment: str) -> ExperimentRecords:
-        found = db.execute(
-            "SELECT experiment_id, name FROM experiments WHERE name = ? AND lifecycle_stage = 'active'",
+    def _marks(self, count: int) -> str:
+        return ",".join([self._mark] * count)
+
+    def _rows(self, cursor: Any, sql: str, params: Iterable[Any]) -> list[tuple]:
+        cursor.execute(sql.replace("?", self._mark), tuple(params))
+        return cursor.fetchall()
+
+    def _read(self, cursor: Any, experiment: str, narrowing: Narrowing) -> ExperimentRecords:
+        found = self._rows(
+            cursor,
+            "SELECT experiment_id, name FROM experiments WHERE name = ? "
+            "AND lifecycle_stage = 'active'",
             (experiment,),
-        ).fetchall()
+        )
         if not found:
-            names = [row[0] for row in db.execute("SELECT name FROM experiments")]
+            names = [row[0] for row in self._rows(cursor, "SELECT name FROM experiments", ())]
             raise _unknown(experiment, self._uri, names)
         experiment_id = found[0][0]
-        run_rows = db.execute(
+        sql = (
             "SELECT r.run_uuid, r.name, r.status, r.start_time, r.end_time FROM runs r "
             "JOIN tags t ON t.run_uuid = r.run_uuid AND t.key = ? AND t.value = ? "
-            "WHERE r.experiment_id = ? AND r.lifecycle_stage = 'active' ORDER BY r.run_uuid",
-            (Tag.ROLE, Role.TRIAL, experiment_id),
-        ).fetchall()
+            "WHERE r.experiment_id = ? AND r.lifecycle_stage = 'active'"
+        )
+        params: list[Any] = [Tag.ROLE, Role.TRIAL, experiment_id]
+        if narrowing.cells is not None:
+            sql += (
+                " AND r.run_uuid IN (SELECT run_uuid FROM tags WHERE key = 'cell' "
+                f"AND value IN ({self._marks(len(narrowing.cells))}))"
+            )
+            params += narrowing.cells
+        run_rows = self._rows(cursor, sql + " ORDER BY r.run_uuid", params)
         experiment_tags = dict(
-            db.execute(
-                "SELECT key, value FROM experiment_tags WHERE experiment_id = ?", (experiment_id,)
-            ).fetchall()
+            self._rows(
+                cursor,
+                "SELECT key, value FROM experiment_tags WHERE experiment_id = ?",
+                (experiment_id,),
+            )
         )
         run_ids = [row[0] for row in run_rows]
         tags: dict[str, dict[str, str]] = {run_id: {} for run_id in run_ids}
-        params: dict[str, dict[str, str]] = {run_id: {} for run_id in run_ids}
+        params_by_run: dict[str, dict[str, str]] = {run_id: {} for run_id in run_ids}
         metric_rows: list[tuple[str, str, int, float, int]] = []
+        nan = "'NaN'" if self._dialect == "sqlite" else "'NaN'::float8"
+        key_filter = ""
+        if narrowing.keys is not None:
+            key_filter = f" AND key IN ({self._marks(len(narrowing.keys))})"
         for batch in _chunks(run_ids, _SQL_BATCH_RUNS):
-            marks = ",".join("?" * len(batch))
-            for run_id, key, value in db.execute(
-                f"SELECT run_uuid, key, value FROM tags WHERE run_uuid IN ({marks})", batch
+            marks = self._marks(len(batch))
+            for run_id, key, value in self._rows(
+                cursor, f"SELECT run_uuid, key, value FROM tags WHERE run_uuid IN ({marks})", batch
             ):
                 tags[run_id][key] = value
-            for run_id, key, value in db.execute(
-                f"SELECT run_uuid, key, value FROM params WHERE run_uuid IN ({marks})", batch
+            for run_id, key, value in self._rows(
+                cursor,
+                f"SELECT run_uuid, key, value FROM params WHERE run_uuid IN ({marks})",
+                batch,
             ):
-                params[run_id][key] = value
+                params_by_run[run_id][key] = value
             metric_rows.extend(
-                db.execute(
-                    "SELECT run_uuid, key, step, CASE WHEN is_nan THEN 'NaN' ELSE value END, "
-                    f"timestamp FROM metrics WHERE run_uuid IN ({marks})",
-                    batch,
+                self._rows(
+                    cursor,
+                    f"SELECT run_uuid, key, step, CASE WHEN is_nan THEN {nan} ELSE value END, "
+                    f"timestamp FROM metrics WHERE run_uuid IN ({marks}){key_filter}",
+                    [*batch, *(narrowing.keys or ())],
                 )
             )
         runs = [
-            RunRecord(run_id, name, status, start, end, tags[run_id], params[run_id])
+            RunRecord(run_id, name, status, start, end, tags[run_id], params_by_run[run_id])
             for run_id, name, status, start, end in run_rows
         ]
         metrics = metric_frame(metric_rows)
@@ -248,26 +323,42 @@ class _ClientReader:
         self._uri = tracking_uri
         self._client = MlflowClient(tracking_uri=tracking_uri)
 
-    def read(self, experiment: str) -> ExperimentRecords:
+    def read(self, experiment: str, narrowing: Narrowing) -> ExperimentRecords:
         found = self._client.get_experiment_by_name(experiment)
         if found is None or found.lifecycle_stage != "active":
             names = [item.name for item in self._client.search_experiments(max_results=1000)]
             raise _unknown(experiment, self._uri, names)
-        runs, keys = self._search_trials(found.experiment_id)
+        trials = f"tags.`{Tag.ROLE}` = '{Role.TRIAL}'"
+        if narrowing.cells is None:
+            runs, keys = self._search_trials(found.experiment_id, trials)
+        else:
+            runs, keys = [], set()
+            for cell in narrowing.cells:
+                quoted = cell.replace("'", "\\'")
+                found_runs, found_keys = self._search_trials(
+                    found.experiment_id, f"{trials} and tags.cell = '{quoted}'"
+                )
+                runs += found_runs
+                keys |= found_keys
+            runs.sort(key=lambda record: record.run_id)
+        if narrowing.keys is not None:
+            keys &= set(narrowing.keys)
         run_ids = [run.run_id for run in runs]
         rows = [row for key in sorted(keys) for row in self._histories(run_ids, key)]
         return ExperimentRecords(
             str(found.experiment_id), experiment, runs, metric_frame(rows), dict(found.tags)
         )
 
-    def _search_trials(self, experiment_id: str) -> tuple[list[RunRecord], set[str]]:
+    def _search_trials(
+        self, experiment_id: str, filter_string: str
+    ) -> tuple[list[RunRecord], set[str]]:
         runs: list[RunRecord] = []
         keys: set[str] = set()
         token = None
         while True:
             page = self._client.search_runs(
                 [experiment_id],
-                filter_string=f"tags.`{Tag.ROLE}` = '{Role.TRIAL}'",
+                filter_string=filter_string,
                 max_results=_SEARCH_PAGE,
                 page_token=token,
             )

@@ -103,6 +103,14 @@ class Tag:
     CHECKPOINT_PATH = "checkpoint_path"
     RAY_TRIAL_ID = "ray_trial_id"
     GIT_COMMIT = "git_commit"
+    ERROR = "sparsesweep.error"
+    """On a failed trial's run: the exception line (its artifact `error.txt` has the last lines)."""
+    TRIALS_ENDED = "sparsesweep.trials_ended"
+    """On cell runs: how many of the cell's trials have ended."""
+    TRIALS_EXPECTED = "sparsesweep.trials_expected"
+    """On cell runs: how many trials the spec runs in the cell."""
+    OUTBOX = "sparsesweep.outbox"
+    """On the experiment: the folder of the sweep's MLflow outbox (records not yet in MLflow)."""
 
 
 TagKind = Literal["str", "bool", "float", "int"]
@@ -132,3 +140,45 @@ TRIAL_TAGS: dict[str, TagKind] = {
     Tag.RAY_TRIAL_ID: "str",
 }
 """Every factor tag of a trial run and how to read its string value."""
+
+
+CURVE_FACTORS: tuple[str, ...] = ("workload", "dataset", "model", "method", "arm", "sparsity")
+"""The factors of a curve run (one arm at one sparsity, all budgets): its tags and identity."""
+
+CELL_METRICS: tuple[str, ...] = ("test_acc1", "val_acc1", "test_loss")
+"""Per-epoch metrics whose seed mean a cell run carries (as `seed_mean(metric)`)."""
+
+
+def seed_mean(metric: str) -> str:
+    """The name of the seed mean of `metric` on a cell or curve run, e.g. `test_acc1_mean`."""
+    return f"{metric}_mean"
+
+
+class Aggregate:
+    """Metric names of the cell and curve runs' aggregates (docs/conventions.md)."""
+
+    TEST_ACC1_MEAN = seed_mean("test_acc1")
+    TEST_ACC1_STD = "test_acc1_std"
+    TEST_ACC1_CI_LOW = "test_acc1_ci_low"
+    TEST_ACC1_CI_HIGH = "test_acc1_ci_high"
+    N_SEEDS = "n_seeds"
+    DIFF_MEAN = "diff_vs_baseline_mean"
+    DIFF_CI_LOW = "diff_vs_baseline_ci_low"
+    DIFF_CI_HIGH = "diff_vs_baseline_ci_high"
+    N_PAIRS = "n_pairs"
+
+
+CELL_AGGREGATES: tuple[str, ...] = (
+    *(seed_mean(metric) for metric in CELL_METRICS),
+    Aggregate.TEST_ACC1_STD,
+    Aggregate.N_SEEDS,
+)
+"""What a complete cell's run logs per epoch; the first is logged with all the others, so its
+history says which epochs were logged."""
+
+CURVE_FAMILIES: tuple[tuple[str, ...], ...] = (
+    (Aggregate.TEST_ACC1_MEAN, Aggregate.TEST_ACC1_CI_LOW, Aggregate.TEST_ACC1_CI_HIGH),
+    (Aggregate.DIFF_MEAN, Aggregate.DIFF_CI_LOW, Aggregate.DIFF_CI_HIGH),
+)
+"""The metric families a curve run logs at `step = budget`, each all at once; the first of a
+family says which budgets it was logged at."""

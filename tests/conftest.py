@@ -36,6 +36,9 @@ def pytest_configure(config: pytest.Config) -> None:
     _RAY_TMPDIR.append(directory)
     os.environ["RAY_TMPDIR"] = directory
     os.environ.pop("RAY_ADDRESS", None)
+    # The tracker's end-of-sweep wait for MLflow (30 s by default) can run out on a busy
+    # machine although the test's store is up; tests of the limit itself set it themselves.
+    os.environ.setdefault("SPARSESWEEP_MLFLOW_DRAIN_S", "600")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -9,16 +9,14 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
+from mlflow.tracking import MlflowClient
+
 from contract.trial import TrialMeta
 from sweeps.run.search import SweepSearcher
 from sweeps.spec.schema import SweepSpec
 from sweeps.spec.storage import locate, write_text_atomic
 from sweeps.tracking.callback import MlflowSweepCallback
 from sweeps.tracking.runs import trial_run_name
-
-DRAIN_TIMEOUT_S = 600.0
-"""How long the end of a recorded sweep waits for MLflow: the local store is never down here, so
-until everything is sent (the tracker's 30 s default can run out on a busy machine)."""
 
 EpochResults = Callable[[int, TrialMeta], list[dict[str, Any]]]
 """The results one trial reports: (trial number, its meta) -> one dict per reported epoch."""
@@ -51,7 +49,6 @@ def val_acc1_results(val_acc1: Callable[[int, int], float]) -> EpochResults:
 def record_sweep(
     spec: SweepSpec,
     val_acc1: Callable[[int, int], float] | None = None,
-    git_commit: str = "0123abc",
     results: EpochResults | None = None,
     extending: RecordedSweep | None = None,
 ) -> RecordedSweep:
@@ -68,9 +65,8 @@ def record_sweep(
             experiment_name=spec.name,
             search_metric=spec.search.metric,
             artifact_location=location.artifact_location,
-            git_commit=git_commit,
             spec_file=location.spec_file,
-            drain_timeout_s=DRAIN_TIMEOUT_S,
+            outbox_dir=location.outbox_dir,
         )
         trials: list[SimpleNamespace] = []
     else:
@@ -98,4 +94,5 @@ def record_sweep(
         logged[trial_run_name(meta)] = [result.get("val_acc1") for result in reported]
     callback.on_experiment_end(trials)
     hashes = [TrialMeta.of(trial.config).config_hash for trial in trials[first:]]
-    return RecordedSweep(callback.experiment_id(), logged, hashes, trials, searcher, callback)
+    experiment = MlflowClient(spec.tracking_uri).get_experiment_by_name(spec.name)
+    return RecordedSweep(experiment.experiment_id, logged, hashes, trials, searcher, callback)

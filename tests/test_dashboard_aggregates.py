@@ -21,6 +21,7 @@ from analysis.compare import compare
 from analysis.export import export_experiment
 from contract.trial import TrialMeta
 from sweeps.spec.load import parse_spec
+from sweeps.tracking.runs import git_commit
 
 BUDGETS = (2, 4)
 ARMS = ("rigl", "rigl+sparseopt")
@@ -164,11 +165,15 @@ def test_curve_runs_equal_what_the_report_computes(recorded, tmp_path: Path) -> 
 def test_every_run_carries_what_mlflow_users_expect(recorded) -> None:
     spec, sweep = recorded
     client = MlflowClient(spec.tracking_uri)
+    commit = git_commit()
     for role in ("trial", "cell", "curve"):
         for run in runs_by_role(spec.tracking_uri, sweep.experiment_id, role):
             assert run.data.tags["mlflow.user"], role
             assert run.data.tags["mlflow.source.name"] == "sparsesweep", role
-            assert run.data.tags["mlflow.source.git.commit"] == "0123abc", role
+            assert run.data.tags.get("mlflow.source.git.commit") == (
+                None if commit == "unknown" else commit.removesuffix("+dirty")
+            ), role
+            assert run.data.tags.get("git_commit", commit) == commit, role
     note = client.get_experiment(sweep.experiment_id).tags["mlflow.note.content"]
     assert "rigl+sparseopt" in note and "`curve`" in note and "val_acc1" in note
 

@@ -40,7 +40,7 @@ def test_an_unknown_schema_is_read_through_the_client(
     def no_sql(*args: object) -> None:
         raise AssertionError("the SQL reader read a schema it was not written for")
 
-    monkeypatch.setattr(analysis.fetch._SqliteReader, "read", no_sql)
+    monkeypatch.setattr(analysis.fetch._SqlReader, "read", no_sql)
     with caplog.at_level(logging.WARNING, logger="analysis.fetch"):
         through_client = fetch_experiment(uri, EXPERIMENT)
     assert f"schema revision {revision(uri)}" in caplog.text

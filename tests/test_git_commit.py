@@ -7,18 +7,18 @@ from pathlib import Path
 
 import pytest
 
-from sweeps.run import launch
+from sweeps.tracking import runs
 
 
 def test_git_commit_names_the_code_checkout_from_any_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)  # not a git checkout
-    checkout = Path(launch.__file__).resolve().parents[2]
+    checkout = Path(runs.__file__).resolve().parents[2]
     expected = r"[0-9a-f]{40}(\+dirty)?" if (checkout / ".git").exists() else "unknown"
-    assert re.fullmatch(expected, launch.git_commit())
+    assert re.fullmatch(expected, runs.git_commit())
 
 
 def test_git_commit_is_unknown_without_git(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", "/nonexistent")
-    assert launch.git_commit() == "unknown"
+    assert runs.git_commit() == "unknown"

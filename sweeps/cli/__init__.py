@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from sweeps.cli import analysis, fanin, queries, run, single, status, ui
+from sweeps.cli import analysis, fanin, queries, run, single, status, sync, ui
 
 app = typer.Typer(
     name="sparsesweep",
@@ -18,7 +18,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-for module in (single, run, status, queries, ui, fanin, analysis):
+for module in (single, run, status, sync, queries, ui, fanin, analysis):
     module.register(app)
 
 

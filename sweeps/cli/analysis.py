@@ -24,6 +24,7 @@ from sweeps.cli.common import (
     out_console,
     sweep_name,
 )
+from sweeps.cli.sync import delivery_note
 
 T = TypeVar("T")
 TrackingOption = Annotated[
@@ -69,8 +70,9 @@ def export_command(
         highlight=False,
         soft_wrap=True,
     )
-    if manifest["partial"]:
-        out_console.print("note: the sweep is still running; this export is partial")
+    note = delivery_note(tracking_uri, experiment, manifest["partial"], "export")
+    if note:
+        out_console.print(f"note: {note}", highlight=False, soft_wrap=True, markup=False)
 
 
 def report_command(
@@ -112,8 +114,9 @@ def report_command(
         ),
         tracking_uri,
     )
-    if result.partial:
-        out_console.print("note: the sweep is still running; this is a PARTIAL report")
+    note = delivery_note(tracking_uri, experiment, result.partial, "report")
+    if note:
+        out_console.print(f"note: {note}", highlight=False, soft_wrap=True, markup=False)
     out_console.print(
         f"report: {result.markdown} and {result.html}", highlight=False, soft_wrap=True
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import shlex
 from typing import Annotated
 
 import typer
@@ -102,3 +103,17 @@ def valid_host(host: str) -> bool:
         return True
     except ValueError:
         return bool(_HOSTNAME_RE.match(host))
+
+
+def sync_command(name: str, storage: str) -> str:
+    """The command that writes a sweep's waiting records, quoted for a shell."""
+    return f"sparsesweep sync {shlex.quote(name)} --storage {shlex.quote(storage)}"
+
+
+def pending_note(name: str, storage: str, pending: int, tracking_uri: str) -> str:
+    """What to say when `pending` records of sweep `name` are not in MLflow yet."""
+    return (
+        f"{pending:,} MLflow records of sweep {name} are not in MLflow at {tracking_uri} yet; "
+        f"they wait in the sweep's outbox: `{sync_command(name, storage)}` writes them "
+        "(running the sweep again does too)"
+    )

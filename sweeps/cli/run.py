@@ -24,6 +24,7 @@ from sweeps.cli.common import (
     NameArgument,
     StorageOption,
     fail,
+    pending_note,
     say,
     sweep_name,
     valid_host,
@@ -81,6 +82,15 @@ def _print_summary(spec: Any, summary: Any) -> None:
     say(f"sweep {spec.name}: {summary.ended}/{summary.expected} trials ended ({parts or 'none'})")
     for what, command in next_commands(spec):
         say(f"{what}: {command}")
+
+
+def _pending_records(spec: Any) -> int:
+    """Records of the sweep its tracker could not send to MLflow before the run ended."""
+    from sweeps.spec.storage import locate
+    from sweeps.tracking.outbox import outbox_status
+
+    status = outbox_status(locate(spec).outbox_dir)
+    return 0 if status is None else status.pending
 
 
 def address_problem(address: str | None) -> str | None:
@@ -149,6 +159,12 @@ def _launch(spec: Any, options: LaunchOptions) -> None:
     except ConnectionError as error:
         raise fail(f"--address {options.address}: {error}") from None
     _print_summary(spec, summary)
+    pending = _pending_records(spec)
+    if pending:
+        note = pending_note(spec.name, spec.storage_path, pending, spec.tracking_uri)
+        if summary.complete:
+            raise fail(note, INCOMPLETE_EXIT_CODE)
+        warn(note)
     if not summary.complete:
         raise fail(
             f"the sweep stopped before all {summary.expected} trials ended; run the same command "

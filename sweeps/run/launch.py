@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -30,6 +29,7 @@ from sweeps.spec.load import StoredSweep, read_stored_sweep, stored_spec_text
 from sweeps.spec.messages import SpecError
 from sweeps.spec.schema import SweepSpec
 from sweeps.spec.storage import SweepLocation, is_remote, locate, write_text_atomic
+from sweeps.tracking.outbox import outbox_status
 from sweeps.tracking.uri import TrackingUriError, check_tracking_uri, drain_timeout_s
 
 logger = logging.getLogger(__name__)
@@ -111,31 +111,6 @@ def check_resume_compatible(old: SweepSpec, new: SweepSpec, location: SweepLocat
         )
 
 
-def git_commit() -> str:
-    """The commit of the checkout this code runs from, '+dirty' if tracked files changed.
-
-    Asked of the package's own directory, not the working directory: a sweep launched from
-    elsewhere still records the code it ran. 'unknown' outside a git checkout.
-    """
-    checkout = str(Path(__file__).resolve().parents[2])
-    try:
-        head, status = (
-            subprocess.run(
-                ["git", "-C", checkout, *args],
-                capture_output=True,
-                text=True,
-                timeout=5,
-                check=True,
-            ).stdout.strip()
-            for args in (["rev-parse", "HEAD"], ["status", "--porcelain", "--untracked-files=no"])
-        )
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    if not head:
-        return "unknown"
-    return f"{head}+dirty" if status else head
-
-
 def prepare(
     spec: SweepSpec, allow_version_change: bool = False
 ) -> tuple[SweepLocation, StoredSweep | None, list[str]]:
@@ -150,6 +125,12 @@ def prepare(
         drain_timeout_s()
     except ValueError as error:
         raise SweepError(str(error)) from None
+    held = outbox_status(location.outbox_dir)
+    if held is not None and held.holder is not None:
+        raise SweepError(
+            f"sweep {spec.name} is in use: process {held.holder} (a run of it, or "
+            "`sparsesweep sync`) holds its MLflow outbox; wait for it to end"
+        )
     old = stored_sweep(location)
     warnings = _check_resume(old, spec, location, allow_version_change)
     check_storage(location)
@@ -343,7 +324,7 @@ def _environment(name: str, value: str) -> Iterator[None]:
 
 
 def _tracker(spec: SweepSpec, location: SweepLocation) -> Any:
-    """The sweep's MLflow tracker (a Tune callback)."""
+    """The sweep's MLflow tracker (a Tune callback; a restored sweep keeps its first one)."""
     from sweeps.tracking.callback import MlflowSweepCallback
 
     return MlflowSweepCallback(
@@ -351,24 +332,20 @@ def _tracker(spec: SweepSpec, location: SweepLocation) -> Any:
         experiment_name=spec.name,
         search_metric=spec.search.metric,
         artifact_location=location.artifact_location,
-        git_commit=git_commit(),
         spec_file=location.spec_file,
-        drain_timeout_s=drain_timeout_s(),
+        outbox_dir=location.outbox_dir,
     )
 
 
 def _tag_versions(spec: SweepSpec, location: SweepLocation, versions: dict[str, str]) -> None:
-    """The library versions as tags of the sweep's MLflow experiment (created here if new).
+    """The library versions and the tracker's tags on the sweep's MLflow experiment (created
+    here if new), set on every start where they changed. A failure is logged, not raised: the
+    stored spec records the versions too, and the tracker tags the experiment itself."""
+    from sweeps.tracking.experiment import experiment_tags, tag_experiment
 
-    Set on every run, resumes included, through a tracker of its own: Tune restores the
-    tracker it runs from the sweep's first start. A failure is logged, not raised: the stored
-    spec records the versions too.
-    """
-    tracker = _tracker(spec, location)
+    tags = {**version_tags(versions), **experiment_tags(spec, location.outbox_dir)}
     try:
-        experiment_id = tracker.experiment_id()
-        for key, value in version_tags(versions).items():
-            tracker.client.set_experiment_tag(experiment_id, key, value)
+        tag_experiment(spec.tracking_uri, spec.name, location.artifact_location, tags)
     except Exception as error:  # any MLflow error: the tags are a record, not a requirement
         logger.warning("could not tag the MLflow experiment with library versions: %s", error)
 

@@ -3,6 +3,7 @@ writing its small state files on local disk or object storage."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from dataclasses import dataclass
@@ -15,6 +16,10 @@ if TYPE_CHECKING:
 SPEC_FILE = "sweep_spec.yaml"
 TRAIN_RUNS_DIR = "train_runs"
 ARTIFACTS_DIR = "mlflow_artifacts"
+OUTBOX_DIR = "mlflow_outbox"
+LOCAL_OUTBOX_ROOT = "~/.cache/sparsesweep/outbox"
+"""Where the driver keeps the MLflow outbox of a sweep on object storage (files there cannot be
+appended to): one folder per sweep on the driver's own disk."""
 
 
 def is_remote(path: str) -> bool:
@@ -70,20 +75,29 @@ class SweepLocation:
     spec_file: str
     train_runs_dir: str
     artifact_location: str | None
+    outbox_dir: str
+    """The tracker's MLflow outbox: in the sweep's folder, or for a sweep on object storage in
+    `LOCAL_OUTBOX_ROOT` on the driver's disk (always a local path)."""
 
 
 def locate(spec: SweepSpec) -> SweepLocation:
     """The sweep's directories and MLflow artifact location."""
     experiment_dir = f"{spec.storage_path.rstrip('/')}/{spec.name}"
-    file_store = (
-        spec.tracking_uri.startswith(("sqlite:", "file:")) or "://" not in spec.tracking_uri
-    )
-    artifacts = f"{experiment_dir}/{ARTIFACTS_DIR}" if file_store else None
+    # a store MLflow opens directly (not a server, which has its own artifact root) would put
+    # artifacts in ./mlruns of whatever directory the sweep starts from
+    direct_store = not spec.tracking_uri.startswith(("http://", "https://"))
+    artifacts = f"{experiment_dir}/{ARTIFACTS_DIR}" if direct_store else None
     if artifacts and not is_remote(artifacts):
         artifacts = Path(artifacts).resolve().as_uri()
+    if is_remote(experiment_dir):
+        digest = hashlib.sha256(experiment_dir.encode()).hexdigest()[:12]
+        outbox = str(Path(LOCAL_OUTBOX_ROOT).expanduser() / f"{spec.name}-{digest}")
+    else:
+        outbox = f"{experiment_dir}/{OUTBOX_DIR}"
     return SweepLocation(
         experiment_dir=experiment_dir,
         spec_file=f"{experiment_dir}/{SPEC_FILE}",
         train_runs_dir=f"{experiment_dir}/{TRAIN_RUNS_DIR}",
         artifact_location=artifacts,
+        outbox_dir=outbox,
     )

@@ -1,206 +1,186 @@
-"""What the dashboard's cell and curve runs show, computed from the trials the tracker saw.
+"""The numbers of a sweep's cell and curve runs, by the report's own rules, from the trial runs
+MLflow holds.
 
-The tracker feeds every trial's epochs and end here (on its sender thread). A cell is
-*complete* when as many of its trials have ended as the spec runs in it; only then are its
-numbers settled: the lr chosen by `contract.selection` cannot change any more, so its
-per-epoch seed means (`analysis.dashboard.cell_curves`) and its curve points
-(`analysis.dashboard.budget_points`) are final. MLflow cannot change or delete a logged
-metric value, so they are written once, when settled; until then each trial's end updates
-the cell run's tags (trials ended, the lr leading so far). If the sweep is extended and a
-complete cell gains trials, its numbers are recomputed when it completes again.
+After a batch of trials ends, the sender reads the affected cells' trial runs back from MLflow
+(`analysis.fetch`, narrowed to those cells and the metrics the aggregates use) into the
+export's tables (`analysis.export.build_tables`, the one builder of the trials and epochs
+tables) and computes a cell's progress (trials ended; the lr leading so far under
+`contract.selection`) and, once the cell is complete, its per-epoch seed means
+(`analysis.dashboard.cell_curves`) and its curve points (`analysis.dashboard.budget_points`).
+A cell is complete when as many of its trials have ended as the spec runs in it (or the whole
+sweep has ended); only then are its numbers settled, and they are written once: MLflow cannot
+change a logged value. If the sweep is extended and a complete cell gains trials, its numbers
+are recomputed when it completes again.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import pandas as pd
+
+from analysis.dashboard import budget_points, cell_curves
+from analysis.export import build_tables
+from analysis.fetch import fetch_experiment
+from contract.arms import baseline_arm
+from contract.names import CELL_AGGREGATES, CELL_METRICS, CURVE_FACTORS, CURVE_FAMILIES
 from contract.outcome import ENDED, Status
 from contract.selection import best_key, group_score, seed_score
-from contract.trial import Stage, TrialMeta
+from contract.trial import Stage
 
-AGGREGATE_EPOCH_KEYS: tuple[str, ...] = ("test_acc1", "val_acc1", "test_loss")
-"""Per-epoch metrics a trial's record keeps (besides the sweep's search metric)."""
+if TYPE_CHECKING:
+    from sweeps.spec.schema import SweepSpec
 
 
-@dataclass
-class TrialRecord:
-    """What the aggregates need of one trial: its factors, status and per-epoch values."""
+@dataclass(frozen=True)
+class SweepShape:
+    """What the spec says about a sweep's cells: trials each runs, and which cells share a
+    curve or are paired with a baseline."""
 
-    meta: dict[str, Any]
-    dataset: str
-    model: str
-    order: int
-    status: str = Status.RUNNING.value
-    epochs: dict[int, dict[str, float]] = field(default_factory=dict)
+    per_cell: int
+    """Trials the spec runs in each cell (0: unknown, cells complete only with the sweep)."""
+    seeds: int = 1
+    """Seeds each lr trial runs on."""
+    cells: dict[str, tuple[str, str, float, int]] = field(default_factory=dict)
+    """Cell id -> (workload, arm, sparsity, budget)."""
+
+    @classmethod
+    def of(cls, spec: SweepSpec | None) -> SweepShape:
+        if spec is None:
+            return cls(0)
+        cells = spec.cells()
+        per_cell = spec.expected_trials() // len(cells)
+        shape = {c.cell_id: (c.workload, c.arm, c.sparsity, c.budget) for c in cells}
+        return cls(per_cell, len(spec.grid.seeds), shape)
+
+    def related(self, cell: str) -> set[str]:
+        """The cells a complete `cell`'s curve points pair with: its baseline, and the cells
+        whose baseline it is (same workload, sparsity and budget)."""
+        if cell not in self.cells:
+            return set()
+        workload, arm, sparsity, budget = self.cells[cell]
+        return {
+            other
+            for other, (w, a, s, b) in self.cells.items()
+            if other != cell
+            and (w, s, b) == (workload, sparsity, budget)
+            and (a == baseline_arm(arm) or baseline_arm(a) == arm)
+        }
+
+    def curve_cells(self, workload: str, arm: str, sparsity: float) -> set[str]:
+        """The cells (one per budget) whose points a curve run holds."""
+        return {
+            cell
+            for cell, (w, a, s, _) in self.cells.items()
+            if (w, a) == (workload, arm) and math.isclose(s, sparsity)
+        }
+
+
+@dataclass(frozen=True)
+class CellTables:
+    """The export's trials and epochs tables of some cells' trial runs."""
+
+    trials: pd.DataFrame
+    epochs: pd.DataFrame
+
+    def of(self, cells: Collection[str]) -> CellTables:
+        """The rows of the trials of `cells` only."""
+        trials = self.trials[self.trials["cell"].isin(list(cells))]
+        return CellTables(trials, self.epochs[self.epochs["run_id"].isin(trials["run_id"])])
 
 
 @dataclass(frozen=True)
 class CellProgress:
-    """The live state of a cell, shown as its run's tags after every trial end."""
+    """Where a cell stands: trials ended, the lr leading so far, its last trial's end time."""
 
     ended: int
-    expected: int
-    best_lr: float | None
-    sweep_ended: bool = False
-
-    @property
-    def complete(self) -> bool:
-        """Whether every trial the spec runs in the cell has ended (or the whole sweep has: a
-        cell whose lr trials repeated a config shares trials and has fewer of its own)."""
-        return self.sweep_ended or (self.expected > 0 and self.ended >= self.expected)
+    lr: float | None
+    end_time: int | None
+    """Milliseconds since the epoch (None while no trial has ended)."""
 
 
-class TrialRecords:
-    """Every trial's record, by Tune trial id, plus the expected trial count per cell."""
-
-    def __init__(self, metric: str) -> None:
-        self.metric = metric
-        self.records: dict[str, TrialRecord] = {}
-        self.expected_per_cell = 0
-        self.sweep_ended = False
-
-    def observe(self, trial_id: str, config: Mapping[str, Any]) -> TrialRecord:
-        """The record of a trial, created from its Tune config on first sight."""
-        record = self.records.get(trial_id)
-        if record is None:
-            train = config["train"]
-            record = TrialRecord(
-                meta=dict(config["meta"]),
-                dataset=str(train["data"]["name"]),
-                model=str(train["model"]["name"]),
-                order=len(self.records),
-            )
-            self.records[trial_id] = record
-        return record
-
-    def add_epochs(self, trial_id: str, config: Mapping[str, Any], entries: Iterable[dict]) -> None:
-        """Keep the values the aggregates need from a trial's epoch entries."""
-        record = self.observe(trial_id, config)
-        keys = (*AGGREGATE_EPOCH_KEYS, self.metric)
-        for entry in entries:
-            values = {key: float(entry[key]) for key in keys if key in entry}
-            record.epochs[int(entry["epoch"])] = values
-
-    def end(self, trial_id: str, config: Mapping[str, Any], status: str) -> TrialRecord:
-        """Mark a trial ended with `status`."""
-        record = self.observe(trial_id, config)
-        record.status = status
-        return record
-
-    def group_of(self, record: TrialRecord) -> tuple:
-        """(workload, dataset, model, method, sparsity): the cells a curve point compares."""
-        meta = record.meta
-        return (meta["workload"], record.dataset, record.model, meta["method"], meta["sparsity"])
-
-    def complete_cells(self, group: tuple) -> list[str]:
-        """The cells of a group whose trials have all ended."""
-        cells = {r.meta["cell"] for r in self.records.values() if self.group_of(r) == group}
-        return sorted(cell for cell in cells if self.progress(cell).complete)
-
-    def in_cell(self, cell: str) -> list[TrialRecord]:
-        """The records of one cell."""
-        return [record for record in self.records.values() if record.meta["cell"] == cell]
-
-    def progress(self, cell: str) -> CellProgress:
-        """Trials ended, expected, and the best lr among the cell's lr trials whose seeds all
-        ended (`contract.selection`, as the searcher ranks them)."""
-        members = self.in_cell(cell)
-        ended = [r for r in members if Status(r.status) in ENDED]
-        groups: dict[int, list[TrialRecord]] = {}
-        for record in members:
-            if record.meta["stage"] == Stage.SEARCH:
-                groups.setdefault(int(record.meta["lr_trial"]), []).append(record)
-        scores = {
-            lr_trial: group_score(seed_score(r.status, self._final(r), self.metric) for r in group)
-            for lr_trial, group in groups.items()
-            if all(Status(r.status) in ENDED for r in group)
-        }
-        best = best_key(scores, self.metric)
-        best_lr = None if best is None else float(groups[best][0].meta["lr"])
-        return CellProgress(len(ended), self.expected_per_cell, best_lr, self.sweep_ended)
-
-    def _final(self, record: TrialRecord) -> float | None:
-        """The search metric at the trial's last epoch that has it."""
-        for epoch in sorted(record.epochs, reverse=True):
-            if self.metric in record.epochs[epoch]:
-                return record.epochs[epoch][self.metric]
-        return None
-
-    def frames(self, records: Iterable[TrialRecord]) -> tuple[Any, Any]:
-        """The records as the export's trials and epochs tables (the columns the analysis reads)."""
-        import pandas as pd
-
-        trial_rows, epoch_rows = [], []
-        final_metrics = {*AGGREGATE_EPOCH_KEYS, self.metric}
-        for record in records:
-            meta = TrialMeta.from_dict(record.meta)
-            run_id = meta.config_hash
-            finals = {}
-            for key in final_metrics:
-                last = [
-                    record.epochs[e][key] for e in sorted(record.epochs) if key in record.epochs[e]
-                ]
-                finals[f"final_{key}"] = last[-1] if last else math.nan
-            trial_rows.append(
-                {
-                    "run_id": run_id,
-                    "workload": meta.workload,
-                    "dataset": record.dataset,
-                    "model": record.model,
-                    "method": meta.method,
-                    "arm": meta.arm,
-                    "sparsity": meta.sparsity,
-                    "budget": meta.budget,
-                    "seed": meta.seed,
-                    "lr": meta.lr,
-                    "lr_trial": meta.lr_trial,
-                    "stage": meta.stage,
-                    "status": record.status,
-                    "start_time": record.order,
-                    **finals,
-                }
-            )
-            for epoch, values in record.epochs.items():
-                epoch_rows.append({"run_id": run_id, "epoch": epoch, **values})
-        epochs = pd.DataFrame(epoch_rows, columns=["run_id", "epoch", *AGGREGATE_EPOCH_KEYS])
-        return pd.DataFrame(trial_rows), epochs
+def read_cells(
+    tracking_uri: str, experiment: str, cells: Collection[str], metric: str
+) -> CellTables:
+    """The trial runs of `cells` as MLflow holds them, with the metrics the aggregates use."""
+    records = fetch_experiment(tracking_uri, experiment, cells=cells, keys={*CELL_METRICS, metric})
+    tables = build_tables(records)
+    return CellTables(_plain(tables.trials.to_pandas()), _plain(tables.epochs.to_pandas()))
 
 
-def cell_metrics(records: TrialRecords, cell: str) -> dict[int, dict[str, float]]:
-    """Per epoch, the metrics a complete cell's run carries (empty if none of its runs count)."""
-    from analysis.dashboard import cell_curves
+def _plain(frame: pd.DataFrame) -> pd.DataFrame:
+    """Text columns as Python objects: pandas' Arrow-backed strings make the report's
+    comparisons about twice as slow on tables this small."""
+    text = [name for name in frame.columns if pd.api.types.is_string_dtype(frame[name])]
+    return frame.astype({name: object for name in text})
 
-    trials, epochs = records.frames(records.in_cell(cell))
-    curves = cell_curves(trials, epochs, records.metric)
-    keys = [
-        column
-        for column in curves.columns
-        if column.endswith(("_mean", "_std")) or column == "n_seeds"
-    ]
-    return {
-        int(row["epoch"]): {key: float(row[key]) for key in keys if not _missing(row[key])}
-        for row in curves.to_dict("records")
+
+def cell_progress(tables: CellTables, cell: str, metric: str, seeds: int) -> CellProgress:
+    """How many of the cell's trials have ended, the lr leading so far, and when its last
+    trial ended. The lr is the best-scoring lr trial under `contract.selection` among those
+    with `seeds` seeds ended (the searcher's rule: an lr is ranked once all its seeds ended)."""
+    trials = tables.of([cell]).trials.to_dict("records")
+    ended = [row for row in trials if Status(row["status"]) in ENDED]
+    groups: dict[int, list[dict[str, Any]]] = {}
+    for row in ended:
+        if row["stage"] == Stage.SEARCH and present(row["lr_trial"]):
+            groups.setdefault(int(row["lr_trial"]), []).append(row)
+    final = f"final_{metric}"
+    scores = {
+        lr_trial: group_score(
+            seed_score(row["status"], row[final] if present(row[final]) else None, metric)
+            for row in group
+        )
+        for lr_trial, group in groups.items()
+        if len(group) >= seeds
     }
+    best = best_key(scores, metric)
+    lr = None if best is None else float(groups[best][0]["lr"])
+    end_times = [row["end_time"] for row in ended if not pd.isna(row["end_time"])]
+    end_time = int(max(end_times).value // 1_000_000) if end_times else None
+    return CellProgress(len(ended), lr, end_time)
 
 
-def curve_points(records: TrialRecords, cells: Iterable[str]) -> dict[tuple, dict[str, float]]:
-    """Per curve run key and budget: the points of the given complete cells."""
-    from analysis.dashboard import CURVE_KEY, budget_points
+def cell_metrics(
+    tables: CellTables, cells: Collection[str], metric: str
+) -> dict[str, dict[int, dict[str, float]]]:
+    """Per complete cell and epoch, what its run logs (`CELL_AGGREGATES`; none if no run
+    counts)."""
+    from sweeps.spec.cells import cell_id  # (the spec's cells import the training config)
 
-    members = [r for cell in cells for r in records.in_cell(cell)]
-    trials, _ = records.frames(members)
-    points = budget_points(trials, records.metric)
-    keys = [c for c in points.columns if c.startswith(("test_acc1", "diff_vs_baseline"))]
+    part = tables.of(cells)
+    curves = cell_curves(part.trials, part.epochs, metric)
+    result: dict[str, dict[int, dict[str, float]]] = {cell: {} for cell in cells}
+    for row in curves.to_dict("records"):
+        cell = cell_id(row["workload"], row["arm"], float(row["sparsity"]), int(row["budget"]))
+        if cell in result:
+            result[cell][int(row["epoch"])] = {
+                key: float(row[key]) for key in CELL_AGGREGATES if present(row[key])
+            }
+    return result
+
+
+def curve_points(
+    tables: CellTables, complete: Iterable[str], metric: str
+) -> dict[tuple, dict[str, float]]:
+    """Per curve (`CURVE_FACTORS`) and budget: the point of each of the `complete` cells
+    (paired with its baseline when that cell is among them)."""
+    part = tables.of(set(complete))
+    if part.trials.empty:
+        return {}
+    points = budget_points(part.trials, metric)
+    keys = [key for family in CURVE_FAMILIES for key in family]
     result: dict[tuple, dict[str, float]] = {}
     for row in points.to_dict("records"):
-        curve = tuple(row[name] for name in CURVE_KEY)
-        values = {key: float(row[key]) for key in keys if key in row and not _missing(row[key])}
+        curve = tuple(row[name] for name in CURVE_FACTORS)
+        values = {key: float(row[key]) for key in keys if key in row and present(row[key])}
         result[(*curve, int(row["budget"]))] = values
     return result
 
 
-def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
+def present(value: Any) -> bool:
+    """Whether a computed value exists (not None or NaN)."""
+    return value is not None and not (isinstance(value, float) and math.isnan(value))

@@ -1,5 +1,6 @@
 """How the sweep's MLflow runs are named and tagged: trial, cell and curve runs, the source
-tags MLflow users expect on every run, and the experiment's description.
+tags MLflow users expect on every run (user, the git checkout the code runs from), and the
+experiment's description.
 
 Run roles (`contract.names.Role`): a *trial* run per trial (child of its cell run); a *cell*
 run per cell (workload × arm × sparsity × budget) holding the per-epoch seed means of the runs
@@ -9,6 +10,7 @@ the report compares; a *curve* run per (workload, dataset/model, arm, sparsity) 
 
 from __future__ import annotations
 
+import functools
 import getpass
 import json
 import subprocess
@@ -16,11 +18,22 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from contract.names import Role, Tag
+from mlflow.utils.mlflow_tags import (
+    MLFLOW_GIT_COMMIT,
+    MLFLOW_GIT_REPO_URL,
+    MLFLOW_SOURCE_NAME,
+    MLFLOW_SOURCE_TYPE,
+    MLFLOW_USER,
+)
+
+from contract.names import CURVE_FACTORS, Aggregate, Role, Tag, seed_mean
 from contract.outcome import Status
 from contract.trial import Stage, TrialMeta
 
 SOURCE_NAME = "sparsesweep"
+CHECKOUT = Path(__file__).resolve().parents[2]
+"""The checkout this code runs from (asked for its commit, not the working directory: a sweep
+launched from elsewhere still records the code it ran)."""
 
 
 def flatten(payload: dict[str, Any], prefix: str = "") -> dict[str, str]:
@@ -98,7 +111,7 @@ def curve_run_name(curve: Mapping[str, Any]) -> str:
 IDENTITY_TAGS: dict[str, tuple[str, ...]] = {
     Role.TRIAL: ("config_hash",),
     Role.CELL: ("cell",),
-    Role.CURVE: ("workload", "dataset", "model", "method", "arm", "sparsity"),
+    Role.CURVE: CURVE_FACTORS,
 }
 
 
@@ -121,39 +134,55 @@ def curve_tags(curve: Mapping[str, Any]) -> dict[str, str]:
 def source_tags(git_commit: str) -> dict[str, str]:
     """The tags MLflow's UI shows for every run: user, source, git commit and repository."""
     tags = {
-        "mlflow.user": _user(),
-        "mlflow.source.name": SOURCE_NAME,
-        "mlflow.source.type": "LOCAL",
+        MLFLOW_USER: user_name(),
+        MLFLOW_SOURCE_NAME: SOURCE_NAME,
+        MLFLOW_SOURCE_TYPE: "LOCAL",
     }
     commit = git_commit.removesuffix("+dirty")
     if commit != "unknown":
-        tags["mlflow.source.git.commit"] = commit
+        tags[MLFLOW_GIT_COMMIT] = commit
     url = git_remote_url()
     if url:
-        tags["mlflow.source.git.repoURL"] = url
+        tags[MLFLOW_GIT_REPO_URL] = url
     return tags
 
 
-def _user() -> str:
+def user_name() -> str:
+    """The login name of the user running the sweep ('unknown' if the system has none)."""
     try:
         return getpass.getuser()
     except (KeyError, OSError):
         return "unknown"
 
 
-def git_remote_url() -> str | None:
-    """The `origin` remote of the checkout this code runs from, if it has one."""
-    checkout = str(Path(__file__).resolve().parent.parent)
+def _git(*args: str) -> str | None:
+    """A git command's output in `CHECKOUT` (None if git fails or is missing)."""
     try:
         found = subprocess.run(
-            ["git", "-C", checkout, "remote", "get-url", "origin"],
+            ["git", "-C", str(CHECKOUT), *args],
             capture_output=True,
             text=True,
             timeout=5,
         )
     except (OSError, subprocess.SubprocessError):
         return None
-    return found.stdout.strip() or None if found.returncode == 0 else None
+    return found.stdout.strip() if found.returncode == 0 else None
+
+
+def git_commit() -> str:
+    """The commit of the checkout this code runs from, '+dirty' if tracked files changed;
+    'unknown' outside a git checkout."""
+    head = _git("rev-parse", "HEAD")
+    if not head:
+        return "unknown"
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return f"{head}+dirty" if status else head
+
+
+@functools.cache
+def git_remote_url() -> str | None:
+    """The `origin` remote of the checkout this code runs from, if it has one."""
+    return _git("remote", "get-url", "origin") or None
 
 
 def experiment_note(sweep: str, factors: Mapping[str, Any], metric: str) -> str:
@@ -168,13 +197,14 @@ def experiment_note(sweep: str, factors: Mapping[str, Any], metric: str) -> str:
         "How to read the runs (tag `sparsesweep.role`):",
         "- `cell`: one per workload × arm × sparsity × budget, the parent of its trial runs; "
         "once all its trials have ended it logs, per epoch (`step = epoch`), the seed means "
-        "`test_acc1_mean`, `val_acc1_mean`, `test_loss_mean`, `test_acc1_std` and `n_seeds` "
-        "of the runs the report compares (its chosen lr: tag `lr`).",
+        f"`{seed_mean('test_acc1')}`, `{seed_mean('val_acc1')}`, `{seed_mean('test_loss')}`, "
+        f"`{Aggregate.TEST_ACC1_STD}` and `{Aggregate.N_SEEDS}` of the runs the report compares "
+        "(its chosen lr: tag `lr`).",
         "- `curve`: one per workload × arm × sparsity; at `step = budget` the final "
-        "`test_acc1_mean` with `test_acc1_ci_low`/`_high` (95% t-interval over seeds) and, "
-        "for a SparseOpt arm, `diff_vs_baseline_mean` with its paired interval. Select the "
-        "curve runs of one sparsity and open the chart view: accuracy against budget, arms "
-        "side by side.",
+        f"`{Aggregate.TEST_ACC1_MEAN}` with `{Aggregate.TEST_ACC1_CI_LOW}`/`_high` (95% "
+        f"t-interval over seeds) and, for a SparseOpt arm, `{Aggregate.DIFF_MEAN}` with its "
+        "paired interval. Select the curve runs of one sparsity and open the chart view: "
+        "accuracy against budget, arms side by side.",
         "- `trial`: one per trial, every epoch's metrics; `sparsesweep.status` says how it ended.",
         "- `report`: the artifacts of `sparsesweep report`.",
     ]

@@ -19,7 +19,6 @@ from collections.abc import Mapping
 from pathlib import Path
 
 SCHEMES: tuple[str, ...] = ("sqlite", "file", "http", "https", "postgresql", "mysql", "mssql")
-DATABASE_SCHEMES: tuple[str, ...] = ("postgresql", "mysql", "mssql")
 PROBE_TIMEOUT_S = 5.0
 ALLOWED = (
     "sqlite:///PATH, file:///PATH, http(s)://HOST:PORT (an MLflow server) or a database URI "
@@ -129,9 +128,11 @@ def _check_database(uri: str, field: str, timeout_s: float) -> None:
 
 
 DRAIN_TIMEOUT_S = 30.0
-"""How long the end of a sweep waits for MLflow to take what is still buffered."""
+"""How long the end of a sweep (or `sparsesweep sync`) waits for MLflow to take the next record
+of the outbox before it stops and says what is left: a slow MLflow is waited for as long as
+it keeps taking records, a dead one for this long."""
 DRAIN_TIMEOUT_ENV = "SPARSESWEEP_MLFLOW_DRAIN_S"
-"""Environment variable that overrides `DRAIN_TIMEOUT_S` (seconds, > 0)."""
+"""Environment variable that overrides `DRAIN_TIMEOUT_S` (seconds, > 0), read at each start."""
 
 
 def drain_timeout_s(environ: Mapping[str, str] = os.environ) -> float:

@@ -1,0 +1,66 @@
+"""The sweep's MLflow experiment: created on first use with an explicit artifact location, and
+tagged with what a reader of the sweep needs (search metric, description, where records not
+yet in MLflow wait). Tags are set only when their value changes, so starting a finished sweep
+again changes nothing in MLflow."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
+
+from contract.names import Tag
+from sweeps.tracking.runs import experiment_note
+
+if TYPE_CHECKING:
+    from sweeps.spec.schema import SweepSpec
+
+
+def experiment_tags(spec: SweepSpec, outbox_dir: str) -> dict[str, str]:
+    """The tracker's experiment tags: search metric, description (`mlflow.note.content`: the
+    sweep's factors and how to read its runs) and the outbox folder."""
+    factors = {
+        "workloads": list(spec.workloads),
+        "arms": spec.grid.arms,
+        "sparsities": spec.grid.sparsities,
+        "budgets (epochs)": spec.grid.budgets,
+        "seeds": spec.grid.seeds,
+    }
+    return {
+        Tag.SEARCH_METRIC: spec.search.metric,
+        MLFLOW_RUN_NOTE: experiment_note(spec.name, factors, spec.search.metric),
+        Tag.OUTBOX: str(Path(outbox_dir).absolute()),
+    }
+
+
+def ensure_experiment(
+    client: Any, name: str, artifact_location: str | None, tags: dict[str, str]
+) -> str:
+    """The id of experiment `name`, created if missing; `tags` set where they differ."""
+    found = client.get_experiment_by_name(name)
+    if found is None:
+        return client.create_experiment(
+            name, artifact_location=artifact_location, tags={Tag.SWEEP: name, **tags}
+        )
+    for key, value in tags.items():
+        if found.tags.get(key) != value:
+            client.set_experiment_tag(found.experiment_id, key, value)
+    return found.experiment_id
+
+
+def tag_experiment(
+    tracking_uri: str, name: str, artifact_location: str | None, tags: dict[str, str]
+) -> str:
+    """`ensure_experiment` with a client of its own (for the launcher, before Tune starts)."""
+    from mlflow.tracking import MlflowClient
+
+    return ensure_experiment(MlflowClient(tracking_uri), name, artifact_location, tags)
+
+
+def outbox_of(tracking_uri: str, name: str) -> str | None:
+    """The outbox folder experiment `name` is tagged with (None: no such experiment or tag)."""
+    from mlflow.tracking import MlflowClient
+
+    found = MlflowClient(tracking_uri).get_experiment_by_name(name)
+    return None if found is None else found.tags.get(Tag.OUTBOX)
