@@ -453,9 +453,9 @@ def _records_sent(tuner: Any) -> bool:
 
 
 def _run_shard(spec: SweepSpec, location: SweepLocation, plan: ShardPlan, shard: Shard) -> bool:
-    """Run (or restore) one shard's Tune experiment to its end; True when every trial of it
-    ended (False: interrupted). A shard that ended with nothing failed and every record sent
-    is marked settled in the plan."""
+    """Run (or restore) one shard's Tune experiment to its end; False when it was interrupted
+    (Ctrl-C: trials left running). A shard whose expected trials all ended, none failed, with
+    every record sent is marked settled in the plan."""
     from ray import tune
 
     from sweeps.run.compact_state import CompactTrialState
@@ -476,11 +476,12 @@ def _run_shard(spec: SweepSpec, location: SweepLocation, plan: ShardPlan, shard:
         tuner.fit()
     prune_old_states(experiment_dir)
     entries = experiment_entries(spec, experiment_dir)
-    ended = sum(entry.status in ENDED for entry in entries)
-    expected = shard.expected(spec)
-    if ended < expected:
+    if any(entry.status is Status.RUNNING for entry in entries):
         return False
-    if not any(entry.status is Status.FAILED for entry in entries) and _records_sent(tuner):
+    ended = sum(entry.status in ENDED for entry in entries)
+    failed = any(entry.status is Status.FAILED for entry in entries)
+    expected = shard.expected(spec)
+    if ended >= expected and not failed and _records_sent(tuner):
         shard.settled = expected
         _write_plan(location, plan)
     return True
