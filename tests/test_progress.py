@@ -13,9 +13,10 @@ from rich.console import Console
 from sweep_helpers import ONE_TRIAL_SPEC, trial_meta
 
 from contract.outcome import Status
-from sweeps.run import progress
+from sweeps.run import display
+from sweeps.run.display import PROGRESS_ENV, duration, progress_mode
 from sweeps.run.ledger import TrialEntry
-from sweeps.run.progress import PROGRESS_ENV, RichProgressCallback, duration, progress_mode
+from sweeps.run.progress import RichProgressCallback
 from sweeps.run.status import cell_statuses, sweep_status
 from sweeps.run.trial_index import INDEX_FILE, read_index
 from sweeps.spec.load import parse_spec
@@ -27,7 +28,7 @@ CELLS = ("default/rigl/s=0.9/e=1", "default/rigl/s=0.95/e=1")
 @pytest.fixture(autouse=True)
 def every_step_redraws(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tune's loop is driven step by step here: no throttling of the redraws."""
-    monkeypatch.setattr(progress, "REFRESH_S", 0.0)
+    monkeypatch.setattr(display, "REFRESH_S", 0.0)
 
 
 def write_spec(tmp_path: Path, budget: int = 1) -> tuple[SweepSpec, str]:
@@ -138,10 +139,10 @@ def test_live_view_counts_each_cell_and_its_best(spec_file, monkeypatch) -> None
     started(callback, trials, "live", monkeypatch)
     end(callback, trials, trials[1], 70.0, ok=True)
     screen = Console(file=io.StringIO(), width=160)
-    screen.print(progress._sweeps[path]._render())
+    screen.print(display._sweeps[path]._render())
     text = screen.file.getvalue()
     callback.on_experiment_end(trials=trials)
-    progress.finish_progress(path)
+    display.finish_progress(path)
     assert "2/4 done" in text and "0 running, 2 pending, 0 failed; elapsed" in text
     row = next(line for line in text.splitlines() if CELLS[0] in line)
     assert row.split()[1:5] == ["2", "0", "0", "0"] and "60 (lr 0.1)" in row
@@ -229,7 +230,7 @@ def test_incremental_counts_agree_with_a_full_rescan_after_every_hook(tmp_path, 
     tune.step()
 
     def agree() -> None:
-        assert progress._sweeps[path].ledger.rows(spec) == cell_statuses(spec, tune.trials)
+        assert display._sweeps[path].ledger.rows(spec) == cell_statuses(spec, tune.trials)
 
     def index_agrees() -> None:
         assert sweep_status(spec) == cell_statuses(spec, tune.trials)
@@ -263,7 +264,7 @@ def test_incremental_counts_agree_with_a_full_rescan_after_every_hook(tmp_path, 
 
     # a restore: Tune brings the errored trial back as PENDING (resume_errored) and restarts
     b.status = "PENDING"
-    progress.finish_progress(path)
+    display.finish_progress(path)
     restored = RichProgressCallback(path)
     restored.setup()
     Tune(restored, tune.trials).step()
@@ -288,7 +289,7 @@ def test_an_index_ahead_of_tunes_snapshot_is_brought_back_to_it(spec_file, monke
         tune.complete(one, {"epoch": 1, "val_acc1": 50.0})
     tune.snapshot()
     assert sweep_status(spec)[0].count(Status.FINISHED) == 2
-    progress.finish_progress(path)
+    display.finish_progress(path)
 
     known.status, lost_hash = "RUNNING", lost.config["meta"]["config_hash"]
     again = RichProgressCallback(path)
@@ -305,7 +306,7 @@ def test_an_index_ahead_of_tunes_snapshot_is_brought_back_to_it(spec_file, monke
     assert index is not None and index[lost_hash].status is Status.PENDING
     lines = (Path(path).parent / INDEX_FILE).read_text().splitlines()
     assert len(lines) == 1 + 2 + 2  # header, a and b as of the snapshot, then the corrections
-    progress.finish_progress(path)
+    display.finish_progress(path)
 
 
 def test_other_shards_are_counted_from_their_index(tmp_path, monkeypatch, capsys) -> None:
@@ -327,4 +328,4 @@ def test_other_shards_are_counted_from_their_index(tmp_path, monkeypatch, capsys
     assert read_index(shard_dir(sweep_dir, 1)) is None  # nothing of shard 1 written yet
     callback.get_state()
     assert list(read_index(shard_dir(sweep_dir, 1)) or {}) == ["c-hash"]
-    progress.finish_progress(path)
+    display.finish_progress(path)

@@ -502,9 +502,7 @@ def run_sweep(
     terminal); `verbose`: Ray's, Tune's and MLflow's own output too; `on_warning` receives
     what the checks before Ray starts want said (e.g. an allowed library version change).
     """
-    import ray
-
-    from sweeps.run.progress import PROGRESS_ENV, finish_progress, progress_mode
+    from sweeps.run.display import PROGRESS_ENV, finish_progress, progress_mode, sweep_progress
 
     created = _missing_directories(locate(spec))  # before `prepare` makes the folder
     location, old, warnings = prepare(spec, allow_version_change)
@@ -517,9 +515,14 @@ def run_sweep(
     to_run = [shard for shard in plan.shards if not shard.is_settled(spec)]
     env_vars = {key: os.environ.get(key, value) for key, value in TRAIN_ENV_VARS.items()}
     with _library_output(verbose):
-        if not to_run:
+        if not to_run:  # every shard settled: say where the sweep stands, start nothing
             _tag_versions(spec, location, versions)
+            mode = progress_mode(progress, sys.stderr)
+            sweep_progress(location.spec_file, spec, mode, shard=None).begin()
+            finish_progress(location.spec_file)
             return sweep_summary(spec)
+        import ray
+
         try:
             ray.init(
                 address=address,
