@@ -22,7 +22,9 @@ snapshot of each shard; the tracker's and the searcher's pickles beside it), MLf
 at exit, `sparsesweep status` (wall of the command, and of `sweeps.run.status.sweep_status` in
 the warm driver) and, per shard, the driver CPU per trial.
 
-`--noop-rerun` runs the finished sweep's command again and times it. `--kill-at 0.5`
+`--noop-rerun` runs each sparsesweep variant's command again once it finished and times it
+(a no-op when every shard settled; otherwise it restores them, and the tracker sends what it had
+not sent). `--kill-at 0.5`
 instead SIGKILLs the sweep's driver (its whole process group) once half the trials ended, runs
 the same command again and checks the resume: configs Tune ran under more than one trial id
 (from the trial folders' `params.json`), seconds from the second start to its first trial
@@ -352,11 +354,11 @@ def status_command_s(out: Path, name: str) -> float:
     return time.perf_counter() - clock
 
 
-def rerun_s(out: Path, args: argparse.Namespace) -> float:
+def rerun_s(variant: str, out: Path, args: argparse.Namespace) -> float:
     """Seconds of the same `run` command again (a fresh process with its own Ray)."""
     (out / "child.json").unlink()
     clock = time.perf_counter()
-    run_child("sparsesweep", out, args)
+    run_child(variant, out, args)
     return time.perf_counter() - clock
 
 
@@ -385,8 +387,8 @@ def measure(variant: str, args: argparse.Namespace) -> dict[str, Any]:
         result["status_command_s"] = status_command_s(out, f"many{trials}")
     if "mlflow_trial_runs" in child:
         result["mlflow_trial_runs"] = child["mlflow_trial_runs"]
-    if args.noop_rerun and variant == "sparsesweep":
-        result["noop_rerun_s"] = rerun_s(out, args)
+    if args.noop_rerun and variant != "plain":
+        result["rerun_s"] = rerun_s(variant, out, args)
     if not args.keep:
         shutil.rmtree(out, ignore_errors=True)
     else:
@@ -477,7 +479,7 @@ def print_measured(results: list[dict[str, Any]]) -> None:
             "mlflow_trial_runs",
             "status_read_s",
             "status_command_s",
-            "noop_rerun_s",
+            "rerun_s",
         ):
             if key in result:
                 value = result[key]

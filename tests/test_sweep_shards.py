@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from sweep_helpers import trial_runs, write_spec
+from sweep_helpers import ray_temp_dir, trial_runs, write_spec
 
 from contract.outcome import Status
 from sweeps.run.shards import read_plan, shard_dir
@@ -41,26 +41,24 @@ SPEC = {
 }
 
 
-def run(spec_path: Path, cwd: Path) -> str:
-    """`sparsesweep run SPEC` in a fresh process with its own Ray temp dir."""
-    ray_tmp = cwd / "ray"
-    ray_tmp.mkdir(exist_ok=True)
+def run(spec_path: Path, cwd: Path, ray_tmp: str) -> str:
+    """`sparsesweep run SPEC` in a fresh process with the test's Ray temp dir."""
     process = subprocess.run(
         [sys.executable, "-m", "sweeps", "run", str(spec_path), "--no-progress"],
         cwd=cwd,
         capture_output=True,
         text=True,
         timeout=1200,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "RAY_TMPDIR": str(ray_tmp)},
+        env={**os.environ, "PYTHONPATH": str(ROOT), "RAY_TMPDIR": ray_tmp},
     )
     output = process.stdout + process.stderr
     assert process.returncode == 0, output[-3000:]
     return output
 
 
-def ray_sessions(cwd: Path) -> list[str]:
+def ray_sessions(ray_tmp: str) -> list[str]:
     """The Ray sessions started with the test's Ray temp dir."""
-    return sorted(path.name for path in (cwd / "ray").rglob("session_2*"))
+    return sorted(path.name for path in Path(ray_tmp).rglob("session_2*"))
 
 
 def state_files(experiment_dir: Path) -> list[tuple[str, int]]:
@@ -69,10 +67,15 @@ def state_files(experiment_dir: Path) -> list[tuple[str, int]]:
 
 @pytest.mark.timeout(3600)
 def test_a_sharded_sweep_runs_resumes_and_grows_as_one(tmp_path: Path) -> None:
+    with ray_temp_dir() as ray_tmp:
+        check_sharded_sweep(tmp_path, ray_tmp)
+
+
+def check_sharded_sweep(tmp_path: Path, ray_tmp: str) -> None:
     spec_path = write_spec(tmp_path, SPEC)
     spec = load_spec(spec_path)
     sweep_dir = tmp_path / "results" / "sharded"
-    output = run(spec_path, tmp_path)
+    output = run(spec_path, tmp_path, ray_tmp)
     assert "sweep sharded: 4/4 trials ended (4 finished)" in output
 
     plan = read_plan(str(sweep_dir))
@@ -98,23 +101,24 @@ def test_a_sharded_sweep_runs_resumes_and_grows_as_one(tmp_path: Path) -> None:
     )
 
     before = [state_files(directory) for directory in dirs]
-    sessions = ray_sessions(tmp_path)
-    again = run(spec_path, tmp_path)
+    sessions = ray_sessions(ray_tmp)
+    again = run(spec_path, tmp_path, ray_tmp)
     assert "sweep sharded: 4/4 trials ended (4 finished)" in again
     assert [state_files(directory) for directory in dirs] == before  # neither shard restored
-    assert ray_sessions(tmp_path) == sessions  # nor Ray started
+    assert ray_sessions(ray_tmp) == sessions  # nor Ray started
 
     grown = write_spec(tmp_path, {**SPEC, "grid": {**SPEC["grid"], "seeds": [0, 1, 2]}})
-    output = run(grown, tmp_path)
+    output = run(grown, tmp_path, ray_tmp)
     assert "sweep sharded: 6/6 trials ended (6 finished)" in output
     grown_spec = load_spec(grown)
     rows = sweep_status(grown_spec)
     assert [row.count(Status.FINISHED) for row in rows] == [3, 3]
     after = trial_runs(spec.tracking_uri, "sharded")
     assert len(after) == 6
-    for config_hash, run_before in runs.items():
+    for config_hash, run_before in runs.items():  # the old trials kept their runs
         assert after[config_hash].info.run_id == run_before.info.run_id
-        assert after[config_hash].info.end_time == run_before.info.end_time
+    for directory in dirs:  # and were not run again: one Tune trial folder per trial
+        assert len(list(directory.glob("train_in_actor_*/params.json"))) == 3
     plan = read_plan(str(sweep_dir))
     assert plan is not None and [shard.settled for shard in plan.shards] == [3, 3]
     assert shard_dir(str(sweep_dir), 1) == str(sweep_dir / "shard-001")
