@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from sweeps.cli import analysis as cli_analysis
 from sweeps.cli import run as cli_run
-from sweeps.run.tune_state import SweepSummary
+from sweeps.run.status import SweepSummary
 from sweeps.spec.load import parse_spec
 
 GOOD = {"name": "cli", **ONE_TRIAL_SPEC}

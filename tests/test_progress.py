@@ -1,4 +1,5 @@
-"""The sweep's progress display, driven through its Tune hooks with stand-in trials."""
+"""The sweep's progress display and trial index, driven through its Tune hooks with stand-in
+trials that change status the way Tune changes them."""
 
 from __future__ import annotations
 
@@ -11,8 +12,13 @@ import pytest
 from rich.console import Console
 from sweep_helpers import ONE_TRIAL_SPEC, trial_meta
 
-from sweeps.run import progress
-from sweeps.run.progress import PROGRESS_ENV, RichProgressCallback, duration, progress_mode
+from contract.outcome import Status
+from sweeps.run import display
+from sweeps.run.display import PROGRESS_ENV, duration, progress_mode
+from sweeps.run.ledger import TrialEntry
+from sweeps.run.progress import RichProgressCallback
+from sweeps.run.status import cell_statuses, sweep_status
+from sweeps.run.trial_index import INDEX_FILE, read_index
 from sweeps.spec.load import parse_spec
 from sweeps.spec.schema import SweepSpec
 
@@ -20,30 +26,53 @@ CELLS = ("default/rigl/s=0.9/e=1", "default/rigl/s=0.95/e=1")
 
 
 @pytest.fixture(autouse=True)
-def every_step_snapshots(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tune's loop is driven step by step here: no throttling of the snapshots."""
-    monkeypatch.setattr(progress, "SNAPSHOT_S", 0.0)
+def every_step_redraws(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tune's loop is driven step by step here: no throttling of the redraws."""
+    monkeypatch.setattr(display, "REFRESH_S", 0.0)
 
 
-@pytest.fixture
-def spec_file(tmp_path: Path) -> tuple[SweepSpec, str]:
+def write_spec(tmp_path: Path, budget: int = 1) -> tuple[SweepSpec, str]:
+    grid = {**ONE_TRIAL_SPEC["grid"], "sparsities": [0.9, 0.95], "seeds": [0, 1]}
     spec = parse_spec(
         {
             "name": "p",
+            "storage_path": str(tmp_path),
             **ONE_TRIAL_SPEC,
-            "grid": {**ONE_TRIAL_SPEC["grid"], "sparsities": [0.9, 0.95], "seeds": [0, 1]},
+            "grid": {**grid, "budgets": [budget]},
         }
     )
-    path = tmp_path / "sweep_spec.yaml"
+    path = tmp_path / "p" / "sweep_spec.yaml"
+    path.parent.mkdir()
     path.write_text(spec.to_yaml())
     return spec, str(path)
 
 
-def trial(name: str, cell: int, seed: int, status: str = "PENDING", value: float | None = None):
-    """A stand-in for a Tune trial of cell `CELLS[cell]`."""
+@pytest.fixture
+def spec_file(tmp_path: Path) -> tuple[SweepSpec, str]:
+    return write_spec(tmp_path)
+
+
+def trial(
+    name: str,
+    cell: int,
+    seed: int,
+    status: str = "PENDING",
+    value: float | None = None,
+    budget: int = 1,
+    lr_trial: int = 0,
+):
+    """A stand-in for a Tune trial of cell `CELLS[cell]` (at `budget` epochs)."""
     sparsity = (0.9, 0.95)[cell]
-    meta = trial_meta(sweep="p", cell=CELLS[cell], sparsity=sparsity, budget=1, seed=seed)
-    result = {} if value is None else {"epoch": 1, "val_acc1": value}
+    meta = trial_meta(
+        sweep="p",
+        cell=CELLS[cell].replace("e=1", f"e={budget}"),
+        sparsity=sparsity,
+        budget=budget,
+        seed=seed,
+        lr_trial=lr_trial,
+        config_hash=f"{name}-hash",
+    )
+    result = {} if value is None else {"epoch": budget, "val_acc1": value}
     return SimpleNamespace(
         trial_id=name,
         status=status,
@@ -79,9 +108,11 @@ def test_plain_lines_when_not_a_terminal(spec_file, monkeypatch, capsys) -> None
     started(callback, trials, "lines", monkeypatch)
     trials += [trial("a", 0, 0, "RUNNING"), trial("b", 0, 1, "RUNNING")]
     callback.on_trial_start(iteration=1, trials=trials, trial=trials[0])
+    callback.on_trial_start(iteration=1, trials=trials, trial=trials[1])
     end(callback, trials, trials[0], 50.0, ok=True)
     end(callback, trials, trials[1], 60.0, ok=True)
     trials.append(trial("c", 1, 0, "RUNNING"))
+    callback.on_trial_start(iteration=1, trials=trials, trial=trials[2])
     end(callback, trials, trials[2], 0.0, ok=False)
     callback.on_experiment_end(trials=trials)
     lines = capsys.readouterr().err.splitlines()
@@ -108,22 +139,23 @@ def test_live_view_counts_each_cell_and_its_best(spec_file, monkeypatch) -> None
     started(callback, trials, "live", monkeypatch)
     end(callback, trials, trials[1], 70.0, ok=True)
     screen = Console(file=io.StringIO(), width=160)
-    screen.print(callback._render())
+    screen.print(display._sweeps[path]._render())
     text = screen.file.getvalue()
     callback.on_experiment_end(trials=trials)
+    display.finish_progress(path)
     assert "2/4 done" in text and "0 running, 2 pending, 0 failed; elapsed" in text
     row = next(line for line in text.splitlines() if CELLS[0] in line)
     assert row.split()[1:5] == ["2", "0", "0", "0"] and "60 (lr 0.1)" in row
     assert "1 more cells not started" in text
 
 
-def test_off_prints_nothing_and_state_is_only_the_spec_file(spec_file, monkeypatch, capsys):
+def test_off_prints_nothing_and_state_is_the_spec_file_and_shard(spec_file, monkeypatch, capsys):
     _, path = spec_file
-    callback = RichProgressCallback(path)
+    callback = RichProgressCallback(path, shard=2)
     started(callback, [trial("a", 0, 0, "TERMINATED", 50.0)], "off", monkeypatch)
     callback.on_experiment_end(trials=[])
     assert capsys.readouterr().err == ""
-    assert callback.__getstate__() == {"_spec_file": path}
+    assert callback.__getstate__() == {"_spec_file": path, "_shard": 2}
 
 
 def test_mode_follows_the_stream() -> None:
@@ -139,26 +171,161 @@ def test_mode_follows_the_stream() -> None:
 
 def test_restores_from_the_state_an_older_release_pickled(spec_file, monkeypatch, capsys):
     """Tune restores a resumed sweep's callbacks from its first start: one pickled before this
-    display kept counters and a `_enabled` flag of its own."""
+    display kept counters and a `_enabled` flag of its own, and no shard."""
     _, path = spec_file
     callback = RichProgressCallback.__new__(RichProgressCallback)
     old_state = {"_spec_file": path, "_total": 4, "_enabled": False, "_ended": {"x"}, "_failed": 1}
     callback.__setstate__(old_state)
     started(callback, [trial("a", 0, 0, "TERMINATED", 50.0)], "lines", monkeypatch)
     assert capsys.readouterr().err == "sweep p: 1/4 trials already ended\n"
+    assert callback.__getstate__() == {"_spec_file": path, "_shard": 0}
 
 
-def test_snapshots_are_throttled_on_a_busy_loop(spec_file, monkeypatch, capsys) -> None:
-    """A snapshot reads every trial; with thousands of trials it must not run on every step:
-    the lines of trials that end within SNAPSHOT_S of the last snapshot wait for the next one."""
-    _, path = spec_file
+class Tune:
+    """Plays Tune's controller: sets statuses and calls the hooks in Tune's order."""
+
+    def __init__(self, callback: RichProgressCallback, trials: list[Any]) -> None:
+        self.callback, self.trials = callback, trials
+
+    def step(self) -> None:
+        self.callback.on_step_begin(iteration=0, trials=self.trials)
+
+    def start(self, one: Any) -> None:
+        one.status = "RUNNING"
+        self.callback.on_trial_start(iteration=0, trials=self.trials, trial=one)
+
+    def complete(self, one: Any, result: dict[str, Any]) -> None:
+        one.last_result = result
+        self.callback.on_trial_complete(iteration=0, trials=self.trials, trial=one)
+        one.status = "TERMINATED"
+
+    def recover(self, one: Any) -> None:
+        one.status = "PENDING"  # `_try_recover` requeues it, then the hook
+        self.callback.on_trial_recover(iteration=0, trials=self.trials, trial=one)
+
+    def error(self, one: Any) -> None:
+        one.status = "ERROR"  # `_schedule_trial_stop`, then the hook
+        self.callback.on_trial_error(iteration=0, trials=self.trials, trial=one)
+
+    def snapshot(self) -> None:
+        self.callback.get_state()
+
+
+def test_incremental_counts_agree_with_a_full_rescan_after_every_hook(tmp_path, monkeypatch):
+    """Every status Tune can move a trial through, and a restore: after each hook, the ledger
+    the hooks keep equals `cell_statuses` over Tune's trials, and after each snapshot so does
+    the index on storage."""
+    spec, path = write_spec(tmp_path, budget=2)
+    budget2 = [{"epoch": 2, "val_acc1": v} for v in (40.0, 80.0)]
+    trials = [
+        trial("a", 0, 0, budget=2),
+        trial("b", 0, 1, budget=2),
+        trial("c", 1, 0, budget=2),
+        trial("d", 1, 1, budget=2),
+    ]
     callback = RichProgressCallback(path)
-    trials: list[Any] = []
-    started(callback, trials, "lines", monkeypatch)
-    monkeypatch.setattr(progress, "SNAPSHOT_S", 3600.0)
-    trials.append(trial("a", 0, 0, "RUNNING"))
-    callback.on_trial_start(iteration=1, trials=trials, trial=trials[0])
-    end(callback, trials, trials[0], 50.0, ok=True)
-    assert capsys.readouterr().err.splitlines() == ["sweep p: 4 trials to run"]
-    callback.on_experiment_end(trials=trials)  # the last snapshot is never throttled
-    assert capsys.readouterr().err.startswith(f"[1/4] finished {CELLS[0]} seed=0")
+    tune = Tune(callback, [])
+    monkeypatch.setenv(PROGRESS_ENV, "off")
+    callback.setup()
+    tune.step()
+
+    def agree() -> None:
+        assert display._sweeps[path].ledger.rows(spec) == cell_statuses(spec, tune.trials)
+
+    def index_agrees() -> None:
+        assert sweep_status(spec) == cell_statuses(spec, tune.trials)
+
+    a, b, c, d = trials
+    for one in trials:
+        tune.trials.append(one)
+        agree()
+    events = [
+        lambda: tune.start(a),
+        lambda: tune.complete(a, budget2[0]),
+        lambda: tune.start(b),
+        lambda: tune.recover(b),
+        lambda: tune.start(b),
+        lambda: tune.error(b),
+        lambda: tune.start(c),
+        lambda: tune.complete(c, {"epoch": 1, "val_acc1": float("nan"), "diverged": True}),
+        lambda: tune.start(d),
+        lambda: tune.complete(d, {"epoch": 1, "val_acc1": 30.0}),
+    ]
+    for event in events:
+        event()
+        agree()
+        tune.snapshot()
+        index_agrees()
+    rows = {row.cell_id: row for row in sweep_status(spec)}
+    first, second = (rows[cell.cell_id] for cell in spec.cells())
+    assert [first.count(s) for s in (Status.FINISHED, Status.FAILED)] == [1, 1]
+    assert [second.count(s) for s in (Status.DIVERGED, Status.STOPPED)] == [1, 1]
+    assert second.best_value == 15.0  # (0 for the diverged seed + 30) / 2
+
+    # a restore: Tune brings the errored trial back as PENDING (resume_errored) and restarts
+    b.status = "PENDING"
+    display.finish_progress(path)
+    restored = RichProgressCallback(path)
+    restored.setup()
+    Tune(restored, tune.trials).step()
+    agree()
+    tune.snapshot()
+    restored.get_state()
+    index_agrees()
+
+
+def test_an_index_ahead_of_tunes_snapshot_is_brought_back_to_it(spec_file, monkeypatch):
+    """A driver killed after the index was written but before Tune's state reached storage:
+    on restore, a trial the index knows but Tune does not counts as pending again."""
+    spec, path = spec_file
+    monkeypatch.setenv(PROGRESS_ENV, "off")
+    first = RichProgressCallback(path)
+    first.setup()
+    known, lost = trial("a", 0, 0), trial("b", 0, 1)
+    tune = Tune(first, [known, lost])
+    tune.step()
+    for one in (known, lost):
+        tune.start(one)
+        tune.complete(one, {"epoch": 1, "val_acc1": 50.0})
+    tune.snapshot()
+    assert sweep_status(spec)[0].count(Status.FINISHED) == 2
+    display.finish_progress(path)
+
+    known.status, lost_hash = "RUNNING", lost.config["meta"]["config_hash"]
+    again = RichProgressCallback(path)
+    again.setup()
+    Tune(again, [known]).step()  # Tune's snapshot predates both ends and never saw `b`
+    again.get_state()
+    (row, _) = sweep_status(spec)
+    assert (row.count(Status.RUNNING), row.count(Status.FINISHED), row.count(Status.PENDING)) == (
+        1,
+        0,
+        1,
+    )
+    index = read_index(str(Path(path).parent))
+    assert index is not None and index[lost_hash].status is Status.PENDING
+    lines = (Path(path).parent / INDEX_FILE).read_text().splitlines()
+    assert len(lines) == 1 + 2 + 2  # header, a and b as of the snapshot, then the corrections
+    display.finish_progress(path)
+
+
+def test_other_shards_are_counted_from_their_index(tmp_path, monkeypatch, capsys) -> None:
+    """One display for a sharded sweep: shard 1's callback starts from shard 0's index."""
+    from sweeps.run.shards import Shard, ShardPlan, shard_dir, write_plan
+    from sweeps.run.trial_index import IndexWriter
+
+    _, path = write_spec(tmp_path)
+    sweep_dir = str(Path(path).parent)
+    write_plan(sweep_dir, ShardPlan([Shard(0, [CELLS[0]]), Shard(1, [CELLS[1]])]))
+    writer = IndexWriter(shard_dir(sweep_dir, 0), None)
+    for seed in (0, 1):
+        meta = trial_meta(sweep="p", cell=CELLS[0], budget=1, seed=seed, config_hash=f"h{seed}")
+        writer.add(TrialEntry.of(meta, Status.FINISHED, {"val_acc1": 50.0}, "val_acc1"))
+    writer.flush()
+    callback = RichProgressCallback(path, shard=1)
+    started(callback, [trial("c", 1, 0, "RUNNING")], "lines", monkeypatch)
+    assert capsys.readouterr().err == "sweep p: 2/4 trials already ended\n"
+    assert read_index(shard_dir(sweep_dir, 1)) is None  # nothing of shard 1 written yet
+    callback.get_state()
+    assert list(read_index(shard_dir(sweep_dir, 1)) or {}) == ["c-hash"]
+    display.finish_progress(path)

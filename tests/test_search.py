@@ -566,3 +566,63 @@ def test_told_trials_are_mirrored_to_an_optuna_journal_once(tmp_path: Path) -> N
     ]
     mirror_trial(str(tmp_path / JOURNAL_FILE), ours, 0)  # a second mirror of a trial adds nothing
     assert len(optuna.load_study(study_name=cell, storage=storage).trials) == len(ours.trials)
+
+
+def _trainable(config: dict[str, Any]) -> None:
+    """Never run: the generator only needs a registered trainable to create Tune trials."""
+
+
+def generator_for(spec: SweepSpec, tmp_path: Path, journal: bool) -> Any:
+    """The sweep's search generator as `launch` builds it (4 trials at a time), ready to make
+    Tune trials for an experiment under `tmp_path`."""
+    from ray.tune.experiment import Experiment
+
+    handouts = str(tmp_path / "handouts.jsonl") if journal else None
+    generator = search_algorithm(SweepSearcher(spec), 4, handouts)
+    experiment = Experiment("g", _trainable, num_samples=10**6, storage_path=str(tmp_path))
+    generator.add_configurations(experiment)
+    return generator
+
+
+@pytest.mark.parametrize(("journal", "handed_out_twice"), [(True, 0), (False, 2)])
+def test_configs_handed_out_after_the_last_snapshot_keep_their_trial_ids(
+    tmp_path: Path, journal: bool, handed_out_twice: int
+) -> None:
+    """A driver killed between two of Tune's snapshots: the restored searcher hands out again
+    what it handed out since the snapshot, and with the hand-out journal each such config gets
+    its first trial id back, so no config is ever two Tune trials (without it: two are)."""
+    spec = make_spec(
+        grid={"arms": ["rigl"], "sparsities": [0.9], "budgets": [1]},
+        search={"lr": {"grid": [0.01, 0.1, 0.3]}, "trials_per_cell": None},
+    )
+    first = generator_for(spec, tmp_path, journal)
+    before = [first.next_trial() for _ in range(3)]
+    first.on_trial_complete(before[0].trial_id, ended(before[0].config, val_acc1=50.0))
+    first.save_to_dir(str(tmp_path), session_str="s1")  # Tune's snapshot
+    after = [first.next_trial() for _ in range(2)]  # then the driver dies
+
+    restored = generator_for(spec, tmp_path, journal)
+    restored.restore_from_dir(str(tmp_path))
+    again = []
+    while (made := restored.next_trial()) is not None:
+        again.append(made)
+        restored.on_trial_complete(made.trial_id, ended(made.config, val_acc1=60.0))
+    for trial in before[1:]:
+        restored.on_trial_complete(trial.trial_id, ended(trial.config, val_acc1=60.0))
+    while (made := restored.next_trial()) is not None:
+        again.append(made)
+        restored.on_trial_complete(made.trial_id, ended(made.config, val_acc1=60.0))
+    assert restored.is_finished()
+
+    ids: dict[str, set[str]] = defaultdict(set)
+    for trial in [*before, *after, *again]:
+        ids[trial.config["meta"]["config_hash"]].add(trial.trial_id)
+    assert len(ids) == spec.expected_trials() == 6
+    assert sum(len(found) - 1 for found in ids.values()) == handed_out_twice
+    assert [t.config["meta"]["config_hash"] for t in again[:2]] == [
+        t.config["meta"]["config_hash"] for t in after
+    ]
+    assert restored.running_trial_ids() == set()
+    lr = before[0].config["meta"]["lr"]  # Tune keeps a short tag and three params per trial
+    assert before[0].experiment_tag == f"1_default/rigl/s=0.9/e=1,seed=0,lr={lr:.4g}"
+    assert before[0].evaluated_params == {"cell": "default/rigl/s=0.9/e=1", "seed": 0, "lr": lr}

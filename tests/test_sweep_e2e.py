@@ -1,7 +1,8 @@
 """End to end on local Ray: a tiny sweep, its driver SIGKILLed mid-way, the same command again.
 
 Checks what a researcher relies on: every trial of the spec runs exactly once (the trial set
-equals the uninterrupted searcher's), MLflow holds one child run per trial under its cell's
+equals the uninterrupted searcher's, each config under one Tune trial id), `sparsesweep
+status` (read from the trial index) says what Tune's saved state says, MLflow holds one child run per trial under its cell's
 parent with every epoch's metrics exactly once, finished trials are kept and not re-run, every
 unfinished trial continues from its newest checkpoint (its next reported epoch is the one after
 it, and it replays the epochs before), and runs end FINISHED.
@@ -39,6 +40,9 @@ from sweep_helpers import (
 )
 
 from sparseopt.checkpoint import CheckpointError, load_latest_checkpoint
+from sweeps.run.status import cell_statuses, sweep_status
+from sweeps.run.tune_state import tune_trials
+from sweeps.spec.load import load_spec
 from trainables.faults import marker_path
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
@@ -151,6 +155,14 @@ def test_sweep_survives_driver_sigkill_and_resumes_exactly_once(
     assert len(cells) == 4
 
     rows = tune_rows(tmp_path / "results" / "e2e")
+    # every config ran as one Tune trial: one handed out after Tune's last snapshot before the
+    # kill kept its trial id when it was handed out again
+    assert {
+        h: len({row["trial_id"] for row in found}) for h, found in rows.items()
+    } == dict.fromkeys(configs, 1)
+    spec = load_spec(spec_path)
+    experiment_dir = str(tmp_path / "results" / "e2e")
+    assert sweep_status(spec) == cell_statuses(spec, tune_trials(experiment_dir))
     for run in trials:
         tags = run.data.tags
         trial = tags["config_hash"]

@@ -1,6 +1,7 @@
 """What `sparsesweep run` prints when its output is piped: one progress line per finished trial,
 none of Ray's, Tune's or MLflow's own chatter (unless --verbose), Ray's log files kept, and a
-closing summary whose commands paste back whole; and the library versions it records."""
+closing summary whose commands paste back whole; a re-run with nothing to do says so; and the
+library versions it records."""
 
 from __future__ import annotations
 
@@ -55,7 +56,9 @@ def test_piped_run_is_quiet_and_its_summary_pastes_back(tmp_path: Path) -> None:
     with ray_temp_dir() as ray_tmp:
         out, err = run(path, tmp_path, ray_tmp)
         assert list(Path(ray_tmp).glob("**/logs/raylet.out")), "Ray's own log files are kept"
-        again_out, again_err = run(path, tmp_path, ray_tmp, "--verbose")
+        noop_out, noop_err = run(path, tmp_path, ray_tmp)
+        grown = write_spec(tmp_path, {**spec, "grid": {**spec["grid"], "seeds": [0, 1, 2]}})
+        again_out, again_err = run(grown, tmp_path, ray_tmp, "--verbose")
     for line in CHATTER:
         assert line not in out + err, f"{line!r} printed:\n{out}\n{err}"
     progress = err.splitlines()
@@ -72,7 +75,10 @@ def test_piped_run_is_quiet_and_its_summary_pastes_back(tmp_path: Path) -> None:
         tracking_uri,
     ]
     assert shlex.split(commands["report"])[:3] == ["sparsesweep", "report", "out"]
-    assert "sweep out: 2/2 trials already ended" in again_err
+    # the same command again has nothing to do: it says so and starts nothing
+    assert noop_err == "sweep out: 2/2 trials already ended\n"
+    assert noop_out.splitlines()[0] == "sweep out: 2/2 trials ended (2 finished)"
+    assert "sweep out: 2/3 trials already ended" in again_err
     assert_versions_recorded(tmp_path, tracking_uri)
     assert "Started a local Ray instance" in again_err, "--verbose shows Ray's output"
     assert "Configuration for experiment" in again_out, "--verbose shows Tune's output"

@@ -47,11 +47,19 @@ def _print_dry_run(spec: Any, address: str | None, allow_version_change: bool) -
     """The cells, trials and cost once, then, as warnings, whatever a real run would refuse
     before Ray starts (tracking store, storage, an existing sweep, data roots here, the Ray
     address)."""
-    from sweeps.run.launch import dry_run_problems
+    from sweeps.run.launch import SweepError, dry_run_problems, shard_plan, stored_sweep
     from sweeps.spec.cost import estimate_cost
+    from sweeps.spec.storage import locate
 
     say(f"sweep {spec.name} (dry run: nothing is started or written)")
     say(estimate_cost(spec).summary())
+    try:
+        shards = shard_plan(spec, locate(spec), stored_sweep(locate(spec))).shards
+    except (SweepError, ValueError, OSError):  # the problems below name what is wrong
+        shards = []
+    if len(shards) > 1:
+        sizes = ", ".join(str(shard.expected(spec)) for shard in shards)
+        say(f"runs as {len(shards)} Tune experiments (shards of whole cells): {sizes} trials")
     problems = dry_run_problems(spec, allow_version_change)
     for problem in [*problems, address_problem(address)]:
         if problem is not None:

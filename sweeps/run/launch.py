@@ -1,8 +1,12 @@
-"""Start, restore and summarise a sweep on Ray Tune (one Tune experiment per sweep).
+"""Start, restore and summarise a sweep on Ray Tune: one Tune experiment per shard of the
+sweep (`sweeps.run.shards`; one shard unless the sweep expects more than
+`resources.shard_trials` trials), run one after the other.
 
-Layout under `spec.storage_path/spec.name/`: Tune's experiment state, `sweep_spec.yaml`
-(the spec the sweep runs under), `train_runs/trial-<config hash>/` (each trial's Ray Train
-run and checkpoints) and, for a file-based MLflow store, `mlflow_artifacts/`.
+Layout under `spec.storage_path/spec.name/`: shard 0's Tune experiment (its state, trial index
+and hand-out journal), `sweep_spec.yaml` (the spec the sweep runs under), `shards.json` (the
+shard plan), `shard-<k>/` (shard k's Tune experiment), `train_runs/trial-<config hash>/` (each
+trial's checkpoints), `optuna_studies.log` and, for a file-based MLflow store,
+`mlflow_artifacts/`.
 """
 
 from __future__ import annotations
@@ -16,7 +20,20 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from sweeps.run.tune_state import SweepSummary, summarise, tune_retries, tune_trials
+from contract.outcome import ENDED, Status
+from sweeps.run.shards import (
+    Shard,
+    ShardPlan,
+    legacy_plan,
+    plan_path,
+    plan_shards,
+    read_plan,
+    shard_dir,
+    shard_run_location,
+    write_plan,
+)
+from sweeps.run.status import SweepSummary, experiment_entries, sweep_summary
+from sweeps.run.tune_state import prune_old_states, tune_retries
 from sweeps.run.versions import (
     VersionChangeError,
     check_resume_versions,
@@ -233,35 +250,39 @@ def _reuse_actors(spec: SweepSpec) -> bool:
 
 
 def build_tuner(
-    spec: SweepSpec, location: SweepLocation, callbacks: list[Any], restore: bool
+    spec: SweepSpec, location: SweepLocation, shard: int, callbacks: list[Any], restore: bool
 ) -> Any:
-    """A new Tuner for the sweep, or the restored one when the experiment exists."""
+    """A new Tuner for one shard of the sweep, or the restored one when its experiment exists."""
     from ray import tune
 
+    from sweeps.run.handouts import handouts_path
     from sweeps.run.search import SweepSearcher, search_algorithm
 
     trainable = _trainable(spec, location)
+    experiment_dir = shard_dir(location.experiment_dir, shard)
     if restore:
         return tune.Tuner.restore(
-            location.experiment_dir,
+            experiment_dir,
             trainable=trainable,
             resume_unfinished=True,
             resume_errored=True,
         )
+    storage_path, name = shard_run_location(spec.storage_path, spec.name, shard)
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
             search_alg=search_algorithm(
-                SweepSearcher(spec, spec_file=location.spec_file),
+                SweepSearcher(spec, spec_file=location.spec_file, shard=shard),
                 spec.resources.max_concurrent_trials,
+                handouts_path(experiment_dir),
             ),
             scheduler=_scheduler(spec),
             num_samples=-1,
             reuse_actors=_reuse_actors(spec),
         ),
         run_config=tune.RunConfig(
-            name=spec.name,
-            storage_path=spec.storage_path,
+            name=name,
+            storage_path=storage_path,
             callbacks=callbacks,
             failure_config=tune.FailureConfig(max_failures=tune_retries(spec)),
             verbose=0,
@@ -278,10 +299,11 @@ def _missing_directories(location: SweepLocation) -> list[Path]:
 
 
 def _remove_new_sweep(location: SweepLocation, created: list[Path]) -> None:
-    """Undo a new sweep's first write (its spec file and the folders made for it)."""
+    """Undo a new sweep's first write (its spec file, shard plan and the folders made for it)."""
     if is_remote(location.spec_file):
         return
     Path(location.spec_file).unlink(missing_ok=True)
+    Path(plan_path(location.experiment_dir)).unlink(missing_ok=True)
     for path in created:
         with contextlib.suppress(OSError):
             path.rmdir()  # only ever an empty folder
@@ -372,6 +394,76 @@ def _result_loggers() -> list[Any]:
     return [JsonLoggerCallback(), CSVLoggerCallback()]
 
 
+def shard_plan(spec: SweepSpec, location: SweepLocation, old: StoredSweep | None) -> ShardPlan:
+    """The sweep's shard plan under `spec`: the stored one (or, for a sweep that ran before
+    plans existed, one shard of the cells it ran) with the spec's new cells placed."""
+    stored = read_plan(location.experiment_dir)
+    if stored is None and old is not None:
+        stored = legacy_plan([cell.cell_id for cell in old.spec.cells()])
+    return plan_shards(spec, stored)
+
+
+def _write_plan(location: SweepLocation, plan: ShardPlan) -> None:
+    try:
+        write_plan(location.experiment_dir, plan)
+    except OSError as error:
+        raise SweepError(
+            f"storage_path: cannot write {plan_path(location.experiment_dir)} "
+            f"({error.strerror or error}); the sweep's stored files are unchanged"
+        ) from None
+
+
+def _callbacks_run(tuner: Any) -> list[Any]:
+    """The callbacks a fitted Tuner ran (for a restored one, those Tune unpickled), or none if
+    this Ray's Tuner does not expose them."""
+    local = getattr(tuner, "_local_tuner", None)
+    run_config = local.get_run_config() if local is not None else None
+    return list(getattr(run_config, "callbacks", None) or [])
+
+
+def _records_sent(tuner: Any) -> bool:
+    """Whether every callback that buffers records (the MLflow tracker's `drain`) sent them."""
+    callbacks = _callbacks_run(tuner)
+    return bool(callbacks) and all(
+        callback.drain(0) for callback in callbacks if callable(getattr(callback, "drain", None))
+    )
+
+
+def _run_shard(spec: SweepSpec, location: SweepLocation, plan: ShardPlan, shard: Shard) -> bool:
+    """Run (or restore) one shard's Tune experiment to its end; False when it was interrupted
+    (Ctrl-C: trials left running). A shard whose expected trials all ended, none failed, with
+    every record sent is marked settled in the plan."""
+    from ray import tune
+
+    from sweeps.run.compact_state import CompactTrialState
+    from sweeps.run.progress import RichProgressCallback
+
+    experiment_dir = shard_dir(location.experiment_dir, shard.index)
+    restore = tune.Tuner.can_restore(experiment_dir)
+    callbacks = [
+        _tracker(spec, location),
+        RichProgressCallback(location.spec_file, shard.index),
+        *_result_loggers(),
+        CompactTrialState(spec.search.metric),
+    ]
+    tuner = build_tuner(spec, location, shard.index, callbacks, restore)
+    # a restored sweep keeps the callbacks it was started with, which may predate the
+    # explicit result loggers: Tune's defaults then add them back
+    with _environment(NO_AUTO_LOGGERS_ENV, "0" if restore else "1"):
+        tuner.fit()
+    prune_old_states(experiment_dir)
+    entries = experiment_entries(spec, experiment_dir)
+    if any(entry.status is Status.RUNNING for entry in entries):
+        return False
+    ended = sum(entry.status in ENDED for entry in entries)
+    failed = any(entry.status is Status.FAILED for entry in entries)
+    expected = shard.expected(spec)
+    if ended >= expected and not failed and _records_sent(tuner):
+        shard.settled = expected
+        _write_plan(location, plan)
+    return True
+
+
 def run_sweep(
     spec: SweepSpec,
     address: str | None = None,
@@ -382,24 +474,32 @@ def run_sweep(
 ) -> SweepSummary:
     """Run (or resume) the sweep to completion and return its summary.
 
-    `progress`: the live display (or a line per ended trial when stderr is not a terminal);
-    `verbose`: Ray's, Tune's and MLflow's own output too; `on_warning` receives what the
-    checks before Ray starts want said (e.g. an allowed library version change).
+    Shards run in order; a settled one is skipped, and an interrupted one (Ctrl-C) ends the
+    run. `progress`: the live display (or a line per ended trial when stderr is not a
+    terminal); `verbose`: Ray's, Tune's and MLflow's own output too; `on_warning` receives
+    what the checks before Ray starts want said (e.g. an allowed library version change).
     """
-    import ray
-    from ray import tune
-
-    from sweeps.run.progress import PROGRESS_ENV, RichProgressCallback, progress_mode
+    from sweeps.run.display import PROGRESS_ENV, finish_progress, progress_mode, sweep_progress
 
     created = _missing_directories(locate(spec))  # before `prepare` makes the folder
     location, old, warnings = prepare(spec, allow_version_change)
     for warning in warnings:
         on_warning(warning)
-    restore = old is not None and tune.Tuner.can_restore(location.experiment_dir)
     versions = installed_versions()
+    plan = shard_plan(spec, location, old)
     _write_stored_spec(location, spec, versions)
+    _write_plan(location, plan)
+    to_run = [shard for shard in plan.shards if not shard.is_settled(spec)]
     env_vars = {key: os.environ.get(key, value) for key, value in TRAIN_ENV_VARS.items()}
     with _library_output(verbose):
+        if not to_run:  # every shard settled: say where the sweep stands, start nothing
+            _tag_versions(spec, location, versions)
+            mode = progress_mode(progress, sys.stderr)
+            sweep_progress(location.spec_file, spec, mode, shard=None).begin()
+            finish_progress(location.spec_file)
+            return sweep_summary(spec)
+        import ray
+
         try:
             ray.init(
                 address=address,
@@ -414,21 +514,11 @@ def run_sweep(
             raise
         try:
             _tag_versions(spec, location, versions)
-            callbacks = [
-                _tracker(spec, location),
-                RichProgressCallback(location.spec_file),
-                *_result_loggers(),
-            ]
-            tuner = build_tuner(spec, location, callbacks, restore)
-            # a restored sweep keeps the callbacks it was started with, which may predate the
-            # explicit result loggers: Tune's defaults then add them back
-            disable_auto_loggers = "0" if restore else "1"
-            with (
-                _environment(PROGRESS_ENV, progress_mode(progress, sys.stderr)),
-                _environment(NO_AUTO_LOGGERS_ENV, disable_auto_loggers),
-            ):
-                tuner.fit()
-            trials = tune_trials(location.experiment_dir)
-            return summarise(trials, spec.expected_trials(), tune_retries(spec))
+            with _environment(PROGRESS_ENV, progress_mode(progress, sys.stderr)):
+                for shard in to_run:
+                    if not _run_shard(spec, location, plan, shard):
+                        break
+            return sweep_summary(spec)
         finally:
+            finish_progress(location.spec_file)
             ray.shutdown()

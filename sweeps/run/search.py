@@ -28,10 +28,17 @@ the ask/tell API:
 - Tune wraps a `Searcher` in a `SearchGenerator` that saves a "finished" flag with the
   experiment; `SweepSearchGenerator` drops that flag on restore, so a sweep that had finished
   asks its searcher again and an extended spec gets its new trials.
+- Shards (`sweeps.run.shards`): a searcher built for shard k of a sharded sweep serves the
+  cells the stored plan gives that shard (all cells when the sweep has no plan).
+- Each hand-out is journaled with its Tune trial id (`sweeps.run.handouts`) before Tune sees
+  it; a restored generator gives a config handed out after the last snapshot its first trial
+  id back. Trials carry a short tag and three evaluated params (cell, seed, lr): Tune keeps
+  both in its experiment state, and the whole flattened config there cost 3 KB per trial.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 import math
@@ -41,12 +48,17 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from ray.tune.experiment import Trial
+from ray.tune.experiment.config_parser import _create_trial_from_spec
 from ray.tune.search import ConcurrencyLimiter, Searcher, SearchGenerator
+from ray.tune.utils.util import merge_dicts
 
 from contract.outcome import ended_outcome
 from contract.selection import best_key, group_score, seed_score
 from contract.trial import Stage, TrialMeta, trial_config
 from sparseopt.config import TrainConfig
+from sweeps.run.handouts import read_handouts, record_handout
+from sweeps.run.shards import shard_cells
 from sweeps.run.study_journal import JOURNAL_FILE, mirror_trial
 from sweeps.run.tune_state import ended_trials
 from sweeps.spec.cells import Cell
@@ -117,7 +129,11 @@ class SweepSearcher(Searcher):
     """Per-cell Optuna search behind Ray Tune's `Searcher` interface (see the module docstring).
 
     Use `num_samples=-1` in `TuneConfig`: the searcher returns `Searcher.FINISHED` itself.
+    `shard`: the shard of a sharded sweep whose cells it serves (read from the plan beside
+    `spec_file`).
     """
+
+    _shard: int = 0  # a searcher pickled before shards served shard 0
 
     def __init__(
         self,
@@ -125,6 +141,7 @@ class SweepSearcher(Searcher):
         metric: str | None = None,
         mode: str | None = None,
         spec_file: str | None = None,
+        shard: int = 0,
     ):
         metric = metric or spec.search.metric
         expected_mode = "max" if spec.search.direction == "maximize" else "min"
@@ -137,6 +154,7 @@ class SweepSearcher(Searcher):
         super().__init__(metric=metric, mode=mode)
         self._spec = spec
         self._spec_file = spec_file
+        self._shard = shard
         self._cells: dict[str, Cell] = {}
         self._order: list[str] = []
         self._states: dict[str, _CellState] = {}
@@ -206,6 +224,22 @@ class SweepSearcher(Searcher):
         """Trials handed out and not completed yet."""
         return {trial_id for state in self._states.values() for trial_id in state.running}
 
+    def handed_out(self, config_hash: str) -> bool:
+        """Whether a config with this hash has been handed out (under any trial id)."""
+        return config_hash in self._hashes
+
+    def rename_trial(self, trial_id: str, first_id: str, config_hash: str) -> None:
+        """Record the trial just handed out as `trial_id` under `first_id` instead (the id its
+        config was first handed out under, before a restore; see `SweepSearchGenerator`)."""
+        cell_id = self._trials.pop(trial_id)
+        self._trials[first_id] = cell_id
+        self._sharers[first_id] = self._sharers.pop(trial_id)
+        for sharer_cell, key, seed in self._sharers[first_id]:
+            self._states[sharer_cell].groups[key].members[seed] = first_id
+        self._hashes[config_hash] = first_id
+        self._states[cell_id].running.discard(trial_id)
+        self._states[cell_id].running.add(first_id)
+
     def save(self, checkpoint_path: str) -> None:
         """Pickle the whole search state (Tune calls this for every experiment checkpoint)."""
         with open(checkpoint_path, "wb") as handle:
@@ -257,7 +291,7 @@ class SweepSearcher(Searcher):
         self._hashes = state["hashes"]
         self._outcomes = state["outcomes"]
         self._last_values = state["last_values"]
-        self._cells = {cell.cell_id: cell for cell in self._spec.cells()}
+        self._cells = {cell.cell_id: cell for cell in self._own_cells(self._spec)}
         self._order = list(self._cells)
 
     # ---- extension, progress ---------------------------------------------------------------
@@ -304,10 +338,18 @@ class SweepSearcher(Searcher):
 
     # ---- internals -----------------------------------------------------------------------
 
+    def _own_cells(self, spec: SweepSpec) -> list[Cell]:
+        """The cells of `spec` this searcher serves: its shard's, by the stored plan."""
+        wanted = shard_cells(self._spec_file, self._shard) if self._spec_file else None
+        if wanted is None:
+            return spec.cells()
+        served = set(wanted)
+        return [cell for cell in spec.cells() if cell.cell_id in served]
+
     def _adopt(self, spec: SweepSpec) -> None:
         """Follow `spec`: index its cells and create a study for every cell that has none."""
         self._spec = spec
-        self._cells = {cell.cell_id: cell for cell in spec.cells()}
+        self._cells = {cell.cell_id: cell for cell in self._own_cells(spec)}
         self._order = list(self._cells)
         for cell_id in self._order:
             if cell_id not in self._states:
@@ -463,19 +505,56 @@ class SweepSearcher(Searcher):
 
 
 class SweepSearchGenerator(SearchGenerator):
-    """Tune's `SearchGenerator` for a `SweepSearcher`, which asks the searcher again after a restore.
+    """Tune's `SearchGenerator` for a `SweepSearcher`: asks the searcher again after a
+    restore, journals each hand-out, and keeps each trial's record in Tune small.
 
     Tune restores a generator's saved "finished" flag, so a sweep that had finished would come
     back finished and never ask for the trials an extended spec adds. The searcher knows when
     nothing is left (it answers `Searcher.FINISHED` again), so the flag is not restored.
     """
 
+    _handouts: str | None = None  # a generator pickled before the journal existed keeps none
+
+    def __init__(self, searcher: Searcher, handouts: str | None = None) -> None:
+        super().__init__(searcher)
+        self._handouts = handouts
+        self._first_ids = {}
+
+    def create_trial_if_possible(self, experiment_spec: dict) -> Trial | None:
+        """The next trial, under the id its config was first handed out under if the driver
+        died before Tune saved it (see `sweeps.run.handouts`), with a short tag."""
+        trial_id = Trial.generate_id()
+        config = self.searcher.suggest(trial_id)
+        if config == Searcher.FINISHED:
+            self._finished = True
+            return None
+        if config is None:
+            return None
+        meta = TrialMeta.of(config)
+        first_id = self._first_ids.pop(meta.config_hash, None)
+        if first_id is not None:
+            self._rename(trial_id, first_id, meta.config_hash)
+            trial_id = first_id
+        elif self._handouts is not None:
+            record_handout(self._handouts, trial_id, meta.config_hash)
+        spec = copy.deepcopy(experiment_spec)
+        spec["config"] = merge_dicts(spec["config"], copy.deepcopy(config))
+        self._counter += 1
+        return _create_trial_from_spec(
+            spec,
+            self._parser,
+            evaluated_params={"cell": meta.cell, "seed": meta.seed, "lr": meta.lr},
+            experiment_tag=f"{self._counter}_{meta.cell},seed={meta.seed},lr={meta.lr:.4g}",
+            trial_id=trial_id,
+        )
+
     def set_state(self, state: dict) -> None:
         """Restore the generator's counters, leaving it unfinished (see the class docstring)."""
         super().set_state({**state, "finished": False})
 
     def restore_from_dir(self, dirpath: str) -> None:
-        """Restore, then complete the trials the experiment state records as ended.
+        """Restore, complete the trials the experiment state records as ended, and read which
+        configs were handed out after the snapshot (they get their first trial ids back).
 
         Tune writes its experiment state before the searcher's: a driver killed between the
         two leaves trials TERMINATED in the one and live in the other, and a restored limiter
@@ -487,21 +566,53 @@ class SweepSearchGenerator(SearchGenerator):
         for trial_id, result in ended_trials(Path(dirpath), live).items():
             logger.info("trial %s ended after the searcher's last save: completed now", trial_id)
             self.on_trial_complete(trial_id, result=result)
+        searcher = self._sweep_searcher()
+        self._first_ids = {}
+        if self._handouts is not None and searcher is not None:
+            self._first_ids = {
+                config_hash: trial_id
+                for config_hash, trial_id in read_handouts(self._handouts).items()
+                if not searcher.handed_out(config_hash)
+            }
+            if self._first_ids:
+                logger.info(
+                    "%d configs were handed out after the last snapshot: they keep their trial ids",
+                    len(self._first_ids),
+                )
 
     def running_trial_ids(self) -> set[str]:
         """Trials the concurrency limiter or the sweep searcher still count as running."""
         limiter = self.searcher
-        searcher = limiter.searcher if isinstance(limiter, ConcurrencyLimiter) else limiter
         live = set(limiter.live_trials) if isinstance(limiter, ConcurrencyLimiter) else set()
-        if isinstance(searcher, SweepSearcher):
+        searcher = self._sweep_searcher()
+        if searcher is not None:
             live |= searcher.running_trial_ids()
         return live
 
+    def _sweep_searcher(self) -> SweepSearcher | None:
+        limiter = self.searcher
+        searcher = limiter.searcher if isinstance(limiter, ConcurrencyLimiter) else limiter
+        return searcher if isinstance(searcher, SweepSearcher) else None
 
-def search_algorithm(searcher: SweepSearcher, max_concurrent_trials: int) -> SweepSearchGenerator:
-    """The search algorithm for `TuneConfig(search_alg=...)`, limited to N trials at a time.
+    def _rename(self, trial_id: str, first_id: str, config_hash: str) -> None:
+        """Move the hand-out just made as `trial_id` to `first_id` in the limiter and searcher."""
+        limiter = self.searcher
+        if isinstance(limiter, ConcurrencyLimiter):
+            limiter.live_trials.discard(trial_id)
+            limiter.live_trials.add(first_id)
+        searcher = self._sweep_searcher()
+        if searcher is not None:
+            searcher.rename_trial(trial_id, first_id, config_hash)
+
+
+def search_algorithm(
+    searcher: SweepSearcher, max_concurrent_trials: int, handouts: str | None = None
+) -> SweepSearchGenerator:
+    """The search algorithm for `TuneConfig(search_alg=...)`, limited to N trials at a time,
+    journaling hand-outs to `handouts` (`sweeps.run.handouts.handouts_path`) if given.
 
     The same wrapping Tune applies to a `Searcher` given `max_concurrent_trials` (so leave that
     `TuneConfig` field unset), with `SweepSearchGenerator` as the outer layer.
     """
-    return SweepSearchGenerator(ConcurrencyLimiter(searcher, max_concurrent=max_concurrent_trials))
+    limiter = ConcurrencyLimiter(searcher, max_concurrent=max_concurrent_trials)
+    return SweepSearchGenerator(limiter, handouts)

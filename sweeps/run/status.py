@@ -1,82 +1,95 @@
-"""Per-cell progress of a sweep, read from its Tune experiment state (no Ray cluster needed).
+"""A sweep's trials by status and each cell's best lr so far, read from its storage (no Ray).
 
-Trial statuses come from `contract.outcome` and the best lr from `contract.selection`, the
-rules the tracker and the searcher use, so `status`, MLflow and the searcher never disagree.
+Every Tune experiment of the sweep (one per shard, `sweeps.run.shards`) keeps a trial index
+(`sweeps.run.trial_index`), which is read instead of Tune's experiment state: `status` and the
+end-of-run summary cost the same whatever the trials reported. An experiment without an index
+(a sweep run before the index existed, not resumed since) is read through Tune
+(`sweeps.run.tune_state`). Statuses come from `contract.outcome` and the best lr from
+`contract.selection` (`sweeps.run.ledger`), the rules the tracker and the searcher use, so
+`status`, MLflow and the searcher never disagree.
 """
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from contract.outcome import ENDED, Status
-from contract.selection import best_key, group_score, seed_score
-from contract.trial import Stage, TrialMeta
+from contract.outcome import ENDED
+from contract.trial import TrialMeta
+from sweeps.run.ledger import CellStatus, TrialEntry, TrialLedger
+from sweeps.run.shards import read_plan, shard_dir
+from sweeps.run.trial_index import read_index
 from sweeps.run.tune_state import trial_status, tune_retries, tune_trials
 from sweeps.spec.schema import SweepSpec
 from sweeps.spec.storage import locate
 
 
-@dataclass(frozen=True)
-class CellStatus:
-    """Trial counts of one cell by status, and its best lr so far by the lr-selection rule."""
+@dataclass
+class SweepSummary:
+    """How many of the trials the spec expects have ended, by status."""
 
-    cell_id: str
     expected: int
-    counts: Counter = field(default_factory=Counter)
-    best_value: float | None = None
-    best_lr: float | None = None
+    statuses: Counter = field(default_factory=Counter)
 
-    def count(self, status: Status) -> int:
-        """Trials of this cell in `status` (pending: not started yet, or waiting to start)."""
-        if status is Status.PENDING:
-            started = sum(n for key, n in self.counts.items() if key != Status.PENDING.value)
-            return max(self.expected - started, 0)
-        return self.counts[status.value]
+    @property
+    def ended(self) -> int:
+        return sum(self.statuses[status.value] for status in ENDED)
+
+    @property
+    def complete(self) -> bool:
+        return self.ended >= self.expected
+
+
+def experiment_dirs(spec: SweepSpec) -> list[str]:
+    """The folders of the sweep's Tune experiments, one per shard (the sweep folder alone for a
+    sweep without a shard plan)."""
+    sweep_dir = locate(spec).experiment_dir
+    plan = read_plan(sweep_dir)
+    count = len(plan.shards) if plan is not None else 1
+    return [shard_dir(sweep_dir, index) for index in range(count)]
+
+
+def tune_entries(spec: SweepSpec, trials: list[Any]) -> list[TrialEntry]:
+    """The ledger entries of Tune trials (as Tune holds them, or saved them)."""
+    retries = tune_retries(spec)
+    metric = spec.search.metric
+    return [
+        TrialEntry.of(
+            TrialMeta.of(trial.config), trial_status(trial, retries), trial.last_result, metric
+        )
+        for trial in trials
+    ]
+
+
+def experiment_entries(spec: SweepSpec, experiment_dir: str) -> list[TrialEntry]:
+    """Every trial of one Tune experiment: from its index, or from Tune's state without one."""
+    indexed = read_index(experiment_dir)
+    if indexed is not None:
+        return list(indexed.values())
+    return tune_entries(spec, tune_trials(experiment_dir))
+
+
+def sweep_ledger(spec: SweepSpec) -> TrialLedger:
+    """Every trial of the sweep, all shards."""
+    ledger = TrialLedger.for_spec(spec)
+    for experiment_dir in experiment_dirs(spec):
+        ledger.record_all(experiment_entries(spec, experiment_dir))
+    return ledger
 
 
 def sweep_status(spec: SweepSpec) -> list[CellStatus]:
     """One row per cell of the spec, in spec order."""
-    return cell_statuses(spec, tune_trials(locate(spec).experiment_dir))
+    return sweep_ledger(spec).rows(spec)
+
+
+def sweep_summary(spec: SweepSpec) -> SweepSummary:
+    """The trials of the sweep by status, against the spec's expected count."""
+    return SweepSummary(spec.expected_trials(), sweep_ledger(spec).counts())
 
 
 def cell_statuses(spec: SweepSpec, trials: list[Any]) -> list[CellStatus]:
-    """One row per cell of the spec from the sweep's Tune trials."""
-    metric = spec.search.metric
-    per_cell = spec.search.n_trials * len(spec.grid.seeds)
-    if spec.second_stage is not None:
-        per_cell += len(spec.second_stage.seeds)
-    counts: dict[str, Counter] = defaultdict(Counter)
-    groups: dict[str, dict[int, list[tuple[Status, float | None]]]] = defaultdict(
-        lambda: defaultdict(list)
-    )
-    lrs: dict[tuple[str, int], float] = {}
-    retries = tune_retries(spec)
-    for trial in trials:
-        meta = TrialMeta.of(trial.config)
-        status = trial_status(trial, retries)
-        counts[meta.cell][status.value] += 1
-        if meta.stage == Stage.SEARCH:
-            value = (trial.last_result or {}).get(metric)
-            groups[meta.cell][meta.lr_trial].append((status, value))
-            lrs[(meta.cell, meta.lr_trial)] = meta.lr
-    rows = []
-    for cell in spec.cells():
-        complete = {
-            lr_trial: group_score(seed_score(status, value, metric) for status, value in members)
-            for lr_trial, members in groups[cell.cell_id].items()
-            if len(members) >= len(spec.grid.seeds)
-            and all(status in ENDED for status, _ in members)
-        }
-        best = best_key(complete, metric)
-        rows.append(
-            CellStatus(
-                cell_id=cell.cell_id,
-                expected=per_cell,
-                counts=counts[cell.cell_id],
-                best_value=None if best is None else complete[best],
-                best_lr=None if best is None else lrs[(cell.cell_id, best)],
-            )
-        )
-    return rows
+    """One row per cell of the spec from Tune trials (a full pass over them)."""
+    ledger = TrialLedger.for_spec(spec)
+    ledger.record_all(tune_entries(spec, trials))
+    return ledger.rows(spec)

@@ -6,11 +6,16 @@ sweep runs and after it: `optuna.load_study(study_name=CELL_ID, storage=JournalS
 JournalFileBackend(PATH)))` or `optuna-dashboard PATH`. Only told trials are mirrored, each
 once (tagged with its lr trial number), so a restored searcher re-telling nothing adds nothing.
 A mirror that cannot be written is logged and skipped: the sweep never depends on it.
+
+The journal's storage is opened once per file and process (`_storages`): a `JournalStorage`
+replays the whole file when it opens and only the lines added since on later calls, so one
+kept open makes each mirrored trial cost the same however many came before.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 
 import optuna
 from optuna.storages import JournalStorage
@@ -20,12 +25,24 @@ logger = logging.getLogger(__name__)
 
 JOURNAL_FILE = "optuna_studies.log"
 LR_TRIAL_ATTR = "lr_trial"
+_storages: dict[tuple[str, int], JournalStorage] = {}
+
+
+def _storage(path: str) -> JournalStorage:
+    """The journal storage of the file at `path`, opened on first use in this process (a file
+    replaced since, e.g. a sweep folder deleted and started again, is opened afresh)."""
+    key = (path, os.stat(path).st_ino) if os.path.exists(path) else None
+    storage = _storages.get(key) if key is not None else None
+    if storage is None:
+        storage = JournalStorage(JournalFileBackend(path))  # creates the file if missing
+        _storages[(path, os.stat(path).st_ino)] = storage
+    return storage
 
 
 def mirror_trial(path: str, study: optuna.Study, number: int) -> None:
     """Copy trial `number` of `study` (told) into the study of the same name in the journal."""
     try:
-        storage = JournalStorage(JournalFileBackend(path))
+        storage = _storage(path)
         mirror = optuna.create_study(
             storage=storage,
             study_name=study.study_name,

@@ -42,6 +42,8 @@ from sweeps.spec.credentials import CREDENTIALS_HINT, credential_paths
 
 MAX_EPOCHS = 10_000
 MAX_LR = 10.0
+DEFAULT_SHARD_TRIALS = 10_000
+"""Trials per Tune experiment above which a sweep runs as several (`Resources.shard_trials`)."""
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 _URI_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
@@ -261,7 +263,9 @@ class Resources(_Strict):
     `executor`: `actor` trains a one-worker trial inside Tune's (reused) trial actor, with no
     process start-up per trial; `train` runs a Ray Train `TorchTrainer` (DDP over
     `workers_per_trial` workers, ~10 s of start-up per trial); `auto` picks `actor` for one
-    worker and `train` for more.
+    worker and `train` for more. `shard_trials`: a sweep expecting more trials runs as
+    consecutive Tune experiments (shards of whole cells, `sweeps.run.shards`) of at most this
+    many trials each, so the driver's cost per trial does not grow with the sweep.
     """
 
     workers_per_trial: Count = 1
@@ -270,6 +274,7 @@ class Resources(_Strict):
     max_concurrent_trials: Count = 1
     max_failures: Annotated[int, Field(ge=0), NOT_BOOL] = 1
     executor: Literal["auto", "actor", "train"] = "auto"
+    shard_trials: Count = DEFAULT_SHARD_TRIALS
 
     @property
     def trial_executor(self) -> Literal["actor", "train"]:
