@@ -25,7 +25,7 @@ from sweeps.run.status import cell_statuses, experiment_dirs, sweep_status
 from sweeps.run.tune_state import tune_trials
 from sweeps.spec.load import load_spec
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = {

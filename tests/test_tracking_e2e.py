@@ -34,7 +34,7 @@ from sweeps.tracking.outbox import outbox_status
 from sweeps.tracking.uri import DRAIN_TIMEOUT_ENV
 from trainables.faults import marker_path
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
+pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.server, pytest.mark.timeout(3600)]
 
 BURST = {
     "name": "burst",

@@ -32,7 +32,7 @@ from analysis.export import build_tables
 from analysis.fetch import fetch_experiment
 from trainables.faults import marker_path
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
+pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.server, pytest.mark.timeout(3600)]
 
 SMALL = {
     "name": "pg",
