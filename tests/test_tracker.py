@@ -21,7 +21,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 from recorded_sweep import record_sweep
 
-from contract.names import EPOCH_METRICS
+from analysis.report import resolve_declaration
+from contract.names import EPOCH_METRICS, Tag
 from sweeps.run.search import SweepSearcher
 from sweeps.spec.load import parse_spec
 from sweeps.spec.schema import SweepSpec
@@ -291,6 +292,21 @@ def snapshot(spec: SweepSpec) -> dict[str, Any]:
             for run in found
         },
     }
+
+
+def test_the_declared_primary_family_reaches_the_report_through_the_experiment_tag(
+    tmp_path: Path,
+) -> None:
+    grid = {"arms": ["rigl", "rigl+sparseopt"], "sparsities": [0.9], "budgets": [2], "seeds": [0]}
+    analysis = {"primary": ["rigl+sparseopt:rigl"], "alpha": 0.01, "halfwidth": 1.5}
+    spec = tiny_spec(tmp_path, grid=grid, analysis=analysis)
+    record_sweep(spec)
+    client = MlflowClient(spec.tracking_uri)
+    tag = client.get_experiment_by_name(spec.name).tags[Tag.PRIMARY]
+    chosen, source = resolve_declaration(tag, None, None)
+    assert chosen.contrasts == (("rigl+sparseopt", "rigl"),)
+    assert (chosen.alpha, chosen.halfwidth) == (0.01, 1.5)
+    assert source == f"experiment tag {Tag.PRIMARY}"
 
 
 def test_a_no_op_rerun_of_a_finished_sweep_changes_nothing_in_mlflow(tmp_path: Path) -> None:

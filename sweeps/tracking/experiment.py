@@ -18,8 +18,9 @@ if TYPE_CHECKING:
 
 
 def experiment_tags(spec: SweepSpec, outbox_dir: str) -> dict[str, str]:
-    """The tracker's experiment tags: search metric, description (`mlflow.note.content`: the
-    sweep's factors and how to read its runs) and the outbox folder."""
+    """The tracker's experiment tags: search metric, the primary declaration the report answers
+    (`analysis:` of the spec, declared before the data), description (`mlflow.note.content`:
+    the sweep's factors and how to read its runs) and the outbox folder."""
     factors = {
         "workloads": list(spec.workloads),
         "arms": spec.grid.arms,
@@ -29,6 +30,7 @@ def experiment_tags(spec: SweepSpec, outbox_dir: str) -> dict[str, str]:
     }
     return {
         Tag.SEARCH_METRIC: spec.search.metric,
+        Tag.PRIMARY: spec.analysis.declaration().to_json(),
         MLFLOW_RUN_NOTE: experiment_note(spec.name, factors, spec.search.metric),
         Tag.OUTBOX: str(Path(outbox_dir).absolute()),
     }
