@@ -22,7 +22,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 
 from contract.outcome import Status
-from sweeps.run.ledger import CellStatus, TrialEntry, TrialLedger, trials_per_cell
+from sweeps.run.ledger import CellStatus, TrialEntry, TrialLedger
 from sweeps.run.shards import read_plan, shard_dir, sweep_dir_of
 from sweeps.run.status import experiment_entries
 from sweeps.spec.schema import SweepSpec
@@ -65,7 +65,7 @@ class SweepProgress:
         self.mode = mode
         self.ledger = TrialLedger.for_spec(spec)
         self.total = spec.expected_trials()
-        self._per_cell = trials_per_cell(spec)
+        self._per_cell = spec.trials_per_cell()
         self._cell_count = len(spec.cells())
         self._changed: OrderedDict[str, None] = OrderedDict()  # cells, least recent first
         self._live: Live | None = None

@@ -45,7 +45,7 @@ import math
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import optuna
 from ray.tune.experiment import Trial
@@ -53,8 +53,8 @@ from ray.tune.experiment.config_parser import _create_trial_from_spec
 from ray.tune.search import ConcurrencyLimiter, Searcher, SearchGenerator
 from ray.tune.utils.util import merge_dicts
 
-from contract.outcome import ended_outcome
-from contract.selection import best_key, group_score, seed_score
+from contract.outcome import Status, ended_outcome
+from contract.selection import LrRanking, LrTrial, rank_lr_trials, trial_score
 from contract.trial import Stage, TrialMeta, trial_config
 from sparseopt.config import TrainConfig
 from sweeps.run.handouts import read_handouts, record_handout
@@ -72,7 +72,8 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)  # else one INFO line per t
 
 SEARCH = Stage.SEARCH
 FINAL = Stage.FINAL
-_STATE_VERSION = 1
+_STATE_VERSION = 2
+"""2: a trial's outcome is its `SeedOutcome` (1: its seed score alone)."""
 
 
 def cell_seed_offset(cell_id: str) -> int:
@@ -86,6 +87,14 @@ class AskTellGridSampler(optuna.samplers.GridSampler):
 
     def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
         return None
+
+
+class SeedOutcome(NamedTuple):
+    """How one Tune trial ended: its status and final search-metric value (what the lr rule
+    ranks on)."""
+
+    status: str
+    value: float | None
 
 
 @dataclass
@@ -162,7 +171,7 @@ class SweepSearcher(Searcher):
         self._trials: dict[str, str] = {}  # Tune trial id -> its cell id
         self._sharers: dict[str, list[tuple[str, tuple[str, int], int]]] = {}  # id -> groups
         self._hashes: dict[str, str] = {}  # config hash -> Tune trial id
-        self._outcomes: dict[str, float | None] = {}  # finished trial id -> value (None: failed)
+        self._outcomes: dict[str, SeedOutcome] = {}  # ended trial id -> how it ended
         self._last_values: dict[str, float] = {}
         self._adopt(spec)
 
@@ -212,8 +221,8 @@ class SweepSearcher(Searcher):
         final = (result or {}).get(self._metric)
         if not (isinstance(final, int | float) and math.isfinite(final)):
             final = self._last_values.get(trial_id)
-        value = seed_score(ended_outcome(error, result, budget), final, self._metric)
-        self._outcomes[trial_id] = value
+        status = ended_outcome(error, result, budget)
+        self._outcomes[trial_id] = SeedOutcome(status.value, final)
         self._last_values.pop(trial_id, None)
         self._states[self._trials[trial_id]].running.discard(trial_id)
         for sharer_cell, key, _seed in self._sharers[trial_id]:
@@ -278,9 +287,9 @@ class SweepSearcher(Searcher):
 
     def set_state(self, state: dict) -> None:
         """Replace this searcher's state with a saved one."""
-        if state.get("version") != _STATE_VERSION:
+        if state.get("version") not in (1, _STATE_VERSION):
             raise ValueError(
-                f"searcher state version {state.get('version')!r} is not {_STATE_VERSION}"
+                f"searcher state version {state.get('version')!r} is not 1 or {_STATE_VERSION}"
             )
         self._spec = SweepSpec.model_validate(state["spec"])
         self._metric, self._mode = state["metric"], state["mode"]
@@ -290,6 +299,8 @@ class SweepSearcher(Searcher):
         self._sharers = state["sharers"]
         self._hashes = state["hashes"]
         self._outcomes = state["outcomes"]
+        if state["version"] == 1:
+            self._outcomes = {key: _v1_outcome(score) for key, score in self._outcomes.items()}
         self._last_values = state["last_values"]
         self._cells = {cell.cell_id: cell for cell in self._own_cells(self._spec)}
         self._order = list(self._cells)
@@ -410,7 +421,7 @@ class SweepSearcher(Searcher):
             second = self._spec.second_stage
             if second is None or not self._search_finished(state):
                 return False
-            best = self._best(state)
+            best = self._best(cell_id)
             if best is None or (FINAL, best.lr_trial) in state.groups:
                 return False
             group = _Group(
@@ -463,9 +474,27 @@ class SweepSearcher(Searcher):
             tid in self._outcomes for tid in group.members.values()
         )
 
+    def _lr_trial(self, group: _Group) -> LrTrial:
+        """A group as the lr rule sees it: its seeds handed out, each as it ended (or running)."""
+        running = (Status.RUNNING.value, None)
+        seeds = [self._outcomes.get(tid, running) for tid in group.members.values()]
+        return LrTrial(group.lr_trial, group.lr, [tuple(seed) for seed in seeds])
+
     def _group_value(self, group: _Group) -> float | None:
-        """The lr trial's score: the mean over its seeds (`contract.selection`)."""
-        return group_score(self._outcomes.get(tid) for tid in group.members.values())
+        """The lr trial's score once all its seeds ended (`contract.selection.trial_score`)."""
+        return trial_score(self._lr_trial(group), self._metric, len(group.seeds))
+
+    def ranking(self, cell_id: str) -> LrRanking:
+        """The cell's lr trials (search stage) ranked by the one lr rule
+        (`contract.selection.rank_lr_trials`): each is ranked once all its seeds have ended;
+        ties go to the lr nearer the log-middle of the lrs the cell has tried."""
+        groups = [g for g in self._states[cell_id].groups.values() if g.stage == SEARCH]
+        return rank_lr_trials(
+            [self._lr_trial(group) for group in groups],
+            self._metric,
+            len(self._spec.grid.seeds),
+            [group.lr for group in groups],
+        )
 
     def _maybe_tell(self, cell_id: str, group: _Group) -> None:
         if group.stage != SEARCH or group.told or not self._group_finished(group):
@@ -492,16 +521,10 @@ class SweepSearcher(Searcher):
             self._group_finished(group) for group in state.groups.values() if group.stage == SEARCH
         )
 
-    def _best(self, state: _CellState) -> _Group | None:
-        """The told search group with the best score (`contract.selection.best_key`)."""
-        told = {
-            group.lr_trial: group
-            for group in state.groups.values()
-            if group.stage == SEARCH and group.told
-        }
-        scores = {lr_trial: self._group_value(group) for lr_trial, group in told.items()}
-        best = best_key(scores, self._metric)
-        return None if best is None else told[best]
+    def _best(self, cell_id: str) -> _Group | None:
+        """The search group the lr rule ranks first (None while none is ranked)."""
+        best = self.ranking(cell_id).best
+        return None if best is None else self._states[cell_id].groups[(SEARCH, best)]  # type: ignore[index]
 
 
 class SweepSearchGenerator(SearchGenerator):
@@ -616,3 +639,12 @@ def search_algorithm(
     """
     limiter = ConcurrencyLimiter(searcher, max_concurrent=max_concurrent_trials)
     return SweepSearchGenerator(limiter, handouts)
+
+
+def _v1_outcome(score: float | None) -> SeedOutcome:
+    """A version-1 outcome (the seed's score) as a `SeedOutcome` the lr rule scores the same."""
+    if score is None:
+        return SeedOutcome(Status.FAILED.value, None)
+    if math.isinf(score):
+        return SeedOutcome(Status.DIVERGED.value, None)
+    return SeedOutcome(Status.FINISHED.value, score)
