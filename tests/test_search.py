@@ -338,7 +338,7 @@ def test_restore_completes_trials_that_ended_after_the_searchers_last_save(
     assert isinstance(restored.searcher.suggest("next"), dict)  # the freed slot is used
     sweep_searcher = restored.searcher.searcher
     cell_id = done_config["meta"]["cell"]
-    assert sweep_searcher._outcomes[done_id] == ("finished", 80.0)
+    assert sweep_searcher._outcomes[done_id] == ("finished", 80.0, None)
     assert sweep_searcher.study(cell_id).trials[0].state == optuna.trial.TrialState.RUNNING
 
 

@@ -178,7 +178,7 @@ def estimate_cost(
     unknown: list[tuple[str, str]] = []
     notes: list[str] = []
     for cell in spec.cells():
-        config = cell.train_config(seed=spec.grid.seeds[0], lr=lr)
+        config = cell.train_config(seed=spec.grid.search_seeds()[0], lr=lr)
         key = (config.data.name, config.model.name)
         device, epoch_wall = _epoch_wall(key, measured, spec, notes)
         if device is None and key not in unknown:

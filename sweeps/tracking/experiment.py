@@ -25,7 +25,9 @@ def experiment_tags(spec: SweepSpec, outbox_dir: str) -> dict[str, str]:
         "arms": spec.grid.arms,
         "sparsities": spec.grid.sparsities,
         "budgets (epochs)": spec.grid.budgets,
-        "seeds": spec.grid.seeds,
+        "seeds": spec.grid.seeds
+        if isinstance(spec.grid.seeds, list)
+        else spec.grid.seeds.model_dump(),
     }
     return {
         Tag.SEARCH_METRIC: spec.search.metric,
