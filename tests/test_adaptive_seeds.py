@@ -225,3 +225,27 @@ def test_the_spec_counts_trials_from_all_initial_to_all_max() -> None:
     assert spec.trials_per_cell_range() == (6, 10)
     assert spec.expected_trials_range() == (12, 20)
     assert adaptive_spec(until_halfwidth=2).grid.adaptive.batch == 2  # type: ignore[union-attr]
+
+
+def test_status_and_the_dry_run_show_seeds_planned_and_why_each_pair_stopped(
+    tmp_path: Path,
+) -> None:
+    from sweeps.run.status import seed_lines
+    from sweeps.spec.cost import estimate_cost
+    from sweeps.spec.storage import locate
+
+    payload = copy.deepcopy(ADAPTIVE)
+    payload["storage_path"] = str(tmp_path / "results")
+    spec = parse_spec(payload)
+    assert seed_lines(spec)[1:] == [f"  {ARM} vs rigl: not judged yet (lr search running)"]
+    driver = Driver(SweepSearcher(spec, spec_file=locate(spec).spec_file))
+    run(driver, accuracy(WIDE_THEN_NARROW))
+    # differences 0, 2, 1, 1, 1: sd 0.707, t(0.975, 4) · 0.707 / √5 = 0.878
+    assert seed_lines(spec) == [
+        "seeds: 3 per lr trial, then +2 at the chosen lrs of a primary pair while its interval "
+        "is wider than ±1, up to 7",
+        f"  {ARM} vs rigl: 5 seeds, 5 pairs, stopped: ±0.878 within ±1",
+    ]
+    assert estimate_cost(spec).total_trials == 12
+    assert estimate_cost(spec, at_max=True).total_trials == 20
+    assert seed_lines(parse_spec({**payload, "grid": {**payload["grid"], "seeds": [0, 1]}})) == []

@@ -60,6 +60,7 @@ from contract.selection import LrRanking, LrTrial, rank_lr_trials, trial_score
 from contract.trial import Stage, TrialMeta, trial_config
 from sparseopt.config import TrainConfig
 from sweeps.run.handouts import read_handouts, record_handout
+from sweeps.run.seed_decisions import decisions_path, write_decisions
 from sweeps.run.shards import shard_cells
 from sweeps.run.study_journal import JOURNAL_FILE, mirror_trial
 from sweeps.run.tune_state import ended_trials
@@ -571,7 +572,10 @@ class SweepSearcher(Searcher):
             decision = self._judge(pair, rule)
             if decision is None:
                 continue
-            self._decisions[pair] = decision
+            if self._decisions.get(pair) != decision:
+                self._decisions[pair] = decision
+                if self._spec_file:
+                    write_decisions(decisions_path(self._spec_file), {pair: decision})
             if decision.add:
                 for member in pair:
                     grown = self._grow_extra(member, rule.initial, decision.seeds + decision.add)

@@ -41,20 +41,30 @@ class SweepShape:
     curve or are paired with a baseline."""
 
     per_cell: int
-    """Trials the spec runs in each cell (0: unknown, cells complete only with the sweep)."""
+    """Trials the spec runs in each cell (0: unknown, or adaptive seeds: cells complete only
+    with the sweep)."""
     seeds: int = 1
-    """Seeds each lr trial runs on."""
+    """Seeds each lr trial runs on (adaptive seeds: the initial ones)."""
     cells: dict[str, tuple[str, str, float, int]] = field(default_factory=dict)
     """Cell id -> (workload, arm, sparsity, budget)."""
+    planned: tuple[int, int] = (0, 0)
+    """(fewest, most) trials per cell (`SweepSpec.trials_per_cell_range`)."""
 
     @classmethod
     def of(cls, spec: SweepSpec | None) -> SweepShape:
         if spec is None:
             return cls(0)
         cells = spec.cells()
-        per_cell = spec.trials_per_cell()
+        planned = spec.trials_per_cell_range()
+        per_cell = planned[0] if planned[0] == planned[1] else 0
         shape = {c.cell_id: (c.workload, c.arm, c.sparsity, c.budget) for c in cells}
-        return cls(per_cell, len(spec.grid.seeds), shape)
+        return cls(per_cell, len(spec.grid.search_seeds()), shape, planned)
+
+    @property
+    def expected_text(self) -> str:
+        """The cell run's `sparsesweep.trials_expected` tag: a count, or `fewest-most`."""
+        fewest, most = self.planned
+        return str(self.per_cell) if fewest == most else f"{fewest}-{most}"
 
     def related(self, cell: str) -> set[str]:
         """The cells a complete `cell`'s curve points pair with: its baseline, and the cells
