@@ -9,6 +9,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 from test_search import Driver, ended
 
@@ -249,3 +250,53 @@ def test_status_and_the_dry_run_show_seeds_planned_and_why_each_pair_stopped(
     assert estimate_cost(spec).total_trials == 12
     assert estimate_cost(spec, at_max=True).total_trials == 20
     assert seed_lines(parse_spec({**payload, "grid": {**payload["grid"], "seeds": [0, 1]}})) == []
+
+
+# ---- the report ----------------------------------------------------------------------------
+
+
+def test_the_report_ranks_lrs_on_the_search_seeds_and_counts_the_extra_ones() -> None:
+    """Seeds 0-2 at lrs 0.1 and 0.3, seeds 3-4 added at 0.1 (stage extra) and worse on
+    val_acc1: the lr is still chosen on seeds 0-2, and compared on all five."""
+    from analysis_fixtures import Trial, records_for
+
+    from analysis.compare import compare
+    from analysis.export import build_tables
+    from analysis.seed_rule import seed_table
+
+    diffs = [0.0, 4.0, -4.0, 3.0, -3.0]
+    trials = []
+    for arm in ("rigl", "rigl+sparseopt"):
+        for lr_trial, lr in enumerate((0.1, 0.3)):
+            seeds = range(5) if lr == 0.1 else range(3)
+            for seed in seeds:
+                test = 80.0 + seed + (diffs[seed] if arm != "rigl" else 0.0)
+                val = (90.0 if lr == 0.1 else 85.0) - (20.0 if seed >= 3 else 0.0)
+                stage = "extra" if seed >= 3 else "search"
+                trials.append(
+                    Trial(
+                        arm,
+                        0.9,
+                        2,
+                        seed,
+                        test,
+                        final_val=val,
+                        stage=stage,
+                        lr=lr,
+                        lr_trial=lr_trial,
+                    )
+                )
+    tables = build_tables(records_for(trials))
+    comparison = compare(tables.trials.to_pandas(), tables.epochs.to_pandas(), metric="val_acc1")
+    selection = comparison.selection
+    assert selection["lr"].tolist() == [0.1, 0.1]
+    assert selection["selection_seeds"].tolist() == [3, 3]
+    assert selection["selection_score"].tolist() == [90.0, 90.0]
+    assert selection["runs"].tolist() == [5, 5]
+    (row,) = seed_table(comparison, RULE).to_dict("records")
+    assert (row["seeds_arm"], row["seeds_reference"], row["pairs"]) == (5, 5, 5)
+    assert row["stop"] == MORE  # ±5.1 > ±1 with 5 of max 7 seeds: the sweep stopped first
+    sd = float(pd.Series(diffs).std())
+    assert row["halfwidth"] == pytest.approx(2.776445 * sd / math.sqrt(5), rel=1e-6)
+    (fixed,) = seed_table(comparison, None).to_dict("records")
+    assert fixed["stop"] == "fixed"
