@@ -231,7 +231,8 @@ def test_the_spec_counts_trials_from_all_initial_to_all_max() -> None:
 def test_status_and_the_dry_run_show_seeds_planned_and_why_each_pair_stopped(
     tmp_path: Path,
 ) -> None:
-    from sweeps.run.status import seed_lines
+    from sweeps.run.display import SweepProgress
+    from sweeps.run.status import seed_lines, sweep_status
     from sweeps.spec.cost import estimate_cost
     from sweeps.spec.storage import locate
 
@@ -248,6 +249,8 @@ def test_status_and_the_dry_run_show_seeds_planned_and_why_each_pair_stopped(
         f"  {ARM} vs rigl: 5 seeds, 5 pairs, stopped: ±0.878 within ±1",
     ]
     assert estimate_cost(spec).total_trials == 12
+    assert [row.expected for row in sweep_status(spec)] == [6, 6]
+    assert SweepProgress(spec, "lines")._total_text() == "12-20"
     assert estimate_cost(spec, at_max=True).total_trials == 20
     assert seed_lines(parse_spec({**payload, "grid": {**payload["grid"], "seeds": [0, 1]}})) == []
 

@@ -88,7 +88,7 @@ class TrialLedger:
     @classmethod
     def for_spec(cls, spec: SweepSpec) -> TrialLedger:
         """An empty ledger ranking lr trials as `spec` does (its metric and seeds)."""
-        return cls(spec.search.metric, len(spec.grid.seeds))
+        return cls(spec.search.metric, len(spec.grid.search_seeds()))
 
     def record(self, entry: TrialEntry) -> bool:
         """Make `entry` its trial's latest; False when it changes nothing."""
