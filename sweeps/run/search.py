@@ -18,6 +18,11 @@ the ask/tell API:
 - Second stage (optional): once all search groups of a cell have ended, the best group under
   the same rule is re-run on `second_stage.seeds` (stage `final`, `lr_trial` = the chosen
   Optuna trial number).
+- Adaptive seeds (`grid.seeds` a mapping): lr trials run the initial seeds; once both cells
+  of a primary pair have ended every seed at their chosen lrs, `analysis.seed_rule` judges the
+  pair's paired interval and may give both cells more seeds at those lrs (groups of stage
+  `extra`, never ranked). Decisions are kept with the state and written to
+  `seed_decisions.json` (`sweeps.run.seed_decisions`) for `status`.
 - Identity: a trial is its resolved `TrainConfig.config_hash()`. A config already handed out
   is never handed out again; a group member that would repeat one shares its result.
 - State (studies, groups, trial ids, results) is pickled by `save` and brought back by
