@@ -24,6 +24,8 @@ from analysis import stats
 from analysis.compare import BEST_LR, CELL, GROUP, PRIMARY, Comparison
 from analysis.render import Block
 
+PAIRED_METRIC = "test_acc1"
+"""What the rule pairs by seed: the report's primary measure (its final value)."""
 WITHIN, AT_MAX, MORE = "within", "max", "more"
 """Values of `SeedDecision.reason`."""
 

@@ -20,21 +20,21 @@ from sweeps.spec.storage import locate
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
-ARM, BASE = "default/rigl+sparseopt/s=0.9/e=1", "default/rigl/s=0.9/e=1"
+ARM, BASE = "default/rigl+sparseopt/s=0.9/e=2", "default/rigl/s=0.9/e=2"
 SPEC = {
     "name": "adaptive",
     "base": {
-        "data": {"name": "digits", "batch_size": 256, "eval_batch_size": 512},
-        "model": {"name": "mlp", "hidden": 16},
+        "data": {"name": "digits", "batch_size": 64, "eval_batch_size": 512},
+        "model": {"name": "mlp", "hidden": 32},
         "schedule": {"warmup_epochs": 0},
     },
     "grid": {
         "arms": ["rigl", "rigl+sparseopt"],
         "sparsities": [0.9],
-        "budgets": [1],
+        "budgets": [2],
         "seeds": {"initial": 2, "max": 4, "until_halfwidth": 0.001, "batch": 2},
     },
-    "search": {"lr": {"grid": [0.1]}},
+    "search": {"lr": {"grid": [0.3]}},
     "resources": {"workers_per_trial": 1, "cpus_per_worker": 0.5, "max_concurrent_trials": 2},
 }
 

@@ -22,7 +22,7 @@ the ask/tell API:
   of a primary pair have ended every seed at their chosen lrs, `analysis.seed_rule` judges the
   pair's paired interval and may give both cells more seeds at those lrs (groups of stage
   `extra`, never ranked). Decisions are kept with the state and written to
-  `seed_decisions.json` (`sweeps.run.seed_decisions`) for `status`.
+  `seed_decisions.jsonl` (`sweeps.run.seed_decisions`) for `status`.
 - Identity: a trial is its resolved `TrainConfig.config_hash()`. A config already handed out
   is never handed out again; a group member that would repeat one shares its result.
 - State (studies, groups, trial ids, results) is pickled by `save` and brought back by
@@ -58,7 +58,7 @@ from ray.tune.experiment.config_parser import _create_trial_from_spec
 from ray.tune.search import ConcurrencyLimiter, Searcher, SearchGenerator
 from ray.tune.utils.util import merge_dicts
 
-from analysis.seed_rule import SeedDecision, SeedRule, seed_decision
+from analysis.seed_rule import PAIRED_METRIC, SeedDecision, SeedRule, seed_decision
 from analysis.stats import CONFIDENCE
 from contract.outcome import Status, ended_outcome
 from contract.selection import LrRanking, LrTrial, rank_lr_trials, trial_score
@@ -81,8 +81,6 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)  # else one INFO line per t
 SEARCH = Stage.SEARCH
 FINAL = Stage.FINAL
 EXTRA = Stage.EXTRA
-PAIR_METRIC = "test_acc1"
-"""What the adaptive-seeds rule pairs by seed: the report's primary measure (final test_acc1)."""
 _STATE_VERSION = 2
 """2: a trial's outcome is its `SeedOutcome` (1: its seed score alone)."""
 
@@ -236,7 +234,7 @@ class SweepSearcher(Searcher):
         if not (isinstance(final, int | float) and math.isfinite(final)):
             final = self._last_values.get(trial_id)
         status = ended_outcome(error, result, budget)
-        accuracy = (result or {}).get(PAIR_METRIC)
+        accuracy = (result or {}).get(PAIRED_METRIC)
         if not (isinstance(accuracy, int | float) and math.isfinite(accuracy)):
             accuracy = None
         self._outcomes[trial_id] = SeedOutcome(status.value, final, accuracy)

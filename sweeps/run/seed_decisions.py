@@ -1,6 +1,9 @@
 """The adaptive-seeds rule's latest decision per primary cell pair, kept beside the sweep's
-spec (`<sweep>/seed_decisions.json`) so that `sparsesweep status` shows, without Ray, how many
-seeds each pair has and why it stopped. The searcher writes it when a decision changes."""
+spec (`<sweep>/seed_decisions.jsonl`, one JSON line per pair) so that `sparsesweep status`
+shows, without Ray, how many seeds each pair has and why it stopped. The searcher rewrites it
+when a decision changes. Not `.json`: Tune copies every `*.json` and `*.pkl` of the experiment
+folder to its staging folder on restore and back at each snapshot, which would put the copy
+from before the restore back over newer decisions."""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from collections.abc import Mapping
 from analysis.seed_rule import SeedDecision
 from sweeps.spec.storage import read_text, write_text_atomic
 
-DECISIONS_FILE = "seed_decisions.json"
+DECISIONS_FILE = "seed_decisions.jsonl"
 
 Pair = tuple[str, str]
 """(arm cell id, baseline cell id)."""
@@ -28,7 +31,7 @@ def read_decisions(path: str) -> dict[Pair, SeedDecision]:
     if not text:
         return {}
     found = {}
-    for row in json.loads(text):
+    for row in map(json.loads, text.splitlines()):
         halfwidth = math.nan if row["halfwidth"] is None else float(row["halfwidth"])
         found[(row["arm"], row["baseline"])] = SeedDecision(
             int(row["seeds"]), int(row["pairs"]), halfwidth, int(row["add"]), str(row["reason"])
@@ -51,4 +54,4 @@ def write_decisions(path: str, decisions: Mapping[Pair, SeedDecision]) -> None:
         }
         for (arm, baseline), d in sorted(merged.items())
     ]
-    write_text_atomic(path, json.dumps(rows, indent=1) + "\n")
+    write_text_atomic(path, "".join(json.dumps(row) + "\n" for row in rows))
