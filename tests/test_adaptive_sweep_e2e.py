@@ -53,6 +53,23 @@ def seeds_in_mlflow(uri: str) -> dict[tuple[str, str], list[int]]:
     return {key: sorted(seeds) for key, seeds in found.items()}
 
 
+def cell_runs(uri: str) -> dict[str, tuple[str, str, str, float]]:
+    """Cell id -> (status, trials ended, trials expected, n_seeds at its last epoch)."""
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("adaptive")
+    runs = client.search_runs([experiment.experiment_id], "tags.`sparsesweep.role` = 'cell'")
+    found = {}
+    for run in runs:
+        history = client.get_metric_history(run.info.run_id, "n_seeds")
+        found[run.data.tags["cell"]] = (
+            run.info.status,
+            run.data.tags["sparsesweep.trials_ended"],
+            run.data.tags["sparsesweep.trials_expected"],
+            max(history, key=lambda point: point.step).value if history else None,
+        )
+    return found
+
+
 def test_an_adaptive_sweep_runs_to_max_and_continues_when_max_is_raised(tmp_path: Path) -> None:
     uri = empty_store(tmp_path / "mlflow.db")
     spec = dict(SPEC, storage_path=str(tmp_path / "results"), tracking_uri=uri)
@@ -66,6 +83,7 @@ def test_an_adaptive_sweep_runs_to_max_and_continues_when_max_is_raised(tmp_path
     decisions = read_decisions(decisions_path(locate(loaded).spec_file))
     assert [(d.seeds, d.reason) for d in decisions.values()] == [(4, "max")]
     assert "4 seeds" in seed_lines(loaded)[1] and "max 4 seeds reached" in seed_lines(loaded)[1]
+    assert cell_runs(uri) == {cell: ("FINISHED", "4", "2-4", 4.0) for cell in (ARM, BASE)}
 
     spec["grid"] = dict(spec["grid"], seeds={**spec["grid"]["seeds"], "max": 6})
     spec_path.write_text(yaml.safe_dump(spec))
@@ -77,3 +95,4 @@ def test_an_adaptive_sweep_runs_to_max_and_continues_when_max_is_raised(tmp_path
     }
     decisions = read_decisions(decisions_path(locate(load_spec(spec_path)).spec_file))
     assert [(d.seeds, d.reason) for d in decisions.values()] == [(6, "max")]
+    assert cell_runs(uri) == {cell: ("FINISHED", "6", "2-6", 6.0) for cell in (ARM, BASE)}

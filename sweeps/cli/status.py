@@ -25,6 +25,7 @@ def status(
     """Cells × trials of a sweep by status, and each cell's best lr so far (mean over seeds)."""
     from contract.outcome import ENDED, Status
     from sweeps.run.status import seed_lines, sweep_status
+    from sweeps.spec.schema import count_range_text
 
     spec = stored_sweep(sweep_name(name, experiment), storage)
     rows = sweep_status(spec)
@@ -42,9 +43,9 @@ def status(
     ended = sum(row.count(status) for row in rows for status in ENDED)
     for line in seed_lines(spec):
         out_console.print(line, highlight=False)
-    fewest, most = spec.expected_trials_range()
+    expected = count_range_text(*spec.expected_trials_range())
     out_console.print(
-        f"{ended}/{fewest if fewest == most else f'{fewest}-{most}'} trials ended; best {metric} is the mean over the "
+        f"{ended}/{expected} trials ended; best {metric} is the mean over the "
         "seeds of a cell's lr trial (a diverged seed scores the worst value)",
         highlight=False,
     )

@@ -25,7 +25,7 @@ from contract.outcome import Status
 from sweeps.run.ledger import CellStatus, TrialEntry, TrialLedger
 from sweeps.run.shards import read_plan, shard_dir, sweep_dir_of
 from sweeps.run.status import experiment_entries
-from sweeps.spec.schema import SweepSpec
+from sweeps.spec.schema import SweepSpec, count_range_text
 
 Mode = Literal["live", "lines", "off"]
 PROGRESS_ENV = "SPARSESWEEP_PROGRESS"
@@ -180,7 +180,7 @@ class SweepProgress:
 
     def _total_text(self) -> str:
         """The trials the sweep runs: a count, or `fewest-most` with adaptive seeds."""
-        return str(self.total) if self.most == self.total else f"{self.total}-{self.most}"
+        return count_range_text(self.total, self.most)
 
     def _eta(self) -> str:
         """Time left at this run's pace so far ('?' before its first trial ends); with

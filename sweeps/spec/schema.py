@@ -403,6 +403,11 @@ class AnalysisConfig(_Strict):
             raise ValueError(str(error).removeprefix("analysis.")) from None
 
 
+def count_range_text(fewest: int, most: int) -> str:
+    """A planned trial count as shown: `12`, or `12-20` with adaptive seeds."""
+    return str(fewest) if fewest == most else f"{fewest}-{most}"
+
+
 class SweepSpec(BaseModel):
     """A whole sweep: identity, storage, base config, factors, search, stages and resources."""
 

@@ -47,24 +47,22 @@ class SweepShape:
     """Seeds each lr trial runs on (adaptive seeds: the initial ones)."""
     cells: dict[str, tuple[str, str, float, int]] = field(default_factory=dict)
     """Cell id -> (workload, arm, sparsity, budget)."""
-    planned: tuple[int, int] = (0, 0)
-    """(fewest, most) trials per cell (`SweepSpec.trials_per_cell_range`)."""
+    expected_text: str = "0"
+    """The cell runs' `sparsesweep.trials_expected` tag: a count, or `fewest-most`
+    (`SweepSpec.trials_per_cell_range`)."""
 
     @classmethod
     def of(cls, spec: SweepSpec | None) -> SweepShape:
+        from sweeps.spec.schema import count_range_text  # (the spec imports the training config)
+
         if spec is None:
             return cls(0)
         cells = spec.cells()
-        planned = spec.trials_per_cell_range()
-        per_cell = planned[0] if planned[0] == planned[1] else 0
+        fewest, most = spec.trials_per_cell_range()
+        per_cell = fewest if fewest == most else 0
         shape = {c.cell_id: (c.workload, c.arm, c.sparsity, c.budget) for c in cells}
-        return cls(per_cell, len(spec.grid.search_seeds()), shape, planned)
-
-    @property
-    def expected_text(self) -> str:
-        """The cell run's `sparsesweep.trials_expected` tag: a count, or `fewest-most`."""
-        fewest, most = self.planned
-        return str(self.per_cell) if fewest == most else f"{fewest}-{most}"
+        seeds = len(spec.grid.search_seeds())
+        return cls(per_cell, seeds, shape, count_range_text(fewest, most))
 
     def related(self, cell: str) -> set[str]:
         """The cells a complete `cell`'s curve points pair with: its baseline, and the cells
