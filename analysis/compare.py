@@ -13,7 +13,8 @@ Rules (the report states them too):
   as is. The selection table lists the lrs each cell ran, where the chosen one lies among
   them (`lr_position`: only, lowest, highest, inside) and, where an lr was chosen among
   several, how many seeds its score averaged (`selection_seeds`; for final-stage cells, its
-  search lr trial's).
+  search lr trial's). Seeds the adaptive-seeds rule added at a cell's chosen lr (stage
+  `extra`) are compared with that lr's search seeds but never ranked.
 * Statistics use finished runs only (latest run per seed); stopped, failed, diverged and
   running runs are counted and listed, never averaged in.
 * Accuracy is `test_acc1` of each budget's own run: at its final epoch (`final`) and its
@@ -68,6 +69,7 @@ from analysis.lr_choice import (
     expected_seeds,
     latest_per_seed,
     lr_trial_keys,
+    ranked_runs,
 )
 from analysis.primary import PrimaryDeclaration
 from analysis.schema import PARAM_PREFIX, STATUSES, metric_column
@@ -239,7 +241,7 @@ def _select(candidates: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, pd.Dat
         final = cell[cell["stage"] == Stage.FINAL]
         keys = lr_trial_keys(cell)
         searched = sorted(float(value) for value in cell["lr"].dropna().unique())
-        trials = cell_lr_trials(cell[cell["stage"] != Stage.FINAL], metric, searched)
+        trials = cell_lr_trials(ranked_runs(cell), metric, searched)
         tied, score, counted = "", math.nan, None
         if not final.empty:
             pick, basis = final, FINAL_STAGE
@@ -607,11 +609,11 @@ def _scored_seeds(
     """An arm's seeds per lr that its selection score rests on (its search runs there, all
     its runs if it ran that lr only in the final stage), and the seeds each lr should have
     (the distinct seeds of its search runs, else of all its runs)."""
-    searched = cell[cell["stage"] != Stage.FINAL]
+    searched = ranked_runs(cell)
     column = f"final_{metric_column(metric)}"
     seeds = {}
     for lr, at in cell.groupby("lr"):
-        runs = latest_per_seed(at[at["stage"] != Stage.FINAL] if lr in set(searched["lr"]) else at)
+        runs = latest_per_seed(ranked_runs(at) if lr in set(searched["lr"]) else at)
         values = runs[column] if column in runs else pd.Series(math.nan, index=runs.index)
         seeds[float(lr)] = [
             (str(status), None if pd.isna(value) else float(value))

@@ -19,8 +19,7 @@ from collections.abc import Hashable, Sequence
 
 import pandas as pd
 
-from analysis.lr_choice import cell_lr_trials
-from contract.trial import Stage
+from analysis.lr_choice import cell_lr_trials, ranked_runs
 
 OPTIMISM_COLUMNS: tuple[str, ...] = (
     "n",
@@ -46,7 +45,7 @@ def cross_fitted_runs(
     for key, part in candidates.groupby(list(cell), sort=True):
         if key not in searched:
             continue
-        search = part[part["stage"] != Stage.FINAL]
+        search = ranked_runs(part)
         trials = cell_lr_trials(search, metric)
         seeds = sorted(
             {s.seed for found in trials.seeds.values() for s in found if s.seed is not None}

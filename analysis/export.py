@@ -343,5 +343,6 @@ def _manifest(records: ExperimentRecords, tables: SweepTables, tracking_uri: str
         "partial": statuses.get("running", 0) > 0,
         "search_metric": records.tags.get(Tag.SEARCH_METRIC, DEFAULT_SEARCH_METRIC),
         "primary": records.tags.get(Tag.PRIMARY),
+        "seeds": records.tags.get(Tag.SEEDS),
         "partitioning": "method_<method>/sparsity_<sparsity>/part-0.parquet",
     }

@@ -16,6 +16,11 @@ import pandas as pd
 
 from analysis.schema import metric_column
 from contract.selection import LrRanking, LrTrial, rank_lr_trials, seed_score
+from contract.trial import Stage
+
+NOT_RANKED_STAGES: tuple[str, ...] = (Stage.FINAL, Stage.EXTRA)
+"""Stages whose runs the lr rule does not rank on: second-stage seeds and the seeds the
+adaptive-seeds rule added at a chosen lr."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,11 @@ class CellLrTrials:
     def counted(self, key: Hashable, metric: str) -> int:
         """How many seeds of an lr trial its score averaged (`contract.selection.seed_score`)."""
         return sum(seed_score(s.status, s.value, metric) is not None for s in self.seeds[key])
+
+
+def ranked_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs the lr rule ranks on (the search seeds; a run without a stage counts)."""
+    return runs[~runs["stage"].isin(NOT_RANKED_STAGES)]
 
 
 def lr_trial_keys(frame: pd.DataFrame) -> pd.Series:

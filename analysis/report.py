@@ -67,6 +67,7 @@ from analysis.primary import PrimaryDeclaration, from_json, parse_contrast
 from analysis.primary_section import crossfit_blocks, primary_blocks
 from analysis.render import Block, Document, render_html, render_markdown
 from analysis.schema import STATUSES
+from analysis.seed_rule import rule_from_json, seed_blocks, seed_table
 from analysis.stats import MIN_BOOTSTRAP_N
 from analysis.text import (
     FAMILY,
@@ -192,6 +193,10 @@ def _write(
     guards = find_guards(comparison)
     figures = write_figures(comparison, out / "plots")
     tables = _write_tables(comparison, verdict, guards, out / "tables")
+    tables["seeds"] = out / "tables" / "seeds.csv"
+    seed_table(comparison, rule_from_json(manifest.get("seeds"))).to_csv(
+        tables["seeds"], index=False
+    )
     document = build_document(
         comparison, verdict, source, guards, trials, manifest, figures, tables, out
     )
@@ -395,6 +400,7 @@ def build_document(
     blocks += _itop_section(comparison)
     blocks += _selection_section(comparison)
     blocks += _status_section(comparison, trials)
+    blocks += seed_blocks(comparison, rule_from_json(manifest.get("seeds")))
     blocks.append(Block.heading(2, "Figures"))
     for name, paths in figures.items():
         blocks.append(

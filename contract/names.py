@@ -90,6 +90,10 @@ class Tag:
     object {"primary": ["ARM:BASELINE", ...] | null, "alpha": float, "target": float | null,
     "halfwidth": float} (`analysis.primary`); on report runs: the declaration the report used,
     its contrasts resolved."""
+    SEEDS = "sparsesweep.seeds"
+    """On the experiment, for adaptive seeds only: the spec's `grid.seeds` mapping as a JSON
+    object {"initial": int, "max": int, "until_halfwidth": float, "batch": int}
+    (`analysis.seed_rule`)."""
     VERDICT = "sparsesweep.verdict"
     """On report runs: the primary verdict, one sentence per primary contrast (one per line)."""
     PARTIAL = "sparsesweep.partial"

@@ -19,12 +19,9 @@ from __future__ import annotations
 import math
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
 
 from contract.names import metric_direction
 from contract.outcome import ENDED, Status
-
-K = TypeVar("K", bound=Hashable)
 
 DIVERGED_ACCURACY = 0.0
 TIE_REL_TOL = 1e-9
@@ -127,19 +124,3 @@ def _distance(lr: float, middle: float) -> float:
     """|log lr − middle|, rounded so that lrs placed symmetrically on a log grid
     (0.01 and 1 around 0.1) are equally near despite float rounding of the logs."""
     return round(abs(math.log(lr) - middle), 9)
-
-
-def group_score(scores: Iterable[float | None]) -> float | None:
-    """Mean of the counted seed scores of one lr trial (None when no seed counts)."""
-    counted = [score for score in scores if score is not None]
-    return sum(counted) / len(counted) if counted else None
-
-
-def best_key(scores: Mapping[K, float | None], metric: str) -> K | None:
-    """The lr trial with the best score (ties: the smallest key); None if none scored."""
-    sign = 1.0 if metric_direction(metric) == "maximize" else -1.0
-    scored = [(key, score) for key, score in scores.items() if score is not None]
-    if not scored:
-        return None
-    best = max(sign * score for _, score in scored)
-    return min(key for key, score in scored if sign * score == best)  # type: ignore[type-var]

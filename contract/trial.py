@@ -17,9 +17,12 @@ class Stage:
 
     SEARCH = "search"
     FINAL = "final"
+    EXTRA = "extra"
+    """A seed the adaptive-seeds rule (`grid.seeds` mapping) added at the cell's chosen lr:
+    compared with that lr's search seeds, never ranked (the lr search uses the initial seeds)."""
 
 
-STAGES: tuple[str, ...] = (Stage.SEARCH, Stage.FINAL)
+STAGES: tuple[str, ...] = (Stage.SEARCH, Stage.FINAL, Stage.EXTRA)
 
 
 @dataclass(frozen=True)

@@ -51,10 +51,13 @@ def record_sweep(
     val_acc1: Callable[[int, int], float] | None = None,
     results: EpochResults | None = None,
     extending: RecordedSweep | None = None,
+    running: Callable[[TrialMeta], bool] | None = None,
 ) -> RecordedSweep:
     """Run every trial of `spec` through the callback, reporting `results` (or `val_acc1`);
     with `extending`, continue that sweep under `spec` (an extension of its spec) as a re-run
-    of the same command would, with the same searcher and callback."""
+    of the same command would, with the same searcher and callback. Trials for which
+    `running` is true report their results but never end: the sweep stops mid-way once the
+    searcher has nothing else to hand out."""
     results = results or val_acc1_results(val_acc1 or (lambda number, epoch: 50.0))
     location = locate(spec)
     write_text_atomic(location.spec_file, spec.to_yaml())
@@ -76,6 +79,8 @@ def record_sweep(
     first = len(trials)
     logged: dict[str, list[float]] = {}
     while (config := searcher.suggest(f"trial_{len(trials) + 1:05d}")) != SweepSearcher.FINISHED:
+        if config is None and running is not None:
+            break
         assert config is not None, "the searcher waits on a trial that never completes"
         number = len(trials) + 1
         trial = SimpleNamespace(
@@ -88,10 +93,12 @@ def record_sweep(
         for result in reported:
             trial.last_result = result
             callback.on_trial_result(0, trials, trial, result)
+        logged[trial_run_name(meta)] = [result.get("val_acc1") for result in reported]
+        if running is not None and running(meta):
+            continue
         trial.status = "TERMINATED"
         callback.on_trial_complete(0, trials, trial)
         searcher.on_trial_complete(trial.trial_id, trial.last_result)
-        logged[trial_run_name(meta)] = [result.get("val_acc1") for result in reported]
     callback.on_experiment_end(trials)
     hashes = [TrialMeta.of(trial.config).config_hash for trial in trials[first:]]
     experiment = MlflowClient(spec.tracking_uri).get_experiment_by_name(spec.name)

@@ -179,11 +179,10 @@ def test_selection_rule_scores_diverged_seeds_as_the_worst_value() -> None:
     assert selection.seed_score(Status.FAILED, 90.0, "val_acc1") is None
     assert selection.seed_score(Status.STOPPED, 40.0, "val_acc1") == 40.0
     assert selection.seed_score(Status.FINISHED, math.nan, "val_acc1") is None
-    assert selection.group_score([80.0, None, 0.0]) == 40.0
-    assert selection.group_score([None]) is None
-    assert selection.best_key({2: 1.0, 0: 1.0, 1: 3.0}, "val_loss") == 0
-    assert selection.best_key({2: 1.0, 0: 1.0, 1: 3.0}, "val_acc1") == 1
-    assert selection.best_key({0: None}, "val_acc1") is None
+    seeds = [(Status.FINISHED, 80.0), (Status.FAILED, 70.0), (Status.DIVERGED, 90.0)]
+    assert selection.trial_score(selection.LrTrial(0, 0.1, seeds), "val_acc1", 3) == 40.0
+    only_failed = selection.LrTrial(0, 0.1, [(Status.FAILED, 1.0)])
+    assert selection.trial_score(only_failed, "val_acc1", 1) is None
 
 
 F, D, X, R = Status.FINISHED, Status.DIVERGED, Status.FAILED, Status.RUNNING
@@ -364,6 +363,77 @@ def test_a_val_loss_sweep_gets_one_lr_from_searcher_status_and_report(
     assert searcher_lr == row.best_lr == report_lr == 0.1
     assert row.best_value == pytest.approx(0.455)
     assert comparison.selection["basis"].tolist() == ["best lr on val_loss"]
+
+
+MID_CELL_VAL_ACC1 = {
+    (0.01, 0): 90.0,
+    (0.01, 1): 99.0,
+    (0.1, 0): 80.0,
+    (0.1, 1): 70.0,
+    (1.0, 0): 75.0,
+    (1.0, 1): 75.0,
+}
+"""Final val_acc1 by (lr, seed) of the sweep stopped mid-cell: lr 0.01's seed 1 never ends."""
+
+
+def _mid_cell_results(number: int, trial: TrialMeta) -> list[dict[str, Any]]:
+    value = MID_CELL_VAL_ACC1[(trial.lr, trial.seed)]
+    first = {"epoch": 1, "val_acc1": value - 1, "test_acc1": value, "train_loss": 1.0}
+    return [first, {"epoch": 2, "val_acc1": value, "test_acc1": value, "train_loss": 0.5}]
+
+
+def test_a_sweep_stopped_mid_cell_gets_one_lr_ranking_everywhere(tmp_path: Path) -> None:
+    """lr 0.01 leads on its one ended seed but its other seed still runs: ranked nowhere.
+    0.1 (80, 70) and 1.0 (75, 75) tie at 75; the tie goes to 0.1, the log-middle of the lrs
+    the cell tried. Searcher, `status`, the cell run's `lr` tag and the report agree."""
+    from mlflow.tracking import MlflowClient
+
+    from analysis.compare import comparable, compare
+    from analysis.export import export_experiment
+    from analysis.lr_choice import cell_lr_trials
+    from sweeps.run.status import cell_statuses
+
+    empty_store(tmp_path / "mlflow.db")
+    spec = parse_spec(
+        {
+            **_val_loss_spec(tmp_path).model_dump(mode="json"),
+            "name": "midcell",
+            "search": {"lr": {"grid": [0.01, 0.1, 1.0]}, "metric": "val_acc1"},
+        }
+    )
+    sweep = record_sweep(
+        spec,
+        results=_mid_cell_results,
+        running=lambda trial: (trial.lr, trial.seed) == (0.01, 1),
+    )
+    cell = spec.cells()[0].cell_id
+
+    ranking = sweep.searcher.ranking(cell)
+    lr_of = {trial.number: trial.params["lr"] for trial in sweep.searcher.study(cell).trials}
+    assert {lr_of[k] for k, score in ranking.scores.items() if score is not None} == {0.1, 1.0}
+    assert (lr_of[ranking.best], ranking.scores[ranking.best]) == (0.1, 75.0)
+    assert [lr_of[key] for key in ranking.tied] == [0.1, 1.0]
+
+    (row,) = cell_statuses(spec, sweep.trials)
+    assert (row.best_lr, row.best_value, row.count(Status.RUNNING)) == (0.1, 75.0, 1)
+
+    client = MlflowClient(spec.tracking_uri)
+    (cell_run,) = client.search_runs([sweep.experiment_id], "tags.`sparsesweep.role` = 'cell'")
+    assert cell_run.data.tags["lr"] == "0.1"
+    assert cell_run.data.tags["sparsesweep.trials_ended"] == "5"
+
+    exported = export_experiment(spec.tracking_uri, spec.name, tmp_path / "export")
+    trials = exported.tables.trials.to_pandas()
+    report_trials = cell_lr_trials(comparable(trials), "val_acc1")
+    report_ranking = report_trials.rank("val_acc1")
+    ranked = {
+        report_trials.lrs[k] for k, score in report_ranking.scores.items() if score is not None
+    }
+    assert ranked == {0.1, 1.0}
+    comparison = compare(trials, exported.tables.epochs.to_pandas(), metric="val_acc1")
+    assert comparison.selection[["lr", "selection_score", "tied_lrs"]].values.tolist() == [
+        [0.1, 75.0, "0.1,1"]
+    ]
 
 
 def test_status_ranks_only_lr_trials_whose_seeds_all_ended(tmp_path: Path) -> None:

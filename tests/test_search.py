@@ -338,7 +338,7 @@ def test_restore_completes_trials_that_ended_after_the_searchers_last_save(
     assert isinstance(restored.searcher.suggest("next"), dict)  # the freed slot is used
     sweep_searcher = restored.searcher.searcher
     cell_id = done_config["meta"]["cell"]
-    assert sweep_searcher._outcomes[done_id] == 80.0
+    assert sweep_searcher._outcomes[done_id] == ("finished", 80.0, None)
     assert sweep_searcher.study(cell_id).trials[0].state == optuna.trial.TrialState.RUNNING
 
 
@@ -626,3 +626,23 @@ def test_configs_handed_out_after_the_last_snapshot_keep_their_trial_ids(
     lr = before[0].config["meta"]["lr"]  # Tune keeps a short tag and three params per trial
     assert before[0].experiment_tag == f"1_default/rigl/s=0.9/e=1,seed=0,lr={lr:.4g}"
     assert before[0].evaluated_params == {"cell": "default/rigl/s=0.9/e=1", "seed": 0, "lr": lr}
+
+
+def test_a_version_1_state_whose_outcomes_are_scores_restores_the_same_ranking() -> None:
+    spec = make_spec(search={"lr": {"grid": [0.1, 1.0]}, "trials_per_cell": None})
+    searcher = SweepSearcher(spec)
+    driver = Driver(searcher)
+    handed = driver.drain()
+    driver.complete(handed[:-1])  # one seed still running
+    state = searcher.get_state()
+    scores = {"finished": lambda value: value, "failed": lambda value: None}
+    old = {
+        **state,
+        "version": 1,
+        "outcomes": {tid: scores[o.status](o.value) for tid, o in state["outcomes"].items()},
+    }
+    del old["decisions"]
+    restored = SweepSearcher(spec)
+    restored.set_state(copy.deepcopy(old))
+    for cell in spec.cells():
+        assert restored.ranking(cell.cell_id) == searcher.ranking(cell.cell_id)

@@ -35,9 +35,23 @@ def test_tune_keeps_only_what_it_and_the_sweep_read_of_a_trial() -> None:
         trial.update_last_result(result)  # what Tune does right after the callbacks
     kept = json.loads(trial.get_json_state()[1])
     assert sorted(kept["last_result"]) == sorted(
-        ["epoch", "diverged", "checkpoint_path", "val_acc1", "training_iteration", "trial_id"]
+        [
+            "epoch",
+            "diverged",
+            "checkpoint_path",
+            "val_acc1",
+            "test_acc1",  # what adaptive seeds pair on
+            "training_iteration",
+            "trial_id",
+        ]
     )
-    assert set(kept["metric_analysis"]) == {"epoch", "diverged", "val_acc1", "training_iteration"}
+    assert set(kept["metric_analysis"]) == {
+        "epoch",
+        "diverged",
+        "val_acc1",
+        "test_acc1",
+        "training_iteration",
+    }
     callback.on_trial_complete(iteration=0, trials=[trial], trial=trial)
     ended = json.loads(trial.get_json_state()[1])
     assert ended["metric_analysis"] == {} and ended["metric_n_steps"] == {}

@@ -52,7 +52,14 @@ def _print_dry_run(spec: Any, address: str | None, allow_version_change: bool) -
     from sweeps.spec.storage import locate
 
     say(f"sweep {spec.name} (dry run: nothing is started or written)")
-    say(estimate_cost(spec).summary())
+    if spec.grid.adaptive is None:
+        say(estimate_cost(spec).summary())
+    else:
+        say("adaptive seeds, no seed added:\n" + estimate_cost(spec).summary())
+        say(
+            "adaptive seeds, every primary cell at max:\n"
+            + estimate_cost(spec, at_max=True).summary()
+        )
     try:
         shards = shard_plan(spec, locate(spec), stored_sweep(locate(spec))).shards
     except (SweepError, ValueError, OSError):  # the problems below name what is wrong

@@ -24,7 +24,8 @@ def status(
 ) -> None:
     """Cells × trials of a sweep by status, and each cell's best lr so far (mean over seeds)."""
     from contract.outcome import ENDED, Status
-    from sweeps.run.status import sweep_status
+    from sweeps.run.status import seed_lines, sweep_status
+    from sweeps.spec.schema import count_range_text
 
     spec = stored_sweep(sweep_name(name, experiment), storage)
     rows = sweep_status(spec)
@@ -40,8 +41,11 @@ def status(
         table.add_row(row.cell_id, str(row.expected), *counts, best, best_lr)
     out_console.print(table)
     ended = sum(row.count(status) for row in rows for status in ENDED)
+    for line in seed_lines(spec):
+        out_console.print(line, highlight=False)
+    expected = count_range_text(*spec.expected_trials_range())
     out_console.print(
-        f"{ended}/{spec.expected_trials()} trials ended; best {metric} is the mean over the "
+        f"{ended}/{expected} trials ended; best {metric} is the mean over the "
         "seeds of a cell's lr trial (a diverged seed scores the worst value)",
         highlight=False,
     )

@@ -11,7 +11,8 @@ tracker and the result loggers see whole results), trims both as Tune allows a c
   (`BULKY_RESULT_KEYS`) and the epoch metrics other than the sweep's search metric; the
   trial's `result.json` and MLflow keep them all, and Tune stores the trimmed result as the
   trial's last result (what the searcher, the tracker's end of a trial and `status` read:
-  `epoch`, `diverged`, `checkpoint_path` and the search metric stay);
+  `epoch`, `diverged`, `checkpoint_path`, the search metric and the final test_acc1 that
+  adaptive seeds pair on stay);
 - when a trial ends, its metric statistics are cleared: Tune only uses them to rank trials
   for `ResultGrid.get_best_result` and its console reporter, neither of which a sweep uses
   (`sparsesweep status` and the report rank lr trials by `contract.selection`).
@@ -23,6 +24,7 @@ from typing import Any
 
 from ray.tune import Callback
 
+from analysis.seed_rule import PAIRED_METRIC
 from contract.names import EPOCH_METRICS
 from contract.trial import ResultKey
 
@@ -47,7 +49,8 @@ class CompactTrialState(Callback):
     Nothing of it goes into Tune's snapshots."""
 
     def __init__(self, search_metric: str) -> None:
-        self._dropped = (*BULKY_RESULT_KEYS, *(m for m in EPOCH_METRICS if m != search_metric))
+        kept = (search_metric, PAIRED_METRIC)
+        self._dropped = (*BULKY_RESULT_KEYS, *(m for m in EPOCH_METRICS if m not in kept))
 
     def on_trial_result(
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any

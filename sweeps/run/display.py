@@ -22,10 +22,10 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 
 from contract.outcome import Status
-from sweeps.run.ledger import CellStatus, TrialEntry, TrialLedger, trials_per_cell
+from sweeps.run.ledger import CellStatus, TrialEntry, TrialLedger
 from sweeps.run.shards import read_plan, shard_dir, sweep_dir_of
 from sweeps.run.status import experiment_entries
-from sweeps.spec.schema import SweepSpec
+from sweeps.spec.schema import SweepSpec, count_range_text
 
 Mode = Literal["live", "lines", "off"]
 PROGRESS_ENV = "SPARSESWEEP_PROGRESS"
@@ -65,7 +65,9 @@ class SweepProgress:
         self.mode = mode
         self.ledger = TrialLedger.for_spec(spec)
         self.total = spec.expected_trials()
-        self._per_cell = trials_per_cell(spec)
+        self.most = spec.expected_trials_range()[1]
+        """Adaptive seeds: the most trials the sweep may run (`total` is the fewest)."""
+        self._per_cell = spec.trials_per_cell()
         self._cell_count = len(spec.cells())
         self._changed: OrderedDict[str, None] = OrderedDict()  # cells, least recent first
         self._live: Live | None = None
@@ -123,9 +125,11 @@ class SweepProgress:
             self._start_live()
         elif self.mode == "lines":
             if self.ended:
-                self._say(f"sweep {self.spec.name}: {self.ended}/{self.total} trials already ended")
+                self._say(
+                    f"sweep {self.spec.name}: {self.ended}/{self._total_text()} trials already ended"
+                )
             else:
-                self._say(f"sweep {self.spec.name}: {self.total} trials to run")
+                self._say(f"sweep {self.spec.name}: {self._total_text()} trials to run")
 
     def refresh(self, force: bool = False) -> None:
         """Redraw the live view, at most once per `REFRESH_S` unless forced."""
@@ -174,15 +178,23 @@ class SweepProgress:
         self._live.start(refresh=True)
         self._drawn_at = time.monotonic()
 
+    def _total_text(self) -> str:
+        """The trials the sweep runs: a count, or `fewest-most` with adaptive seeds."""
+        return count_range_text(self.total, self.most)
+
     def _eta(self) -> str:
-        """Time left at this run's pace so far ('?' before its first trial ends)."""
+        """Time left at this run's pace so far ('?' before its first trial ends); with
+        adaptive seeds a range, from no seed added to every primary cell at max."""
         ended_here = self.ended - self._ended_at_start
-        remaining = max(self.total - self.ended, 0)
-        if remaining == 0:
+        fewest, most = (max(total - self.ended, 0) for total in (self.total, self.most))
+        if most == 0:
             return "0s"
         if ended_here <= 0:
             return "?"
-        return duration((time.monotonic() - self._started) / ended_here * remaining)
+        pace = (time.monotonic() - self._started) / ended_here
+        if fewest == most:
+            return duration(pace * most)
+        return f"{duration(pace * fewest)}-{duration(pace * most)}"
 
     def _counts(self) -> str:
         return f"{self.running} running, {self.pending} pending, {self.failed} failed"

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from contract.outcome import ENDED, Status
-from contract.selection import best_key, group_score, seed_score
+from contract.selection import LrTrial, rank_lr_trials
 from contract.trial import Stage, TrialMeta
 
 if TYPE_CHECKING:
@@ -73,14 +73,6 @@ class CellStatus:
         return self.counts[status.value]
 
 
-def trials_per_cell(spec: SweepSpec) -> int:
-    """Tune trials the spec runs in each cell: lr trials × seeds, plus second-stage seeds."""
-    per_cell = spec.search.n_trials * len(spec.grid.seeds)
-    if spec.second_stage is not None:
-        per_cell += len(spec.second_stage.seeds)
-    return per_cell
-
-
 class TrialLedger:
     """Every trial's latest entry, with the counts per cell and in total kept as they change."""
 
@@ -96,7 +88,7 @@ class TrialLedger:
     @classmethod
     def for_spec(cls, spec: SweepSpec) -> TrialLedger:
         """An empty ledger ranking lr trials as `spec` does (its metric and seeds)."""
-        return cls(spec.search.metric, len(spec.grid.seeds))
+        return cls(spec.search.metric, len(spec.grid.search_seeds()))
 
     def record(self, entry: TrialEntry) -> bool:
         """Make `entry` its trial's latest; False when it changes nothing."""
@@ -153,19 +145,23 @@ class TrialLedger:
         return self._best[cell]
 
     def _rank(self, cell: str) -> tuple[float, float] | None:
-        complete: dict[int, float | None] = {}
-        lrs: dict[int, float] = {}
-        for lr_trial, members in self._groups.get(cell, {}).items():
-            if len(members) < self.seeds_per_lr_trial:
-                continue
-            if not all(member.status in ENDED for member in members.values()):
-                continue
-            complete[lr_trial] = group_score(
-                seed_score(member.status, member.value, self.metric) for member in members.values()
+        """The cell's search-stage lr trials ranked by `contract.selection.rank_lr_trials`."""
+        trials = [
+            LrTrial(
+                lr_trial,
+                next(iter(members.values())).lr,
+                [(member.status, member.value) for member in members.values()],
             )
-            lrs[lr_trial] = next(iter(members.values())).lr
-        chosen = best_key(complete, self.metric)
-        return None if chosen is None else (complete[chosen], lrs[chosen])  # type: ignore[return-value]
+            for lr_trial, members in self._groups.get(cell, {}).items()
+            if members
+        ]
+        ranking = rank_lr_trials(
+            trials, self.metric, self.seeds_per_lr_trial, [trial.lr for trial in trials]
+        )
+        if ranking.best is None:
+            return None
+        lr = next(trial.lr for trial in trials if trial.key == ranking.best)
+        return ranking.scores[ranking.best], lr  # type: ignore[return-value]
 
     def row(self, cell_id: str, expected: int) -> CellStatus:
         """The `CellStatus` of one cell expecting `expected` trials."""
@@ -180,7 +176,7 @@ class TrialLedger:
 
     def rows(self, spec: SweepSpec) -> list[CellStatus]:
         """One row per cell of `spec`, in spec order."""
-        expected = trials_per_cell(spec)
+        expected = spec.trials_per_cell()
         return [self.row(cell.cell_id, expected) for cell in spec.cells()]
 
 

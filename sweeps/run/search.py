@@ -18,6 +18,11 @@ the ask/tell API:
 - Second stage (optional): once all search groups of a cell have ended, the best group under
   the same rule is re-run on `second_stage.seeds` (stage `final`, `lr_trial` = the chosen
   Optuna trial number).
+- Adaptive seeds (`grid.seeds` a mapping): lr trials run the initial seeds; once both cells
+  of a primary pair have ended every seed at their chosen lrs, `analysis.seed_rule` judges the
+  pair's paired interval and may give both cells more seeds at those lrs (groups of stage
+  `extra`, never ranked). Decisions are kept with the state and written to
+  `seed_decisions.jsonl` (`sweeps.run.seed_decisions`) for `status`.
 - Identity: a trial is its resolved `TrainConfig.config_hash()`. A config already handed out
   is never handed out again; a group member that would repeat one shares its result.
 - State (studies, groups, trial ids, results) is pickled by `save` and brought back by
@@ -45,7 +50,7 @@ import math
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import optuna
 from ray.tune.experiment import Trial
@@ -53,11 +58,14 @@ from ray.tune.experiment.config_parser import _create_trial_from_spec
 from ray.tune.search import ConcurrencyLimiter, Searcher, SearchGenerator
 from ray.tune.utils.util import merge_dicts
 
-from contract.outcome import ended_outcome
-from contract.selection import best_key, group_score, seed_score
+from analysis.seed_rule import PAIRED_METRIC, SeedDecision, SeedRule, seed_decision
+from analysis.stats import CONFIDENCE
+from contract.outcome import Status, ended_outcome
+from contract.selection import LrRanking, LrTrial, rank_lr_trials, trial_score
 from contract.trial import Stage, TrialMeta, trial_config
 from sparseopt.config import TrainConfig
 from sweeps.run.handouts import read_handouts, record_handout
+from sweeps.run.seed_decisions import decisions_path, write_decisions
 from sweeps.run.shards import shard_cells
 from sweeps.run.study_journal import JOURNAL_FILE, mirror_trial
 from sweeps.run.tune_state import ended_trials
@@ -72,7 +80,9 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)  # else one INFO line per t
 
 SEARCH = Stage.SEARCH
 FINAL = Stage.FINAL
-_STATE_VERSION = 1
+EXTRA = Stage.EXTRA
+_STATE_VERSION = 2
+"""2: a trial's outcome is its `SeedOutcome` (1: its seed score alone)."""
 
 
 def cell_seed_offset(cell_id: str) -> int:
@@ -86,6 +96,15 @@ class AskTellGridSampler(optuna.samplers.GridSampler):
 
     def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
         return None
+
+
+class SeedOutcome(NamedTuple):
+    """How one Tune trial ended: its status, final search-metric value (what the lr rule
+    ranks on) and final test_acc1 (what the adaptive-seeds rule pairs)."""
+
+    status: str
+    value: float | None
+    accuracy: float | None = None
 
 
 @dataclass
@@ -162,8 +181,10 @@ class SweepSearcher(Searcher):
         self._trials: dict[str, str] = {}  # Tune trial id -> its cell id
         self._sharers: dict[str, list[tuple[str, tuple[str, int], int]]] = {}  # id -> groups
         self._hashes: dict[str, str] = {}  # config hash -> Tune trial id
-        self._outcomes: dict[str, float | None] = {}  # finished trial id -> value (None: failed)
+        self._outcomes: dict[str, SeedOutcome] = {}  # ended trial id -> how it ended
         self._last_values: dict[str, float] = {}
+        self._decisions: dict[tuple[str, str], SeedDecision] = {}  # primary pair -> last
+        self._pairs: dict[str, list[tuple[str, str]]] = {}  # cell -> its primary pairs
         self._adopt(spec)
 
     # ---- Tune's Searcher interface -------------------------------------------------------
@@ -212,8 +233,11 @@ class SweepSearcher(Searcher):
         final = (result or {}).get(self._metric)
         if not (isinstance(final, int | float) and math.isfinite(final)):
             final = self._last_values.get(trial_id)
-        value = seed_score(ended_outcome(error, result, budget), final, self._metric)
-        self._outcomes[trial_id] = value
+        status = ended_outcome(error, result, budget)
+        accuracy = (result or {}).get(PAIRED_METRIC)
+        if not (isinstance(accuracy, int | float) and math.isfinite(accuracy)):
+            accuracy = None
+        self._outcomes[trial_id] = SeedOutcome(status.value, final, accuracy)
         self._last_values.pop(trial_id, None)
         self._states[self._trials[trial_id]].running.discard(trial_id)
         for sharer_cell, key, _seed in self._sharers[trial_id]:
@@ -274,13 +298,14 @@ class SweepSearcher(Searcher):
             "hashes": self._hashes,
             "outcomes": self._outcomes,
             "last_values": self._last_values,
+            "decisions": self._decisions,
         }
 
     def set_state(self, state: dict) -> None:
         """Replace this searcher's state with a saved one."""
-        if state.get("version") != _STATE_VERSION:
+        if state.get("version") not in (1, _STATE_VERSION):
             raise ValueError(
-                f"searcher state version {state.get('version')!r} is not {_STATE_VERSION}"
+                f"searcher state version {state.get('version')!r} is not 1 or {_STATE_VERSION}"
             )
         self._spec = SweepSpec.model_validate(state["spec"])
         self._metric, self._mode = state["metric"], state["mode"]
@@ -290,9 +315,13 @@ class SweepSearcher(Searcher):
         self._sharers = state["sharers"]
         self._hashes = state["hashes"]
         self._outcomes = state["outcomes"]
+        if state["version"] == 1:
+            self._outcomes = {key: _v1_outcome(score) for key, score in self._outcomes.items()}
         self._last_values = state["last_values"]
+        self._decisions = state.get("decisions", {})
         self._cells = {cell.cell_id: cell for cell in self._own_cells(self._spec)}
         self._order = list(self._cells)
+        self._pairs = self._primary_pairs(self._spec)
 
     # ---- extension, progress ---------------------------------------------------------------
 
@@ -316,7 +345,7 @@ class SweepSearcher(Searcher):
                 + spec_diff_text(self._spec, new_spec)
             )
         old = self._spec
-        new_seeds = [s for s in new_spec.grid.seeds if s not in old.grid.seeds]
+        new_seeds = [s for s in new_spec.grid.search_seeds() if s not in old.grid.search_seeds()]
         old_final = old.second_stage.seeds if old.second_stage else []
         new_final = [
             s
@@ -336,6 +365,11 @@ class SweepSearcher(Searcher):
         """The Optuna study of one cell (KeyError for an unknown cell id)."""
         return self._states[cell_id].study
 
+    def seed_decisions(self) -> dict[tuple[str, str], SeedDecision]:
+        """The adaptive-seeds rule's latest decision per primary pair (arm cell, baseline
+        cell) it has judged (`analysis.seed_rule`)."""
+        return dict(self._decisions)
+
     # ---- internals -----------------------------------------------------------------------
 
     def _own_cells(self, spec: SweepSpec) -> list[Cell]:
@@ -351,6 +385,7 @@ class SweepSearcher(Searcher):
         self._spec = spec
         self._cells = {cell.cell_id: cell for cell in self._own_cells(spec)}
         self._order = list(self._cells)
+        self._pairs = self._primary_pairs(spec)
         for cell_id in self._order:
             if cell_id not in self._states:
                 self._states[cell_id] = _CellState(study=self._new_study(cell_id))
@@ -403,14 +438,16 @@ class SweepSearcher(Searcher):
                 lr_trial=trial.number,
                 lr=float(values["lr"]),
                 weight_decay=values.get("weight_decay"),
-                seeds=list(self._spec.grid.seeds),
+                seeds=self._spec.grid.search_seeds(),
             )
             state.n_search += 1
         else:
+            if self._add_seeds(cell_id):
+                return True
             second = self._spec.second_stage
             if second is None or not self._search_finished(state):
                 return False
-            best = self._best(state)
+            best = self._best(cell_id)
             if best is None or (FINAL, best.lr_trial) in state.groups:
                 return False
             group = _Group(
@@ -463,9 +500,27 @@ class SweepSearcher(Searcher):
             tid in self._outcomes for tid in group.members.values()
         )
 
+    def _lr_trial(self, group: _Group) -> LrTrial:
+        """A group as the lr rule sees it: its seeds handed out, each as it ended (or running)."""
+        running = SeedOutcome(Status.RUNNING.value, None)
+        seeds = [self._outcomes.get(tid, running) for tid in group.members.values()]
+        return LrTrial(group.lr_trial, group.lr, [(seed.status, seed.value) for seed in seeds])
+
     def _group_value(self, group: _Group) -> float | None:
-        """The lr trial's score: the mean over its seeds (`contract.selection`)."""
-        return group_score(self._outcomes.get(tid) for tid in group.members.values())
+        """The lr trial's score once all its seeds ended (`contract.selection.trial_score`)."""
+        return trial_score(self._lr_trial(group), self._metric, len(group.seeds))
+
+    def ranking(self, cell_id: str) -> LrRanking:
+        """The cell's lr trials (search stage) ranked by the one lr rule
+        (`contract.selection.rank_lr_trials`): each is ranked once all its seeds have ended;
+        ties go to the lr nearer the log-middle of the lrs the cell has tried."""
+        groups = [g for g in self._states[cell_id].groups.values() if g.stage == SEARCH]
+        return rank_lr_trials(
+            [self._lr_trial(group) for group in groups],
+            self._metric,
+            len(self._spec.grid.search_seeds()),
+            [group.lr for group in groups],
+        )
 
     def _maybe_tell(self, cell_id: str, group: _Group) -> None:
         if group.stage != SEARCH or group.told or not self._group_finished(group):
@@ -492,16 +547,105 @@ class SweepSearcher(Searcher):
             self._group_finished(group) for group in state.groups.values() if group.stage == SEARCH
         )
 
-    def _best(self, state: _CellState) -> _Group | None:
-        """The told search group with the best score (`contract.selection.best_key`)."""
-        told = {
-            group.lr_trial: group
-            for group in state.groups.values()
-            if group.stage == SEARCH and group.told
-        }
-        scores = {lr_trial: self._group_value(group) for lr_trial, group in told.items()}
-        best = best_key(scores, self._metric)
-        return None if best is None else told[best]
+    # ---- adaptive seeds (`analysis.seed_rule`) ---------------------------------------------
+
+    def _primary_pairs(self, spec: SweepSpec) -> dict[str, list[tuple[str, str]]]:
+        """Cell -> the primary pairs (arm cell, baseline cell) it is in, both served here;
+        empty unless `grid.seeds` is adaptive."""
+        pairs: dict[str, list[tuple[str, str]]] = {}
+        if spec.grid.adaptive is None:
+            return pairs
+        for arm, baseline in spec.primary_cell_pairs():
+            if arm.cell_id in self._cells and baseline.cell_id in self._cells:
+                pair = (arm.cell_id, baseline.cell_id)
+                for cell_id in pair:
+                    pairs.setdefault(cell_id, []).append(pair)
+        return pairs
+
+    def _add_seeds(self, cell_id: str) -> bool:
+        """Judge the primary pairs of this cell whose seeds have all ended at their chosen
+        lrs; where the rule asks for more, extend both cells' extra groups. True when this
+        cell got seeds to hand out."""
+        adaptive = self._spec.grid.adaptive
+        if adaptive is None:
+            return False
+        rule = SeedRule(**adaptive.model_dump())
+        opened = False
+        for pair in self._pairs.get(cell_id, ()):
+            decision = self._judge(pair, rule)
+            if decision is None:
+                continue
+            if self._decisions.get(pair) != decision:
+                self._decisions[pair] = decision
+                if self._spec_file:
+                    write_decisions(decisions_path(self._spec_file), {pair: decision})
+            if decision.add:
+                for member in pair:
+                    grown = self._grow_extra(member, rule.initial, decision.seeds + decision.add)
+                    opened = opened or (grown and member == cell_id)
+        return opened
+
+    def _judge(self, pair: tuple[str, str], rule: SeedRule) -> SeedDecision | None:
+        """The rule's decision for a pair, None while a seed of either cell at its chosen lr
+        (or an lr trial of its search) has not ended."""
+        planned = [self._chosen_seeds(cell_id) for cell_id in pair]
+        if planned[0] is None or planned[1] is None:
+            return None
+        for seeds in planned:
+            if any(tid is None or tid not in self._outcomes for tid in seeds.values()):
+                return None
+        arm, baseline = planned
+        common = sorted(set(arm) & set(baseline))
+        differences = []
+        for seed in common:
+            left, right = self._outcomes[arm[seed]], self._outcomes[baseline[seed]]  # type: ignore[index]
+            finished = Status.FINISHED.value
+            if left.status == right.status == finished and None not in (
+                left.accuracy,
+                right.accuracy,
+            ):
+                differences.append(left.accuracy - right.accuracy)  # type: ignore[operator]
+        return seed_decision(differences, len(common), rule, CONFIDENCE)
+
+    def _chosen_seeds(self, cell_id: str) -> dict[int, str | None] | None:
+        """Seed -> trial id (None: not handed out yet) of every seed the cell has at the lr the
+        rule picks: the search seeds and the extra ones; None until its search has ended."""
+        state = self._states[cell_id]
+        if not self._search_finished(state):
+            return None
+        best = self._best(cell_id)
+        if best is None:
+            return None
+        seeds = {seed: best.members.get(seed) for seed in best.seeds}
+        extra = state.groups.get((EXTRA, best.lr_trial))
+        if extra is not None:
+            seeds.update({seed: extra.members.get(seed) for seed in extra.seeds})
+        return seeds
+
+    def _grow_extra(self, cell_id: str, first: int, end: int) -> bool:
+        """Give the cell's chosen lr the seeds first..end-1 it lacks (an extra group, stage
+        `extra`); True if any was added."""
+        state = self._states[cell_id]
+        best = self._best(cell_id)
+        assert best is not None, "a judged pair has a chosen lr in both cells"
+        key = (EXTRA, best.lr_trial)
+        group = state.groups.get(key)
+        if group is None:
+            group = _Group(cell_id, EXTRA, best.lr_trial, best.lr, best.weight_decay, [])
+            state.groups[key] = group
+        have = set(group.seeds) | set(best.seeds)
+        added = [seed for seed in range(first, end) if seed not in have]
+        group.seeds.extend(added)
+        if added:
+            state.idle = False
+            if key not in state.open:
+                state.open.append(key)
+        return bool(added)
+
+    def _best(self, cell_id: str) -> _Group | None:
+        """The search group the lr rule ranks first (None while none is ranked)."""
+        best = self.ranking(cell_id).best
+        return None if best is None else self._states[cell_id].groups[(SEARCH, best)]  # type: ignore[index]
 
 
 class SweepSearchGenerator(SearchGenerator):
@@ -616,3 +760,12 @@ def search_algorithm(
     """
     limiter = ConcurrencyLimiter(searcher, max_concurrent=max_concurrent_trials)
     return SweepSearchGenerator(limiter, handouts)
+
+
+def _v1_outcome(score: float | None) -> SeedOutcome:
+    """A version-1 outcome (the seed's score) as a `SeedOutcome` the lr rule scores the same."""
+    if score is None:
+        return SeedOutcome(Status.FAILED.value, None)
+    if math.isinf(score):
+        return SeedOutcome(Status.DIVERGED.value, None)
+    return SeedOutcome(Status.FINISHED.value, score)

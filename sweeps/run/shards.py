@@ -27,7 +27,6 @@ import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sweeps.run.ledger import trials_per_cell
 from sweeps.spec.storage import read_text, write_text_atomic
 
 if TYPE_CHECKING:
@@ -49,10 +48,13 @@ class Shard:
 
     def expected(self, spec: SweepSpec) -> int:
         """Tune trials the spec runs in this shard's cells."""
-        return trials_per_cell(spec) * len(self.cells)
+        return spec.trials_per_cell() * len(self.cells)
 
     def is_settled(self, spec: SweepSpec) -> bool:
-        """Whether a run of `spec` has nothing to do in this shard."""
+        """Whether a run of `spec` has nothing to do in this shard (adaptive seeds: never
+        known without the searcher, which a larger `max` or smaller half-width continues)."""
+        if spec.grid.adaptive is not None:
+            return False
         return self.settled is not None and self.settled >= self.expected(spec)
 
 
@@ -133,7 +135,7 @@ def plan_shards(spec: SweepSpec, stored: ShardPlan | None) -> ShardPlan:
     """The stored plan, with the spec's cells it lacks placed (see the module docstring)."""
     previous = stored.shards if stored is not None else []
     plan = ShardPlan([Shard(s.index, list(s.cells), s.settled) for s in previous])
-    per_cell = trials_per_cell(spec)
+    per_cell = spec.trials_per_cell_range()[1]
     limit = spec.resources.shard_trials
     placed = {cell for shard in plan.shards for cell in shard.cells}
     home: dict[tuple[str, str, float], Shard] = {}

@@ -15,9 +15,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from analysis.seed_rule import SeedRule
 from contract.outcome import ENDED
 from contract.trial import TrialMeta
 from sweeps.run.ledger import CellStatus, TrialEntry, TrialLedger
+from sweeps.run.seed_decisions import decisions_path, read_decisions
 from sweeps.run.shards import read_plan, shard_dir
 from sweeps.run.trial_index import read_index
 from sweeps.run.tune_state import trial_status, tune_retries, tune_trials
@@ -93,3 +95,23 @@ def cell_statuses(spec: SweepSpec, trials: list[Any]) -> list[CellStatus]:
     ledger = TrialLedger.for_spec(spec)
     ledger.record_all(tune_entries(spec, trials))
     return ledger.rows(spec)
+
+
+def seed_lines(spec: SweepSpec) -> list[str]:
+    """Adaptive seeds: per primary cell pair, its seeds, pairs and why it stopped or goes on
+    (`analysis.seed_rule`, as the searcher last judged it); nothing for a seed list."""
+    adaptive = spec.grid.adaptive
+    if adaptive is None:
+        return []
+    rule = SeedRule(**adaptive.model_dump())
+    decisions = read_decisions(decisions_path(locate(spec).spec_file))
+    lines = [
+        f"seeds: {adaptive.initial} per lr trial, then +{adaptive.batch} at the chosen lrs of "
+        f"a primary pair while its interval is wider than ±{adaptive.until_halfwidth:g}, up "
+        f"to {adaptive.max}"
+    ]
+    for arm, baseline in spec.primary_cell_pairs():
+        decision = decisions.get((arm.cell_id, baseline.cell_id))
+        judged = "not judged yet (lr search running)" if decision is None else decision.text(rule)
+        lines.append(f"  {arm.cell_id} vs {baseline.arm}: {judged}")
+    return lines

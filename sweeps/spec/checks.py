@@ -69,7 +69,7 @@ def check_cells(spec: SweepSpec) -> None:
     lr = spec.search.lr.representative()
     weight_decay = spec.search.weight_decay.representative() if spec.search.weight_decay else None
     for cell in spec.cells():
-        payload = cell.train_payload(spec.grid.seeds[0], lr, weight_decay)
+        payload = cell.train_payload(spec.grid.search_seeds()[0], lr, weight_decay)
         try:
             config = TrainConfig.model_validate(payload)
         except ValidationError as error:
@@ -197,7 +197,7 @@ def check_data_roots(spec: SweepSpec) -> None:
     lr = spec.search.lr.representative()
     for workload, overrides in spec.workloads.items():
         cell = next(cell for cell in spec.cells() if cell.workload == workload)
-        problem = data_root_problem(cell.train_config(spec.grid.seeds[0], lr).data)
+        problem = data_root_problem(cell.train_config(spec.grid.search_seeds()[0], lr).data)
         if problem is not None:
             from_workload = any(touches("data.root", key) for key in overrides)
             root = f"workloads.{workload}" if from_workload else "base"

@@ -160,8 +160,10 @@ def estimate_cost(
     spec: SweepSpec,
     epoch_seconds: dict[tuple[str, str] | str, float] | None = None,
     trial_overhead_s: float | None = None,
+    at_max: bool = False,
 ) -> CostEstimate:
-    """Estimate trials, trial-epochs, device-hours and wall-clock hours of a sweep.
+    """Estimate trials, trial-epochs, device-hours and wall-clock hours of a sweep (adaptive
+    seeds: with no seed added, or with `at_max` every primary cell at `grid.seeds.max`).
 
     `epoch_seconds` maps (dataset, model) — or "dataset/model" — to measured wall seconds per
     epoch of one trial *with this spec's resources*; it overrides `EPOCH_COSTS`. GPU rows of
@@ -171,14 +173,18 @@ def estimate_cost(
     res = spec.resources
     if trial_overhead_s is None:
         trial_overhead_s = TRIAL_OVERHEAD_S[res.trial_executor]
-    trials = spec.trials_per_cell()
+    fewest, most = spec.trials_per_cell_range()
+    grown = (
+        {cell.cell_id for pair in spec.primary_cell_pairs() for cell in pair} if at_max else set()
+    )
     lr = spec.search.lr.representative()
     cells: list[CellCost] = []
     device_hours: dict[str, float] = {}
     unknown: list[tuple[str, str]] = []
     notes: list[str] = []
     for cell in spec.cells():
-        config = cell.train_config(seed=spec.grid.seeds[0], lr=lr)
+        trials = most if cell.cell_id in grown else fewest
+        config = cell.train_config(seed=spec.grid.search_seeds()[0], lr=lr)
         key = (config.data.name, config.model.name)
         device, epoch_wall = _epoch_wall(key, measured, spec, notes)
         if device is None and key not in unknown:
@@ -216,7 +222,7 @@ def estimate_cost(
     wall = None if unknown else sum(c.wall_hours or 0.0 for c in cells) / res.max_concurrent_trials
     return CostEstimate(
         cells=cells,
-        total_trials=trials * len(cells),
+        total_trials=sum(c.trials for c in cells),
         total_trial_epochs=sum(c.trial_epochs for c in cells),
         device_hours=device_hours,
         wall_hours=wall,

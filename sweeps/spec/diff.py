@@ -31,16 +31,30 @@ def spec_changes_that_alter_existing(old: SweepSpec, new: SweepSpec) -> list[str
     """Changes from `old` to `new` that would change or drop trials already run.
 
     Adding arms, sparsities, budgets, seeds, workloads or second-stage seeds, raising
-    `search.trials_per_cell`, and changing resources or storage/tracking locations are
+    `search.trials_per_cell`, raising `grid.seeds.max` or changing `until_halfwidth` or `batch`
+    (adaptive seeds), turning a seed list into a mapping whose initial seeds include it, and
+    changing resources or storage/tracking locations are
     extensions: they return nothing. Anything else that touches existing cells is listed.
     """
     changes: list[str] = []
     if old.name != new.name:
         changes.append(f"name: {old.name!r} -> {new.name!r} (a different sweep)")
-    for key in ("arms", "sparsities", "budgets", "seeds"):
+    for key in ("arms", "sparsities", "budgets"):
         gone = _removed(getattr(old.grid, key), getattr(new.grid, key))
         if gone:
             changes.append(f"grid.{key}: removed {gone}")
+    gone = _removed(old.grid.search_seeds(), new.grid.search_seeds())
+    if gone:
+        changes.append(f"grid.seeds: removed {gone}")
+    old_adaptive, new_adaptive = old.grid.adaptive, new.grid.adaptive
+    if old_adaptive is not None and new_adaptive is None:
+        changes.append("grid.seeds: a mapping (adaptive seeds) became a list")
+    elif (
+        old_adaptive is not None
+        and new_adaptive is not None
+        and new_adaptive.max < old_adaptive.max
+    ):
+        changes.append(f"grid.seeds.max: lowered {old_adaptive.max} -> {new_adaptive.max}")
     gone_workloads = [name for name in old.workloads if name not in new.workloads]
     if gone_workloads:
         changes.append(f"workloads: removed {gone_workloads}")

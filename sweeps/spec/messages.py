@@ -20,10 +20,18 @@ def format_number(value: float) -> str:
     return text[:-2] if text.endswith(".0") else text
 
 
+SEED_LIST, SEED_MAPPING = "seed list", "seed mapping"
+UNION_TAGS = frozenset({SEED_LIST, SEED_MAPPING})
+"""The tags of the spec's tagged unions (`grid.seeds`): pydantic puts the tag of the form a
+value took in an error's path; they are left out of the path shown (no field has a space)."""
+
+
 def join_path(loc: tuple[Any, ...]) -> str:
     """`('grid', 'seeds', 1)` -> `grid.seeds[1]`."""
     text = ""
     for part in loc:
+        if part in UNION_TAGS:
+            continue
         if isinstance(part, int):
             text += f"[{part}]"
         else:
@@ -45,9 +53,10 @@ def _resolve(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
 def _options(node: dict[str, Any], defs: dict[str, Any]) -> list[dict[str, Any]]:
     """The non-null alternatives of a (possibly `X | None`) schema node, resolved."""
     node = _resolve(node, defs)
-    if "anyOf" not in node:
+    union = node.get("anyOf", node.get("oneOf"))
+    if union is None:
         return [node]
-    return [_resolve(option, defs) for option in node["anyOf"] if option.get("type") != "null"]
+    return [_resolve(option, defs) for option in union if option.get("type") != "null"]
 
 
 def _schema_at(model: type[BaseModel], loc: tuple[Any, ...]) -> dict[str, Any] | None:
@@ -58,6 +67,8 @@ def _schema_at(model: type[BaseModel], loc: tuple[Any, ...]) -> dict[str, Any] |
     for part in loc:
         if node is None:
             return None
+        if part in UNION_TAGS:
+            continue
         step = None
         for option in _options(node, defs):
             if isinstance(part, int) and "items" in option:
@@ -79,8 +90,9 @@ def _number(value: Any) -> str:
 def _allowed(node: dict[str, Any], defs: dict[str, Any]) -> str:
     """What a schema node accepts, in words: `an integer in [1, 10000]`, `one of 'a', 'b'`."""
     node = _resolve(node, defs)
-    if "anyOf" in node:
-        return " or ".join(_allowed(option, defs) for option in node["anyOf"])
+    if "anyOf" in node or "oneOf" in node:
+        union = node.get("anyOf", node.get("oneOf"))
+        return " or ".join(_allowed(option, defs) for option in union)
     if "enum" in node or "const" in node:
         return "one of " + ", ".join(repr(value) for value in node.get("enum", [node.get("const")]))
     kind = node.get("type")

@@ -22,8 +22,11 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
     PrivateAttr,
+    Tag,
+    ValidationError,
     field_validator,
     model_validator,
 )
@@ -39,6 +42,7 @@ from sweeps.spec.cells import (
     flatten_overrides,
 )
 from sweeps.spec.credentials import CREDENTIALS_HINT, credential_paths
+from sweeps.spec.messages import SEED_LIST, SEED_MAPPING, describe_error, join_path
 
 MAX_EPOCHS = 10_000
 MAX_LR = 10.0
@@ -96,13 +100,79 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class AdaptiveSeeds(_Strict):
+    """`grid.seeds` as a mapping: seeds 0, 1, ... added until the primary interval is narrow.
+
+    Every lr trial runs seeds 0..initial-1. Once both cells of a primary contrast (same
+    workload, sparsity, budget) have ended their seeds at the lr each one's rule picks, the
+    paired t-interval of arm − baseline (final test_acc1) decides: half-width above
+    `until_halfwidth` points and fewer than `max` seeds: `batch` more seeds for both cells at
+    their chosen lrs (`analysis.seed_rule`); else the pair stops. Cells in no primary contrast
+    keep the initial seeds.
+    """
+
+    initial: Annotated[int, Field(ge=2), NOT_BOOL]
+    max: Annotated[int, Field(ge=2), NOT_BOOL]
+    until_halfwidth: Annotated[float, Field(gt=0.0, allow_inf_nan=False), NOT_BOOL]
+    batch: Annotated[int, Field(ge=1), NOT_BOOL] = 2
+
+    @model_validator(mode="after")
+    def _max_at_least_initial(self) -> AdaptiveSeeds:
+        if self.max < self.initial:
+            raise ValueError(
+                f".max: {self.max} is below initial ({self.initial}); allowed: an integer >= "
+                f"{self.initial}"
+            )
+        return self
+
+
+def _adaptive_seeds(value: Any) -> Any:
+    """Validate a `grid.seeds` mapping here, so that its errors name `grid.seeds.<field>` (a
+    union would report every member's errors)."""
+    if not isinstance(value, Mapping):
+        return value
+    try:
+        return AdaptiveSeeds.model_validate(value)
+    except ValidationError as error:
+        item = error.errors()[0]
+        loc = tuple(item["loc"])
+        message = describe_error(item, AdaptiveSeeds, loc)
+        raise ValueError(f".{join_path(loc)}: {message}" if loc else message) from None
+
+
+def _seeds_form(value: Any) -> str:
+    """Which form of `grid.seeds` a value is, so that only that form reports its errors."""
+    return SEED_MAPPING if isinstance(value, Mapping | AdaptiveSeeds) else SEED_LIST
+
+
 class GridConfig(_Strict):
-    """The fixed factors: every arm × sparsity × budget is a cell, run on every seed."""
+    """The fixed factors: every arm × sparsity × budget is a cell, run on every seed (a list),
+    or on adaptively many (a mapping, `AdaptiveSeeds`)."""
 
     arms: list[Annotated[str, AfterValidator(_validated_arm)]] = Field(min_length=1)
     sparsities: list[Sparsity] = Field(min_length=1)
     budgets: list[Budget] = Field(min_length=1)
-    seeds: list[Seed] = Field(min_length=1)
+    seeds: Annotated[
+        Annotated[Annotated[list[Seed], Field(min_length=1)], Tag(SEED_LIST)]
+        | Annotated[AdaptiveSeeds, Tag(SEED_MAPPING)],
+        Discriminator(_seeds_form),
+        BeforeValidator(_adaptive_seeds),
+    ]
+
+    @property
+    def adaptive(self) -> AdaptiveSeeds | None:
+        """The adaptive-seeds rule, when `seeds` is a mapping."""
+        return self.seeds if isinstance(self.seeds, AdaptiveSeeds) else None
+
+    def search_seeds(self) -> list[int]:
+        """The seeds every lr trial runs (the list, or 0..initial-1)."""
+        adaptive = self.adaptive
+        return list(range(adaptive.initial)) if adaptive else list(self.seeds)  # type: ignore[arg-type]
+
+    def all_seeds(self) -> list[int]:
+        """Every seed a cell may run (the list, or 0..max-1)."""
+        adaptive = self.adaptive
+        return list(range(adaptive.max)) if adaptive else list(self.seeds)  # type: ignore[arg-type]
 
     @field_validator("arms")
     @classmethod
@@ -113,8 +183,8 @@ class GridConfig(_Strict):
 
     @field_validator("sparsities", "budgets", "seeds")
     @classmethod
-    def _unique(cls, values: list[Any]) -> list[Any]:
-        return _reject_duplicates(values)
+    def _unique(cls, values: Any) -> Any:
+        return _reject_duplicates(values) if isinstance(values, list) else values
 
 
 class SearchParam(_Strict):
@@ -333,6 +403,11 @@ class AnalysisConfig(_Strict):
             raise ValueError(str(error).removeprefix("analysis.")) from None
 
 
+def count_range_text(fewest: int, most: int) -> str:
+    """A planned trial count as shown: `12`, or `12-20` with adaptive seeds."""
+    return str(fewest) if fewest == most else f"{fewest}-{most}"
+
+
 class SweepSpec(BaseModel):
     """A whole sweep: identity, storage, base config, factors, search, stages and resources."""
 
@@ -418,7 +493,7 @@ class SweepSpec(BaseModel):
                 )
         if self.second_stage is not None:
             for index, seed in enumerate(self.second_stage.seeds):
-                if seed in self.grid.seeds:
+                if seed in self.grid.all_seeds():
                     raise ValueError(
                         f"second_stage.seeds[{index}]: seed {seed} is also in grid.seeds; "
                         "second-stage seeds must be fresh (not used by the search)"
@@ -442,13 +517,42 @@ class SweepSpec(BaseModel):
         raise KeyError(f"no cell {cell_id!r} in sweep {self.name!r}")
 
     def trials_per_cell(self) -> int:
-        """Tune trials one cell runs: lr trials × seeds, plus its second-stage seeds."""
+        """Tune trials one cell runs: lr trials × seeds, plus its second-stage seeds (adaptive
+        seeds: the fewest, every lr trial on the initial seeds)."""
+        return self.trials_per_cell_range()[0]
+
+    def trials_per_cell_range(self) -> tuple[int, int]:
+        """(fewest, most) Tune trials one cell runs; equal unless `grid.seeds` is adaptive,
+        where a cell may add up to max − initial seeds at its chosen lr."""
         finals = len(self.second_stage.seeds) if self.second_stage is not None else 0
-        return self.search.n_trials * len(self.grid.seeds) + finals
+        fewest = self.search.n_trials * len(self.grid.search_seeds()) + finals
+        adaptive = self.grid.adaptive
+        return fewest, fewest + (adaptive.max - adaptive.initial if adaptive else 0)
 
     def expected_trials(self) -> int:
         """Tune trials the sweep runs: every cell's `trials_per_cell`."""
         return len(self.cells()) * self.trials_per_cell()
+
+    def expected_trials_range(self) -> tuple[int, int]:
+        """(fewest, most) Tune trials the sweep runs (adaptive seeds: only the cells of a
+        primary contrast can add seeds)."""
+        fewest, most = self.trials_per_cell_range()
+        cells = self.cells()
+        paired = {cell.cell_id for pair in self.primary_cell_pairs() for cell in pair}
+        return len(cells) * fewest, len(cells) * fewest + len(paired) * (most - fewest)
+
+    def primary_cell_pairs(self) -> list[tuple[Cell, Cell]]:
+        """(arm cell, baseline cell) of every primary contrast (`analysis.primary`) in every
+        workload, sparsity and budget where both ran."""
+        contrasts = self.analysis.declaration().resolve(self.grid.arms).contrasts or ()
+        cells = {(c.workload, c.arm, c.sparsity, c.budget): c for c in self.cells()}
+        pairs = []
+        for workload, arm, sparsity, budget in cells:
+            for contrast_arm, baseline in contrasts:
+                reference = cells.get((workload, baseline, sparsity, budget))
+                if contrast_arm == arm and reference is not None:
+                    pairs.append((cells[(workload, arm, sparsity, budget)], reference))
+        return pairs
 
     def to_yaml(self) -> str:
         """The validated spec as YAML (paths made absolute), e.g. to store next to the results."""

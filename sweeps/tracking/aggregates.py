@@ -28,7 +28,7 @@ from analysis.fetch import fetch_experiment
 from contract.arms import baseline_arm
 from contract.names import CELL_AGGREGATES, CELL_METRICS, CURVE_FACTORS, CURVE_FAMILIES
 from contract.outcome import ENDED, Status
-from contract.selection import best_key, group_score, seed_score
+from contract.selection import LrTrial, rank_lr_trials
 from contract.trial import Stage
 
 if TYPE_CHECKING:
@@ -41,20 +41,28 @@ class SweepShape:
     curve or are paired with a baseline."""
 
     per_cell: int
-    """Trials the spec runs in each cell (0: unknown, cells complete only with the sweep)."""
+    """Trials the spec runs in each cell (0: unknown, or adaptive seeds: cells complete only
+    with the sweep)."""
     seeds: int = 1
-    """Seeds each lr trial runs on."""
+    """Seeds each lr trial runs on (adaptive seeds: the initial ones)."""
     cells: dict[str, tuple[str, str, float, int]] = field(default_factory=dict)
     """Cell id -> (workload, arm, sparsity, budget)."""
+    expected_text: str = "0"
+    """The cell runs' `sparsesweep.trials_expected` tag: a count, or `fewest-most`
+    (`SweepSpec.trials_per_cell_range`)."""
 
     @classmethod
     def of(cls, spec: SweepSpec | None) -> SweepShape:
+        from sweeps.spec.schema import count_range_text  # (the spec imports the training config)
+
         if spec is None:
             return cls(0)
         cells = spec.cells()
-        per_cell = spec.expected_trials() // len(cells)
+        fewest, most = spec.trials_per_cell_range()
+        per_cell = fewest if fewest == most else 0
         shape = {c.cell_id: (c.workload, c.arm, c.sparsity, c.budget) for c in cells}
-        return cls(per_cell, len(spec.grid.seeds), shape)
+        seeds = len(spec.grid.search_seeds())
+        return cls(per_cell, seeds, shape, count_range_text(fewest, most))
 
     def related(self, cell: str) -> set[str]:
         """The cells a complete `cell`'s curve points pair with: its baseline, and the cells
@@ -125,20 +133,20 @@ def cell_progress(tables: CellTables, cell: str, metric: str, seeds: int) -> Cel
     trials = tables.of([cell]).trials.to_dict("records")
     ended = [row for row in trials if Status(row["status"]) in ENDED]
     groups: dict[int, list[dict[str, Any]]] = {}
-    for row in ended:
-        if row["stage"] == Stage.SEARCH and present(row["lr_trial"]):
+    for row in trials:
+        if row["stage"] == Stage.SEARCH and present(row["lr_trial"]) and present(row["lr"]):
             groups.setdefault(int(row["lr_trial"]), []).append(row)
     final = f"final_{metric}"
-    scores = {
-        lr_trial: group_score(
-            seed_score(row["status"], row[final] if present(row[final]) else None, metric)
-            for row in group
+    lr_trials = [
+        LrTrial(
+            lr_trial,
+            float(rows[0]["lr"]),
+            [(row["status"], row[final] if present(row[final]) else None) for row in rows],
         )
-        for lr_trial, group in groups.items()
-        if len(group) >= seeds
-    }
-    best = best_key(scores, metric)
-    lr = None if best is None else float(groups[best][0]["lr"])
+        for lr_trial, rows in groups.items()
+    ]
+    ranking = rank_lr_trials(lr_trials, metric, seeds, [trial.lr for trial in lr_trials])
+    lr = next((trial.lr for trial in lr_trials if trial.key == ranking.best), None)
     end_times = [row["end_time"] for row in ended if not pd.isna(row["end_time"])]
     end_time = int(max(end_times).value // 1_000_000) if end_times else None
     return CellProgress(len(ended), lr, end_time)

@@ -5,6 +5,7 @@ again changes nothing in MLflow."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,14 +27,19 @@ def experiment_tags(spec: SweepSpec, outbox_dir: str) -> dict[str, str]:
         "arms": spec.grid.arms,
         "sparsities": spec.grid.sparsities,
         "budgets (epochs)": spec.grid.budgets,
-        "seeds": spec.grid.seeds,
+        "seeds": spec.grid.seeds
+        if isinstance(spec.grid.seeds, list)
+        else spec.grid.seeds.model_dump(),
     }
-    return {
+    tags = {
         Tag.SEARCH_METRIC: spec.search.metric,
         Tag.PRIMARY: spec.analysis.declaration().to_json(),
         MLFLOW_RUN_NOTE: experiment_note(spec.name, factors, spec.search.metric),
         Tag.OUTBOX: str(Path(outbox_dir).absolute()),
     }
+    if spec.grid.adaptive is not None:
+        tags[Tag.SEEDS] = json.dumps(spec.grid.adaptive.model_dump())
+    return tags
 
 
 def ensure_experiment(

@@ -519,7 +519,7 @@ class Sender:
         updates = []
         for cell in sorted(cells):
             found = progress[cell]
-            tags = {Tag.TRIALS_ENDED: str(found.ended), Tag.TRIALS_EXPECTED: str(shape.per_cell)}
+            tags = {Tag.TRIALS_ENDED: str(found.ended), Tag.TRIALS_EXPECTED: shape.expected_text}
             if found.lr is not None:
                 tags["lr"] = f"{found.lr:.6g}"
             identity = (Role.CELL, cell)
