@@ -9,7 +9,9 @@ from sweeps.cli.common import (
     ExperimentOption,
     NameArgument,
     StorageOption,
+    answer_link,
     out_console,
+    say,
     sweep_name,
 )
 from sweeps.cli.run import stored_sweep
@@ -31,6 +33,14 @@ def queries(
         highlight=False,
         soft_wrap=True,
     )
+    link = answer_link(spec.tracking_uri, spec.name)
+    if link is not None:
+        out_console.print(
+            "\n# the answer: every arm's accuracy against budget (curve runs, chart view)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        say(link)
     for question, filter_string in sweep_queries(spec):
         out_console.print(f"\n# {question}", highlight=False, soft_wrap=True)
         out_console.print(filter_string, highlight=False, soft_wrap=True, markup=False)

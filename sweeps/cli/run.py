@@ -23,6 +23,7 @@ from sweeps.cli.common import (
     ExperimentOption,
     NameArgument,
     StorageOption,
+    answer_link,
     fail,
     pending_note,
     say,
@@ -90,6 +91,9 @@ def _print_summary(spec: Any, summary: Any) -> None:
     say(f"sweep {spec.name}: {summary.ended}/{summary.expected} trials ended ({parts or 'none'})")
     for what, command in next_commands(spec):
         say(f"{what}: {command}")
+    link = answer_link(spec.tracking_uri, spec.name)
+    if link is not None:
+        say(f"answer: {link}")
 
 
 def _pending_records(spec: Any) -> int:

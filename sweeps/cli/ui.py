@@ -15,9 +15,13 @@ from sweeps.cli.common import (
     fail,
     is_loopback,
     out_console,
+    say,
     valid_host,
 )
 from sweeps.tracking.uri import is_server
+
+QUIET_UVICORN = "--log-level warning --no-access-log"
+"""The server's log without its line per request (`--server-logs` keeps them)."""
 
 
 def _server_env() -> dict[str, str]:
@@ -77,6 +81,13 @@ def ui(
             "reliably on a busy machine)",
         ),
     ] = 1,
+    server_logs: Annotated[
+        bool,
+        typer.Option(
+            "--server-logs",
+            help="show the MLflow server's own log: a line per request and its warnings",
+        ),
+    ] = False,
     allowed_hosts: Annotated[
         str | None,
         typer.Option(
@@ -86,7 +97,11 @@ def ui(
         ),
     ] = None,
 ) -> None:
-    """Serve the MLflow dashboard for a sweep's tracking store (bound to 127.0.0.1)."""
+    """Serve the MLflow dashboard for a sweep's tracking store (bound to 127.0.0.1), and print
+    for each sweep the link that opens its answer (its curve runs, charted)."""
+    from sweeps.tracking.experiment import sweep_experiments
+    from sweeps.tracking.queries import runs_link
+
     if not valid_host(host):
         raise fail(
             f"--host {host!r} is not an IP address or host name; allowed: 127.0.0.1 (default, "
@@ -129,9 +144,12 @@ def ui(
     ]
     if extra_hosts:
         command += ["--allowed-hosts", ",".join(_host_patterns(extra_hosts))]
-    out_console.print(
-        f"MLflow dashboard on http://{host}:{port}  (Ctrl-C to stop)", highlight=False
-    )
+    if not server_logs:
+        command += ["--uvicorn-opts", QUIET_UVICORN]
+    base_url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    out_console.print(f"MLflow dashboard on {base_url}  (Ctrl-C to stop)", highlight=False)
+    for name, experiment_id in sweep_experiments(tracking_uri):
+        say(f"sweep {name}: {runs_link(base_url, experiment_id)}")
     sys.stdout.flush()
     # become the server: Ctrl-C and `kill` reach it directly and no orphan is left behind
     os.execve(sys.executable, command, _server_env())

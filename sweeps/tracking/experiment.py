@@ -17,9 +17,16 @@ if TYPE_CHECKING:
     from sweeps.spec.schema import SweepSpec
 
 
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+"""MLflow 3's experiment kind: its UI opens an experiment of kind `custom_model_development` on
+its runs (model-training mode) rather than on the GenAI traces overview."""
+MODEL_TRAINING_KIND = "custom_model_development"
+
+
 def experiment_tags(spec: SweepSpec, outbox_dir: str) -> dict[str, str]:
     """The tracker's experiment tags: search metric, description (`mlflow.note.content`: the
-    sweep's factors and how to read its runs) and the outbox folder."""
+    sweep's factors and how to read its runs), the outbox folder, and the kind that opens the
+    experiment in MLflow's model-training mode."""
     factors = {
         "workloads": list(spec.workloads),
         "arms": spec.grid.arms,
@@ -31,6 +38,7 @@ def experiment_tags(spec: SweepSpec, outbox_dir: str) -> dict[str, str]:
         Tag.SEARCH_METRIC: spec.search.metric,
         MLFLOW_RUN_NOTE: experiment_note(spec.name, factors, spec.search.metric),
         Tag.OUTBOX: str(Path(outbox_dir).absolute()),
+        EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND,
     }
 
 
@@ -56,6 +64,22 @@ def tag_experiment(
     from mlflow.tracking import MlflowClient
 
     return ensure_experiment(MlflowClient(tracking_uri), name, artifact_location, tags)
+
+
+def experiment_id_of(tracking_uri: str, name: str) -> str | None:
+    """The id of experiment `name` in the store (None: no such experiment)."""
+    from mlflow.tracking import MlflowClient
+
+    found = MlflowClient(tracking_uri).get_experiment_by_name(name)
+    return None if found is None else found.experiment_id
+
+
+def sweep_experiments(tracking_uri: str) -> list[tuple[str, str]]:
+    """(name, id) of every sweep's experiment in the store (tagged `sparsesweep.sweep`)."""
+    from mlflow.tracking import MlflowClient
+
+    found = MlflowClient(tracking_uri).search_experiments(max_results=50_000)
+    return sorted((e.name, e.experiment_id) for e in found if Tag.SWEEP in e.tags)
 
 
 def outbox_of(tracking_uri: str, name: str) -> str | None:

@@ -202,9 +202,10 @@ def experiment_note(sweep: str, factors: Mapping[str, Any], metric: str) -> str:
         "(its chosen lr: tag `lr`).",
         "- `curve`: one per workload × arm × sparsity; at `step = budget` the final "
         f"`{Aggregate.TEST_ACC1_MEAN}` with `{Aggregate.TEST_ACC1_CI_LOW}`/`_high` (95% "
-        f"t-interval over seeds) and, for a SparseOpt arm, `{Aggregate.DIFF_MEAN}` with its "
-        "paired interval. Select the curve runs of one sparsity and open the chart view: "
-        "accuracy against budget, arms side by side.",
+        f"t-interval over seeds, within [0, 100]) and its n `{Aggregate.TEST_ACC1_N}` and, for "
+        f"a SparseOpt arm, `{Aggregate.DIFF_MEAN}` with its paired interval. Filter the runs on "
+        f"``tags.`{Tag.ROLE}` = '{Role.CURVE}'`` and open the chart view: accuracy against budget, "
+        "every arm side by side (`sparsesweep queries NAME` prints the link).",
         "- `trial`: one per trial, every epoch's metrics; `sparsesweep.status` says how it ended.",
         "- `report`: the artifacts of `sparsesweep report`.",
     ]
