@@ -117,6 +117,7 @@ def report_command(
     note = delivery_note(tracking_uri, experiment, result.partial, "report")
     if note:
         out_console.print(f"note: {note}", highlight=False, soft_wrap=True, markup=False)
+    out_console.print(result.answer, highlight=False, markup=False)
     out_console.print(
         f"report: {result.markdown} and {result.html}", highlight=False, soft_wrap=True
     )
