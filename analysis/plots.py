@@ -35,6 +35,7 @@ from analysis.compare import (
     GROUP,
     Comparison,
 )
+from analysis.text import SETTING
 
 FIGURES: tuple[str, ...] = (
     "accuracy_vs_budget",
@@ -44,7 +45,6 @@ FIGURES: tuple[str, ...] = (
 )
 _PANEL = (4.2, 3.2)
 _FAMILY = ("workload", "dataset", "model", "method")
-_SETTING = ("workload", "dataset", "model")
 _MAX_COLUMNS = 3
 
 
@@ -58,7 +58,7 @@ def write_figures(comparison: Comparison, out_dir: Path) -> dict[str, dict[str, 
         "itop_vs_sparsity": itop_vs_sparsity,
     }
     if _itop_sparsities(comparison) == 1:
-        del painters["itop_vs_sparsity"]  # one sparsity: a line of single points says nothing
+        del painters["itop_vs_sparsity"]  # one sparse sparsity: single points say nothing
     written = {}
     for name, paint in painters.items():
         figure = paint(comparison)
@@ -71,9 +71,10 @@ def write_figures(comparison: Comparison, out_dir: Path) -> dict[str, dict[str, 
 
 
 def _itop_sparsities(comparison: Comparison) -> int:
-    """How many sparsities the ITOP figure would put on its x axis."""
+    """How many sparsities of sparse methods the ITOP figure would put on its x axis (dense,
+    at s=0, is everywhere 1)."""
     runs = comparison.itop.dropna(subset=["final_itop_rate"])
-    return runs["sparsity"].nunique()
+    return runs[runs["method"] != "dense"]["sparsity"].nunique()
 
 
 def _metadata(kind: str) -> dict[str, str | None]:
@@ -118,7 +119,7 @@ def accuracy_vs_budget(comparison: Comparison) -> Figure:
     dense = final[final["method"] == "dense"]
     sparse = final[final["method"] != "dense"]
     shown = sparse if not sparse.empty else dense
-    panels = sorted(shown.groupby([*_SETTING, "sparsity"]).groups)
+    panels = sorted(shown.groupby([*SETTING, "sparsity"]).groups)
     colors = _colors(sparse["arm"].unique().tolist())
     cols = min(len(panels), _MAX_COLUMNS)
     figure, axes = _grid(math.ceil(len(panels) / cols), cols)
@@ -162,7 +163,7 @@ def _band_line(ax: Axes, line: pd.DataFrame, color: str, label: str, style: str)
 
 def _matches_setting(frame: pd.DataFrame, setting: tuple) -> pd.Series:
     mask = pd.Series(True, index=frame.index)
-    for name, value in zip(_SETTING, setting, strict=True):
+    for name, value in zip(SETTING, setting, strict=True):
         mask &= frame[name] == value
     return mask
 

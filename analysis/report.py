@@ -75,12 +75,14 @@ from analysis.stats import MIN_BOOTSTRAP_N
 from analysis.summary import answer_text, guard_heading, guard_lines, report_params
 from analysis.text import (
     FAMILY,
+    SETTING,
     budget_range,
     family_label,
     fmt,
     interval,
     lr_text,
     p_value,
+    setting_label,
     signed,
     speedup_range,
 )
@@ -687,6 +689,8 @@ def _verdict_section(comparison: Comparison) -> list[Block]:
 
 
 def _accuracy_section(comparison: Comparison) -> list[Block]:
+    """One table per setting (dataset/model) and measure: every arm, dense beside the sparse
+    ones, a column per budget; the best-epoch table only where it differs from the final."""
     blocks = [Block.heading(2, "Accuracy vs epoch budget")]
     summary = comparison.summary
     if summary.empty:
@@ -697,22 +701,37 @@ def _accuracy_section(comparison: Comparison) -> list[Block]:
             "(BCa bootstrap intervals in tables/summary.csv)."
         )
     )
-    for family, part in summary.groupby(list(FAMILY), sort=True):
+    for setting, part in summary.groupby(list(SETTING), sort=True):
         budgets = sorted(part["budget"].unique())
-        for measure in ("final", "best"):
-            rows = []
-            chosen = part[part["measure"] == measure]
-            for sparsity in sorted(chosen["sparsity"].unique()):
-                at = chosen[chosen["sparsity"] == sparsity]
-                for arm in _arm_order(at["arm"].unique().tolist()):
-                    cells = at[at["arm"] == arm].set_index("budget")
-                    rows.append(
-                        [f"{sparsity:g}", arm]
-                        + [_cell_text(cells.loc[b]) if b in cells.index else "" for b in budgets]
-                    )
-            blocks.append(Block.heading(3, f"{family_label(family)} — {measure} test_acc1 (%)"))
-            blocks.append(Block.table(["sparsity", "arm", *(f"{b} ep" for b in budgets)], rows))
+        headers = ["sparsity", "arm", *(f"{b} ep" for b in budgets)]
+        tables = {measure: _accuracy_rows(part, measure, budgets) for measure in ("final", "best")}
+        label = setting_label(setting)
+        if tables["best"] == tables["final"]:
+            blocks.append(Block.heading(3, f"{label} — final test_acc1 (%)"))
+            blocks.append(
+                Block.paragraph("Every run's best epoch was its final one: one table for both.")
+            )
+            blocks.append(Block.table(headers, tables["final"]))
+            continue
+        for measure, rows in tables.items():
+            blocks.append(Block.heading(3, f"{label} — {measure} test_acc1 (%)"))
+            blocks.append(Block.table(headers, rows))
     return blocks
+
+
+def _accuracy_rows(part: pd.DataFrame, measure: str, budgets: list[int]) -> list[list[str]]:
+    """Rows (sparsity, arm, one cell per budget) of one measure; dense first, at s=0."""
+    rows = []
+    chosen = part[part["measure"] == measure]
+    for sparsity in sorted(chosen["sparsity"].unique()):
+        at = chosen[chosen["sparsity"] == sparsity]
+        for arm in _arm_order(at["arm"].unique().tolist()):
+            cells = at[at["arm"] == arm].set_index("budget")
+            rows.append(
+                [f"{sparsity:g}", arm]
+                + [_cell_text(cells.loc[b]) if b in cells.index else "" for b in budgets]
+            )
+    return rows
 
 
 def _paired_section(comparison: Comparison) -> list[Block]:

@@ -339,3 +339,28 @@ def test_figures_have_a_panel_per_group_that_ran_and_no_empty_ones() -> None:
         "digits/small_cnn/set s=0.95 e=2",
         "digits/small_cnn/set s=0.95 e=4",
     ]
+
+
+def test_dense_sits_beside_the_sparse_arms_and_nothing_is_shown_twice(tmp_path: Path) -> None:
+    """One sparsity, accuracy rising to the last epoch (best = final): one table holds dense
+    and the sparse arms, no second identical `best` table, and no one-point ITOP figure."""
+    trials = [
+        Trial("dense", 0.0, budget, seed, 90.0 + seed) for budget in (2, 4) for seed in (0, 1)
+    ]
+    trials += [
+        Trial(arm, 0.9, budget, seed, 80.0 + seed)
+        for arm in ("rigl", "rigl+sparseopt")
+        for budget in (2, 4)
+        for seed in (0, 1)
+    ]
+    uri, _ = build_store(tmp_path, "beside", trials)
+    result = write_report(uri, "beside", tmp_path / "report", log_to_mlflow=False)
+    text = result.markdown.read_text()
+    section = text.split("## Accuracy vs epoch budget")[1].split("\n## ")[0]
+    assert section.count("\n### ") == 1
+    assert "### digits / small_cnn — final test_acc1 (%)" in section
+    rows = [line.split(" | ")[:2] for line in section.splitlines() if line.startswith("| 0")]
+    assert rows == [["| 0", "dense"], ["| 0.9", "rigl"], ["| 0.9", "rigl+sparseopt"]]
+    assert not (tmp_path / "report" / "plots" / "itop_vs_sparsity.png").exists()
+    assert "ITOP rate vs sparsity" not in text
+    assert (tmp_path / "report" / "plots" / "accuracy_vs_budget.png").is_file()
