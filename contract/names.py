@@ -111,6 +111,9 @@ class Tag:
     """On cell runs: how many trials the spec runs in the cell."""
     OUTBOX = "sparsesweep.outbox"
     """On the experiment: the folder of the sweep's MLflow outbox (records not yet in MLflow)."""
+    SPEC_FILE = "sparsesweep.spec_file"
+    """On the experiment: where the sweep's stored spec is (`<storage_path>/<name>/
+    sweep_spec.yaml`), so a command given the tracking store finds the sweep's storage."""
 
 
 TagKind = Literal["str", "bool", "float", "int"]

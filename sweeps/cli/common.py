@@ -29,7 +29,6 @@ out_console = Console()
 NameArgument = Annotated[
     str | None, typer.Argument(metavar="NAME", help="the sweep's name (or --experiment NAME)")
 ]
-StorageOption = Annotated[str, typer.Option("--storage", help="the sweep's storage_path")]
 ExperimentOption = Annotated[
     str | None,
     typer.Option("--experiment", "-e", help="the sweep's name, its MLflow experiment (or NAME)"),

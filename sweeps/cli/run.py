@@ -18,19 +18,17 @@ from typing import Annotated, Any
 import typer
 
 from sweeps.cli.common import (
-    DEFAULT_STORAGE,
     INCOMPLETE_EXIT_CODE,
     ExperimentOption,
     NameArgument,
-    StorageOption,
     answer_link,
     fail,
     pending_note,
     say,
-    sweep_name,
     valid_host,
     warn,
 )
+from sweeps.cli.locate import SpecOption, StorageOption, TrackingOption, locate_sweep
 
 _ADDRESS_RE = re.compile(r"^(?:ray://)?(?P<host>[^:/\s]+):(?P<port>\d{1,5})$")
 
@@ -234,38 +232,17 @@ def run(
 def resume(
     name: NameArgument = None,
     experiment: ExperimentOption = None,
-    storage: StorageOption = DEFAULT_STORAGE,
+    storage: StorageOption = None,
+    tracking_uri: TrackingOption = None,
+    spec_path: SpecOption = None,
     address: AddressOption = None,
     progress: ProgressOption = True,
     verbose: VerboseOption = False,
     allow_version_change: AllowVersionsOption = False,
 ) -> None:
     """Resume an interrupted sweep by name, under the spec it was started with."""
-    spec = stored_sweep(sweep_name(name, experiment), storage)
+    spec = locate_sweep(name, experiment, storage, tracking_uri, spec_path)
     _launch(spec, LaunchOptions(address, progress, verbose, allow_version_change))
-
-
-def stored_sweep(name: str, storage: str) -> Any:
-    """The spec sweep `name` under `storage` runs under; exit 2 naming the known sweeps if none."""
-    from sweeps.spec.load import read_spec_file
-    from sweeps.spec.storage import SPEC_FILE, is_remote
-
-    root = storage if is_remote(storage) else os.path.abspath(storage)
-    try:
-        spec = read_spec_file(f"{root.rstrip('/')}/{name}/{SPEC_FILE}")
-    except ValueError as error:
-        raise fail(str(error)) from None
-    if spec is None:
-        known = (
-            sorted(p.parent.name for p in Path(root).glob(f"*/{SPEC_FILE}"))
-            if not is_remote(root)
-            else []
-        )
-        raise fail(
-            f"no sweep named {name!r} under --storage {root}"
-            + (f"; known sweeps: {', '.join(known)}" if known else " (no sweeps there)")
-        )
-    return spec
 
 
 def register(app: typer.Typer) -> None:

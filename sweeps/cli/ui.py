@@ -10,6 +10,8 @@ import typer
 
 from sweeps.cli.common import (
     DEFAULT_TRACKING_URI,
+    ExperimentOption,
+    NameArgument,
     check_tracking_option,
     err_console,
     fail,
@@ -18,6 +20,7 @@ from sweeps.cli.common import (
     say,
     valid_host,
 )
+from sweeps.cli.locate import SpecOption, StorageOption, TrackingOption, locate_store
 from sweeps.tracking.uri import is_server
 
 QUIET_UVICORN = "--log-level warning --no-access-log"
@@ -61,14 +64,11 @@ def _host_patterns(names: list[str]) -> list[str]:
 
 
 def ui(
-    tracking_uri: Annotated[
-        str,
-        typer.Option(
-            "--tracking-uri",
-            envvar="MLFLOW_TRACKING_URI",
-            help="the sweep's tracking store (default: sqlite:///mlflow.db in the cwd)",
-        ),
-    ] = DEFAULT_TRACKING_URI,
+    name: NameArgument = None,
+    experiment: ExperimentOption = None,
+    tracking_uri: TrackingOption = None,
+    storage: StorageOption = None,
+    spec_path: SpecOption = None,
     host: Annotated[
         str, typer.Option("--host", help="bind address; loopback by default")
     ] = "127.0.0.1",
@@ -97,11 +97,16 @@ def ui(
         ),
     ] = None,
 ) -> None:
-    """Serve the MLflow dashboard for a sweep's tracking store (bound to 127.0.0.1), and print
-    for each sweep the link that opens its answer (its curve runs, charted)."""
+    """Serve the MLflow dashboard of a tracking store (bound to 127.0.0.1) and print, for each
+    sweep in it (or the one named), the link that opens its answer (curve runs, charted)."""
     from sweeps.tracking.experiment import sweep_experiments
     from sweeps.tracking.queries import runs_link
 
+    named = name is not None or experiment is not None or spec_path is not None
+    if named:
+        sweep, tracking_uri = locate_store(name, experiment, storage, tracking_uri, spec_path)
+    elif tracking_uri is None:
+        tracking_uri = DEFAULT_TRACKING_URI
     if not valid_host(host):
         raise fail(
             f"--host {host!r} is not an IP address or host name; allowed: 127.0.0.1 (default, "
@@ -148,8 +153,9 @@ def ui(
         command += ["--uvicorn-opts", QUIET_UVICORN]
     base_url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
     out_console.print(f"MLflow dashboard on {base_url}  (Ctrl-C to stop)", highlight=False)
-    for name, experiment_id in sweep_experiments(tracking_uri):
-        say(f"sweep {name}: {runs_link(base_url, experiment_id)}")
+    for found, experiment_id in sweep_experiments(tracking_uri):
+        if not named or found == sweep:
+            say(f"sweep {found}: {runs_link(base_url, experiment_id)}")
     sys.stdout.flush()
     # become the server: Ctrl-C and `kill` reach it directly and no orphan is left behind
     os.execve(sys.executable, command, _server_env())

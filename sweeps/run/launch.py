@@ -498,6 +498,8 @@ def run_sweep(
             sweep_progress(location.spec_file, spec, mode, shard=None).begin()
             finish_progress(location.spec_file)
             return sweep_summary(spec)
+        if progress:  # Ray takes seconds to start: say so at once
+            print(f"sweep {spec.name}: starting Ray…", file=sys.stderr, flush=True)
         import ray
 
         try:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
 
 from contract.names import Tag
+from sweeps.spec.storage import OUTBOX_DIR, SPEC_FILE, locate
 from sweeps.tracking.runs import experiment_note
 
 if TYPE_CHECKING:
@@ -38,6 +39,7 @@ def experiment_tags(spec: SweepSpec, outbox_dir: str) -> dict[str, str]:
         Tag.SEARCH_METRIC: spec.search.metric,
         MLFLOW_RUN_NOTE: experiment_note(spec.name, factors, spec.search.metric),
         Tag.OUTBOX: str(Path(outbox_dir).absolute()),
+        Tag.SPEC_FILE: locate(spec).spec_file,
         EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND,
     }
 
@@ -80,6 +82,21 @@ def sweep_experiments(tracking_uri: str) -> list[tuple[str, str]]:
 
     found = MlflowClient(tracking_uri).search_experiments(max_results=50_000)
     return sorted((e.name, e.experiment_id) for e in found if Tag.SWEEP in e.tags)
+
+
+def recorded_spec_file(tracking_uri: str, name: str) -> str | None:
+    """Where sweep `name` keeps its stored spec, as its experiment records it (the tag
+    `sparsesweep.spec_file`, or beside the outbox of a sweep tagged before it existed); None
+    when the store has no such experiment or it says neither."""
+    from mlflow.tracking import MlflowClient
+
+    found = MlflowClient(tracking_uri).get_experiment_by_name(name)
+    if found is None:
+        return None
+    if Tag.SPEC_FILE in found.tags:
+        return found.tags[Tag.SPEC_FILE]
+    outbox = Path(found.tags.get(Tag.OUTBOX, ""))
+    return str(outbox.parent / SPEC_FILE) if outbox.name == OUTBOX_DIR else None
 
 
 def outbox_of(tracking_uri: str, name: str) -> str | None:
