@@ -22,8 +22,19 @@ SPLIT_METRICS: tuple[str, ...] = (
 )
 """Loss and accuracy per split (val/test keys only when the run has that split)."""
 
-RUN_METRICS: tuple[str, ...] = ("lr", "sparsity", "itop_rate", "epoch_time_s", "samples_per_s")
-"""Per-epoch state of the run: lr at the end of the epoch, measured sparsity, ITOP rate, speed."""
+RUN_METRICS: tuple[str, ...] = (
+    "epoch_lr",
+    "measured_sparsity",
+    "itop_rate",
+    "epoch_time_s",
+    "samples_per_s",
+)
+"""Per-epoch state of the run: lr at the end of the epoch, measured sparsity, ITOP rate, speed.
+Named apart from the trial's tags `lr` (the searched base lr) and `sparsity` (the target)."""
+
+LEGACY_METRICS: dict[str, str] = {"lr": "epoch_lr", "sparsity": "measured_sparsity"}
+"""Old name -> current name of the run metrics renamed in 0.x (sweeps logged before then carry
+the old names; readers map them, so old and new runs export to the same columns)."""
 
 ACTIVITY_METRICS: dict[str, str] = {
     "renorm": "renorm_active_frac",
@@ -100,9 +111,10 @@ class Tag:
     LATEST_REPORT = "sparsesweep.latest_report"
     """On cell and curve runs: the run id of the newest report of the sweep."""
     PARENT = "mlflow.parentRunId"
-    CHECKPOINT_PATH = "checkpoint_path"
     RAY_TRIAL_ID = "ray_trial_id"
-    GIT_COMMIT = "git_commit"
+    GIT_DIRTY = "sparsesweep.git_dirty"
+    """On every run whose code had uncommitted changes in tracked files: `true` (the commit
+    itself is MLflow's `mlflow.source.git.commit`)."""
     ERROR = "sparsesweep.error"
     """On a failed trial's run: the exception line (its artifact `error.txt` has the last lines)."""
     TRIALS_ENDED = "sparsesweep.trials_ended"
@@ -139,7 +151,6 @@ TRIAL_TAGS: dict[str, TagKind] = {
     "stage": "str",
     "lr_trial": "int",
     "config_hash": "str",
-    Tag.GIT_COMMIT: "str",
     Tag.RAY_TRIAL_ID: "str",
 }
 """Every factor tag of a trial run and how to read its string value."""

@@ -182,11 +182,11 @@ class MlflowSweepCallback(Callback):
 
     def _end(self, trial: Any, errored: bool) -> None:
         self._active = True
-        status, checkpoint = ended_status(trial, errored)
+        status = ended_status(trial, errored)
         error = error_text(trial) if errored else None
         pair = None if error is None else (error.summary, error.text)
         started = self._hash(trial) in self._started
-        record = end_record(trial.config, status, checkpoint, pair, now_ms(), not started)
+        record = end_record(trial.config, status, pair, now_ms(), not started)
         self._append(record)
 
     def get_state(self) -> dict[str, Any] | None:
@@ -287,7 +287,7 @@ def legacy_records(state: dict[str, Any]) -> list[dict[str, Any]]:
             elif kind == "tags":
                 records.append(tags_record(config_hash, dict(payload)))
             elif kind == "end":
-                status, checkpoint, error = payload
+                status, _, error = payload  # (status, checkpoint path, error)
                 pair = None if error is None else (error.summary, error.text)
-                records.append(end_record(config, str(status), checkpoint, pair, at))
+                records.append(end_record(config, str(status), pair, at))
     return records
