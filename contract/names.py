@@ -33,7 +33,7 @@ RUN_METRICS: tuple[str, ...] = (
 Named apart from the trial's tags `lr` (the searched base lr) and `sparsity` (the target)."""
 
 LEGACY_METRICS: dict[str, str] = {"lr": "epoch_lr", "sparsity": "measured_sparsity"}
-"""Old name -> current name of the run metrics renamed in 0.x (sweeps logged before then carry
+"""Old name -> current name of the renamed run metrics (runs logged before the rename carry
 the old names; readers map them, so old and new runs export to the same columns)."""
 
 ACTIVITY_METRICS: dict[str, str] = {

@@ -266,3 +266,12 @@ def test_every_command_finds_the_sweep_from_storage_tracking_uri_or_spec(
     experiment = MlflowClient(spec.tracking_uri).get_experiment_by_name("found")
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     assert experiment.tags["sparsesweep.spec_file"] == location.spec_file
+
+
+def test_help_wraps_to_the_terminal_without_type_noise_on_flags() -> None:
+    from sweeps.cli import app as sparsesweep
+
+    result = CliRunner().invoke(sparsesweep, ["run", "--help"])
+    assert result.exit_code == 0, result.output
+    assert "--dry-run" in result.output and "<bool>" not in result.output
+    assert "╭" not in result.output  # plain help: every line copyable

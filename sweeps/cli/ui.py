@@ -27,13 +27,22 @@ QUIET_UVICORN = "--log-level warning --no-access-log"
 """The server's log without its line per request (`--server-logs` keeps them)."""
 
 
-def _server_env() -> dict[str, str]:
-    """The MLflow server's environment: without its GenAI job runner unless asked for.
+QUIET_WARNINGS = "ignore:starlette.middleware.wsgi is deprecated"
+"""The deprecation warning MLflow 3.17's server prints at every start (nothing to act on)."""
+
+
+def _server_env(quiet: bool) -> dict[str, str]:
+    """The MLflow server's environment: without its GenAI job runner unless asked for, and
+    (`quiet`) without the library deprecation warning it prints at start.
 
     MLflow 3 starts about seven busy job-consumer processes by default; a sweep dashboard
-    uses none of them. Setting MLFLOW_SERVER_ENABLE_JOB_EXECUTION yourself overrides this.
+    uses none of them. Setting MLFLOW_SERVER_ENABLE_JOB_EXECUTION or PYTHONWARNINGS yourself
+    overrides this.
     """
-    return {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
+    defaults = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    if quiet:
+        defaults["PYTHONWARNINGS"] = QUIET_WARNINGS
+    return {**defaults, **os.environ}
 
 
 def _parse_allowed_hosts(value: str) -> list[str]:
@@ -158,7 +167,7 @@ def ui(
             say(f"sweep {found}: {runs_link(base_url, experiment_id)}")
     sys.stdout.flush()
     # become the server: Ctrl-C and `kill` reach it directly and no orphan is left behind
-    os.execve(sys.executable, command, _server_env())
+    os.execve(sys.executable, command, _server_env(quiet=not server_logs))
 
 
 def register(app: typer.Typer) -> None:
