@@ -370,3 +370,6 @@ def test_the_printed_link_opens_every_arms_accuracy_against_budget(
         expect(page.get_by_text("Detect Issues")).to_have_count(0)
         page.screenshot(path=ARTIFACTS / "answer_link.png")
     assert sorted(trace["x"] for trace in traces) == [CURVE_BUDGETS] * len(CURVE_ARMS)
+    log = (store.root / "ui.log").read_text()
+    # quiet by default: no access-log line per request, no library deprecation warning
+    assert '"GET /' not in log and "DeprecationWarning" not in log, log
