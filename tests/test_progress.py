@@ -164,6 +164,7 @@ def test_ctrl_c_is_acknowledged_and_in_flight_trials_stay_pending(
     try:
         callback = RichProgressCallback(path)
         trials = [trial("a", 0, 0, "RUNNING"), trial("b", 0, 1, "RUNNING")]
+        trials.append(trial("c", 1, 0, "RUNNING"))  # Tune stops it without a hook
         started(callback, trials, "lines", monkeypatch)
         for one in trials:
             callback.on_trial_start(iteration=1, trials=trials, trial=one)
@@ -171,19 +172,26 @@ def test_ctrl_c_is_acknowledged_and_in_flight_trials_stay_pending(
         signal.getsignal(signal.SIGINT)(signal.SIGINT, None)
         assert received == [signal.SIGINT], "Tune's own handler still runs"
         assert capsys.readouterr().err == (
-            "stopping: 2 trials in flight will resume from their checkpoint (Ctrl-C again "
+            "stopping: 3 trials in flight will resume from their checkpoint (Ctrl-C again "
             "stops without saving the sweep's state)\n"
         )
         trials[0].status = "ERROR"
         callback.on_trial_error(iteration=2, trials=trials, trial=trials[0])
         trials[1].last_result = {"epoch": 0}
         callback.on_trial_complete(iteration=2, trials=trials, trial=trials[1])
+        trials[2].status = "TERMINATED"  # Tune's cleanup, which calls no hook
         callback.on_experiment_end(trials=trials)
     finally:
         signal.signal(signal.SIGINT, previous)
     assert capsys.readouterr().err == ""
     progress = display._sweeps[path]
     assert (progress.running, progress.pending, progress.failed, progress.ended) == (0, 4, 0, 0)
+    index = read_index(str(Path(path).parent))
+    assert {entry.config_hash: entry.status for entry in index.values()} == {
+        "a-hash": Status.PENDING,
+        "b-hash": Status.PENDING,
+        "c-hash": Status.PENDING,
+    }
 
 
 def test_live_view_counts_each_cell_and_its_best(spec_file, monkeypatch) -> None:

@@ -85,7 +85,11 @@ def next_commands(spec: Any) -> list[tuple[str, str]]:
 
 def _print_summary(spec: Any, summary: Any) -> None:
     """How the trials ended, then the commands to look at the sweep, one unwrapped line each."""
-    parts = ", ".join(f"{count} {status}" for status, count in sorted(summary.statuses.items()))
+    counts = {status: n for status, n in summary.statuses.items() if status != "pending" and n}
+    pending = summary.expected - sum(counts.values())  # not started, or in flight at Ctrl-C
+    if pending > 0:
+        counts["pending"] = pending
+    parts = ", ".join(f"{count} {status}" for status, count in sorted(counts.items()))
     say(f"sweep {spec.name}: {summary.ended}/{summary.expected} trials ended ({parts or 'none'})")
     for what, command in next_commands(spec):
         say(f"{what}: {command}")

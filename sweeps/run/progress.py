@@ -44,6 +44,8 @@ class RichProgressCallback(Callback):
         self._writer: IndexWriter | None = None
         self._stored: list[TrialEntry] = []
         self._reconciled = False
+        self._in_flight: set[str] = set()
+        """Tune ids of the trials started and not ended (nor failed over) in this process."""
 
     def __getstate__(self) -> dict[str, Any]:
         return {"_spec_file": self._spec_file, "_shard": self._shard}
@@ -77,9 +79,11 @@ class RichProgressCallback(Callback):
         self._progress.refresh()
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._in_flight.add(trial.trial_id)
         self._note(trial, Status.RUNNING)
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._in_flight.discard(trial.trial_id)
         self._note(trial, Status.PENDING)  # failed within its retries: Tune starts it again
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -96,6 +100,13 @@ class RichProgressCallback(Callback):
         return None
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
+        """The experiment stopped: a trial still unended (in flight at Ctrl-C) waits for the
+        next start, so the index, `status` and the summary say pending, not running."""
+        if self._progress is not None:
+            for trial in trials:  # Tune marks them TERMINATED at Ctrl-C, without an end hook
+                if trial.trial_id in self._in_flight:
+                    self._record(self._entry(trial, Status.PENDING))
+            self._in_flight.clear()
         if self._writer is not None:
             self._writer.flush()
         if self._progress is not None:
@@ -134,12 +145,18 @@ class RichProgressCallback(Callback):
         for entry in self._stored:
             if entry.config_hash not in known:
                 self._record(replace(entry, status=Status.PENDING))
-        self._stored = []
-        return sum(
-            1
+        # a trial stopped in flight reported a value (an epoch, so a checkpoint) and waits
+        checkpointed = {
+            entry.config_hash
+            for entry in self._stored
+            if entry.status is Status.PENDING and entry.value is not None
+        } | {
+            entry.config_hash
             for trial, entry in zip(trials, restored, strict=True)
             if entry.status not in ENDED and (trial.last_result or {}).get(ResultKey.EPOCH)
-        )
+        }
+        self._stored = []
+        return len(checkpointed)
 
     def _entry(self, trial: Any, status: Status) -> TrialEntry:
         assert self._spec is not None
@@ -162,6 +179,7 @@ class RichProgressCallback(Callback):
     def _ended(self, trial: Any, status: Status) -> None:
         """A trial ended: one line for it (with its own count) when its end is news; after
         Ctrl-C an unfinished trial waits (pending) for the next start, as `status` says."""
+        self._in_flight.discard(trial.trial_id)
         if self._progress is None:
             return
         if self._progress.interrupted and status in (Status.STOPPED, Status.FAILED):
