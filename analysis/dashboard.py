@@ -53,7 +53,7 @@ def budget_points(
         interval = stats.accuracy_t_interval(values, confidence)
         row = {
             **cell,
-            Aggregate.N_SEEDS: int(values.size),
+            Aggregate.TEST_ACC1_N: int(values.size),
             Aggregate.TEST_ACC1_MEAN: float(values.mean()) if values.size else math.nan,
             Aggregate.TEST_ACC1_CI_LOW: interval.low,
             Aggregate.TEST_ACC1_CI_HIGH: interval.high,

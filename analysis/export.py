@@ -44,7 +44,7 @@ from analysis.schema import (
     metric_column,
     ordered_metric_keys,
 )
-from contract.names import DEFAULT_SEARCH_METRIC, Tag, best_direction
+from contract.names import DEFAULT_SEARCH_METRIC, LEGACY_METRICS, Tag, best_direction
 from contract.outcome import STATUS_OF_MLFLOW_RUN, Status
 
 TABLES: tuple[str, ...] = ("trials", "epochs")
@@ -98,7 +98,7 @@ def export_experiment(
 
 def build_tables(records: ExperimentRecords) -> SweepTables:
     """The trials table and the long epochs table (schemas in `analysis.schema`)."""
-    metrics = _latest_per_step(records.metrics)
+    metrics = _latest_per_step(_current_names(records.metrics))
     keys = ordered_metric_keys(set(metrics["key"].unique()))
     runs = _run_frame(records)
     order = _trial_order(runs)
@@ -106,6 +106,13 @@ def build_tables(records: ExperimentRecords) -> SweepTables:
     trials = _trials_table(runs, metrics, keys, records.runs)
     epochs = _epochs_table(runs, metrics, keys)
     return SweepTables(trials, epochs)
+
+
+def _current_names(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Metrics with their legacy keys (`contract.names.LEGACY_METRICS`) renamed."""
+    if not metrics["key"].isin(list(LEGACY_METRICS)).any():
+        return metrics
+    return metrics.assign(key=metrics["key"].replace(LEGACY_METRICS))
 
 
 def write_tables(tables: SweepTables, out_dir: Path | str, manifest: dict[str, Any]) -> Path:

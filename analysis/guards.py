@@ -87,6 +87,37 @@ GUARD_HELP: dict[str, str] = {
 }
 
 
+def design_expectation(name: str, comparison: Comparison) -> str:
+    """Whether guard `name` fires by construction of the sweep's design (its lr grid, seeds,
+    family size, ΔT) rather than because of what the runs measured, and why."""
+    selection = comparison.selection
+    if name == "lr_at_edge":
+        lrs = selection["lrs_searched"].fillna("").map(lambda text: len(text.split(",")))
+        widest = int(lrs.max()) if len(lrs) else 0
+        if widest <= 2:
+            return (
+                f"expected for this design: with {widest} lr{'s' if widest > 1 else ''} per "
+                "cell the chosen lr is always at an edge; a grid of 3 or more lrs can say "
+                "whether it is"
+            )
+        return "not by construction: some cells ran 3 or more lrs and chose an edge"
+    if name == "few_selection_seeds":
+        seeds = selection["selection_seeds"].dropna()
+        if len(seeds) and seeds.max() < MIN_SELECTION_SEEDS:
+            return (
+                f"expected for this design: it runs {int(seeds.max())} seed(s) per lr trial "
+                f"(fewer than {MIN_SELECTION_SEEDS})"
+            )
+        return "not by construction: some lrs were chosen on fewer seeds than others"
+    if name == "powerless_family":
+        return "expected for this design: it follows from the family size and the seeds alone"
+    if name == "short_update_interval":
+        return "expected for this design: it follows from the spec's ΔT (delta_t)"
+    if name == "guard_not_evaluated":
+        return "not a finding: the runs lack what a guard needs (the detail says what)"
+    return "not by construction: the measured runs made it fire"
+
+
 def find_guards(comparison: Comparison) -> pd.DataFrame:
     """Every guard that fires on a comparison, one row each (`COLUMNS`), in `GUARDS` order."""
     rows = [

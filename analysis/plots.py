@@ -3,8 +3,9 @@
 Figures are built with matplotlib's object API (`Figure`, no pyplot state), which renders
 PNG with the Agg backend whatever backend the session has selected.
 
-* accuracy vs budget: one panel per group (dataset/model/method, sparsity), a line per arm
-  with its 95 % t-interval band over seeds;
+* accuracy vs budget: one panel per setting (dataset/model) and sparsity, a line per sparse
+  arm with its 95 % t-interval band over seeds (within [0, 100], n in the legend), the dense
+  runs of the setting as a dashed reference line in every panel;
 * accuracy vs epoch: one panel per group and budget, every compared run's curve (thin) and
   each arm's mean over seeds (thick);
 * paired-difference forest plot: arm − reference with its paired t-interval, per contrast,
@@ -15,6 +16,7 @@ PNG with the Agg backend whatever backend the session has selected.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -33,6 +35,7 @@ from analysis.compare import (
     GROUP,
     Comparison,
 )
+from analysis.text import SETTING
 
 FIGURES: tuple[str, ...] = (
     "accuracy_vs_budget",
@@ -42,6 +45,7 @@ FIGURES: tuple[str, ...] = (
 )
 _PANEL = (4.2, 3.2)
 _FAMILY = ("workload", "dataset", "model", "method")
+_MAX_COLUMNS = 3
 
 
 def write_figures(comparison: Comparison, out_dir: Path) -> dict[str, dict[str, Path]]:
@@ -53,6 +57,8 @@ def write_figures(comparison: Comparison, out_dir: Path) -> dict[str, dict[str, 
         "paired_differences": paired_differences,
         "itop_vs_sparsity": itop_vs_sparsity,
     }
+    if _itop_sparsities(comparison) == 1:
+        del painters["itop_vs_sparsity"]  # one sparse sparsity: single points say nothing
     written = {}
     for name, paint in painters.items():
         figure = paint(comparison)
@@ -62,6 +68,13 @@ def write_figures(comparison: Comparison, out_dir: Path) -> dict[str, dict[str, 
             figure.savefig(path, dpi=110, bbox_inches="tight", metadata=_metadata(kind))
             written[name][kind] = path
     return written
+
+
+def _itop_sparsities(comparison: Comparison) -> int:
+    """How many sparsities of sparse methods the ITOP figure would put on its x axis (dense,
+    at s=0, is everywhere 1)."""
+    runs = comparison.itop.dropna(subset=["final_itop_rate"])
+    return runs[runs["method"] != "dense"]["sparsity"].nunique()
 
 
 def _metadata(kind: str) -> dict[str, str | None]:
@@ -95,38 +108,70 @@ def _colors(arms: list[str]) -> dict[str, str]:
 
 
 def accuracy_vs_budget(comparison: Comparison) -> Figure:
-    """Mean final test accuracy per budget, a line and CI band per arm, a panel per group."""
+    """Mean final test accuracy per budget, a line and 95 % t-interval band (within [0, 100])
+    per arm, one panel per setting and sparsity with every sparse method side by side, and
+    the dense runs of the same setting as a dashed reference line with its band."""
     final = comparison.summary[
         (comparison.summary["measure"] == "final") & (comparison.summary["n"] > 0)
     ]
     if final.empty:
         return _empty("no finished runs yet")
-    families = sorted(final.groupby(list(_FAMILY)).groups)
-    sparsities = {
-        family: sorted(final[_matches(final, family)]["sparsity"].unique()) for family in families
-    }
-    colors = _colors(final["arm"].unique().tolist())
-    figure, axes = _grid(len(families), max(len(values) for values in sparsities.values()))
-    for row, family in enumerate(families):
-        for ax in axes[row][len(sparsities[family]) :]:
-            ax.set_visible(False)  # this family ran fewer sparsities (dense: only s=0)
-        for col, sparsity in enumerate(sparsities[family]):
-            ax = axes[row][col]
-            panel = final[_matches(final, family) & (final["sparsity"] == sparsity)]
+    dense = final[final["method"] == "dense"]
+    sparse = final[final["method"] != "dense"]
+    shown = sparse if not sparse.empty else dense
+    panels = sorted(shown.groupby([*SETTING, "sparsity"]).groups)
+    colors = _colors(sparse["arm"].unique().tolist())
+    cols = min(len(panels), _MAX_COLUMNS)
+    figure, axes = _grid(math.ceil(len(panels) / cols), cols)
+    flat = [ax for row in axes for ax in row]
+    for ax in flat[len(panels) :]:
+        ax.set_visible(False)
+    for ax, (*setting, sparsity) in zip(flat, panels, strict=False):
+        reference = dense[_matches_setting(dense, tuple(setting))]
+        for arm, line in reference.groupby("arm"):
+            _band_line(ax, line, "black", f"{arm} (reference)", "s--")
+        if shown is sparse:
+            panel = sparse[
+                _matches_setting(sparse, tuple(setting)) & (sparse["sparsity"] == sparsity)
+            ]
             for arm, line in panel.groupby("arm"):
-                line = line.sort_values("budget")
-                ax.plot(line["budget"], line["mean"], "o-", color=colors[arm], label=arm)
-                band = line.dropna(subset=["ci_low", "ci_high"])
-                ax.fill_between(
-                    band["budget"], band["ci_low"], band["ci_high"], color=colors[arm], alpha=0.2
-                )
-            ax.set_title(_label((*family, sparsity)), fontsize=9)
-            ax.set_xlabel("epoch budget")
-            ax.set_ylabel(f"final {ACCURACY} (%)")
-            ax.set_xticks(sorted(panel["budget"].unique()))
-            ax.legend(fontsize=7)
+                _band_line(ax, line, colors[arm], arm, "o-")
+        ax.set_title(_setting_label(tuple(setting), sparsity), fontsize=9)
+        ax.set_xlabel("epoch budget")
+        ax.set_ylabel(f"final {ACCURACY} (%)")
+        ax.set_xticks(sorted(final[_matches_setting(final, tuple(setting))]["budget"].unique()))
+        ax.legend(fontsize=7)
     figure.tight_layout()
     return figure
+
+
+def _band_line(ax: Axes, line: pd.DataFrame, color: str, label: str, style: str) -> None:
+    """One arm's mean per budget and its interval band; the label says its seeds (n)."""
+    line = line.sort_values("budget")
+    counts = sorted({int(n) for n in line["n"]})
+    seeds = "/".join(str(n) for n in counts)
+    ax.plot(line["budget"], line["mean"], style, color=color, label=f"{label} (n={seeds})")
+    band = line.dropna(subset=["ci_low", "ci_high"])
+    ax.fill_between(
+        band["budget"],
+        band["ci_low"].clip(0.0, 100.0),
+        band["ci_high"].clip(0.0, 100.0),
+        color=color,
+        alpha=0.15 if color == "black" else 0.2,
+    )
+
+
+def _matches_setting(frame: pd.DataFrame, setting: tuple) -> pd.Series:
+    mask = pd.Series(True, index=frame.index)
+    for name, value in zip(SETTING, setting, strict=True):
+        mask &= frame[name] == value
+    return mask
+
+
+def _setting_label(setting: tuple, sparsity: float) -> str:
+    workload, dataset, model = setting
+    prefix = "" if workload == "default" else f"{workload} "
+    return f"{prefix}{dataset}/{model} s={sparsity:g}"
 
 
 def _matches(frame: pd.DataFrame, family: tuple) -> pd.Series:

@@ -19,7 +19,7 @@ th, td { border: 1px solid #ccc; padding: 0.25em 0.5em; text-align: left; }
 th { background: #f3f3f3; }
 .banner { background: #fff3cd; border: 2px solid #d39e00; padding: 0.8em; font-weight: bold; }
 .guards { background: #fdecea; border: 2px solid #c0392b; padding: 0.4em 0.8em; margin: 1em 0; }
-.guards p { font-weight: bold; }
+.guards summary { font-weight: bold; cursor: pointer; }
 figure { margin: 1em 0 2em; }
 figure img { max-width: 100%; }
 """
@@ -53,7 +53,9 @@ class Block:
 
     @classmethod
     def warning(cls, text: str, items: list[str]) -> Block:
-        """A boxed warning with a lead line and a list (e.g. the verdict guards that fired)."""
+        """A boxed warning, collapsed under its lead line, with a list (e.g. the verdict
+        guards that fired): the reader sees that it is there without it pushing the rest
+        down."""
         return cls("warning", text=text, items=tuple(items))
 
     @classmethod
@@ -93,7 +95,14 @@ def render_markdown(document: Document) -> str:
         elif block.kind == "banner":
             lines += [f"> **⚠ {block.text}**", ""]
         elif block.kind == "warning":
-            lines += [f"> **⚠ {block.text}**", ">", *(f"> - {item}" for item in block.items), ""]
+            lines += [
+                f"<details><summary>⚠ {html.escape(block.text)}</summary>",
+                "",
+                *(f"- {item}" for item in block.items),
+                "",
+                "</details>",
+                "",
+            ]
         elif block.kind == "bullets":
             lines += [*(f"- {item}" for item in block.items), ""]
         elif block.kind == "table":
@@ -130,7 +139,10 @@ def render_html(document: Document, base_dir: Path) -> str:
             parts.append(f'<p class="banner">⚠ {esc(block.text)}</p>')
         elif block.kind == "warning":
             items = "".join(f"<li>{esc(item)}</li>" for item in block.items)
-            parts.append(f'<div class="guards"><p>⚠ {esc(block.text)}</p><ul>{items}</ul></div>')
+            parts.append(
+                f'<details class="guards"><summary>⚠ {esc(block.text)}</summary>'
+                f"<ul>{items}</ul></details>"
+            )
         elif block.kind == "bullets":
             parts.append(
                 "<ul>" + "".join(f"<li>{esc(item)}</li>" for item in block.items) + "</ul>"

@@ -19,8 +19,11 @@ Output directory::
 The directory is then logged to MLflow as the artifacts of a run tagged
 `sparsesweep.role=report` in the sweep's experiment; the run also carries the guard tags
 (`analysis.guards.guard_tags`), the declaration it used (`sparsesweep.primary`), the verdict
-sentences (`sparsesweep.verdict`) and the pooled estimates over all cells as metrics
-(`analysis.verdict.verdict_metrics`). `report_from_export` writes the same report from an
+sentences (`sparsesweep.verdict`), the verdict and guard summary as its description
+(`mlflow.note.content`, `analysis.summary.answer_text`, which `sparsesweep report` prints
+too), the sweep's factors as params, the pooled estimates over all cells as metrics
+(`analysis.verdict.verdict_metrics`, the headline under `answer.`) and the accuracy-vs-budget
+figure at the top of its artifacts (`ANSWER_FIGURE`, `mlflow.log_figure`). `report_from_export` writes the same report from an
 exported folder without MLflow.
 """
 
@@ -36,6 +39,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from matplotlib.figure import Figure
+from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
 from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
 
 from analysis.compare import (
@@ -54,7 +59,6 @@ from analysis.errors import AnalysisError, BadInputError
 from analysis.export import export_experiment, read_tables
 from analysis.fetch import Reader
 from analysis.guards import (
-    GUARD_HELP,
     GUARDS,
     MIN_ACTIVE_FRAC,
     MIN_SELECTION_SEEDS,
@@ -62,21 +66,24 @@ from analysis.guards import (
     guard_counts,
     guard_tags,
 )
-from analysis.plots import write_figures
+from analysis.plots import accuracy_vs_budget, write_figures
 from analysis.primary import PrimaryDeclaration, from_json, parse_contrast
 from analysis.primary_section import crossfit_blocks, primary_blocks
 from analysis.render import Block, Document, render_html, render_markdown
 from analysis.schema import STATUSES
 from analysis.seed_rule import rule_from_json, seed_blocks, seed_table
 from analysis.stats import MIN_BOOTSTRAP_N
+from analysis.summary import answer_text, guard_heading, guard_lines, report_params
 from analysis.text import (
     FAMILY,
+    SETTING,
     budget_range,
     family_label,
     fmt,
     interval,
     lr_text,
     p_value,
+    setting_label,
     signed,
     speedup_range,
 )
@@ -85,7 +92,7 @@ from contract.arms import is_sparseopt_arm
 from contract.names import Role, Tag
 
 _FIGURE_TITLES = {
-    "accuracy_vs_budget": "Final test accuracy vs epoch budget (95% t-interval over seeds, within [0, 100])",
+    "accuracy_vs_budget": "Final test accuracy vs epoch budget, one panel per sparsity, dense as the dashed reference (95% t-interval over seeds within [0, 100], n in the legend)",
     "accuracy_vs_epoch": "Test accuracy vs epoch, per budget: each compared run (thin) and the mean over seeds (thick)",
     "paired_differences": "Paired differences arm − reference (final test accuracy, 95% paired t-interval): each arm at its best lr, both at the best common lr, and cross-fitted",
     "itop_vs_sparsity": "ITOP rate vs sparsity (final epoch, mean over seeds)",
@@ -96,6 +103,8 @@ _VIEW_TEXT = {
     CROSS_FITTED: "best lr cross-fitted (each seed at the lr chosen on the other seeds)",
 }
 _MAX_LISTED_RUNS = 100
+ANSWER_FIGURE = "accuracy_vs_budget.png"
+"""The report run's figure at the top of its artifacts (MLflow's `log_figure`)."""
 
 
 @dataclass(frozen=True)
@@ -111,6 +120,12 @@ class ReportResult:
     verdict: Verdict
     declaration: PrimaryDeclaration
     """The primary declaration the report used, its contrasts resolved."""
+    answer: str
+    """The verdict and guard summary (`analysis.summary.answer_text`), as the report run's
+    description and the terminal show it."""
+    params: dict[str, str]
+    """The sweep's factors and the declaration (`analysis.summary.report_params`)."""
+    comparison: Comparison
 
 
 def write_report(
@@ -147,8 +162,11 @@ def write_report(
             **guard_tags(result.guards),
             Tag.PRIMARY: result.declaration.to_json(),
             Tag.VERDICT: "\n".join(result.verdict.sentences)[:MAX_TAG_VAL_LENGTH],
+            MLFLOW_RUN_NOTE: result.answer,
         },
         verdict_metrics(result.verdict),
+        result.params,
+        accuracy_vs_budget(result.comparison),
     )
     return ReportResult(**{**result.__dict__, "mlflow_run_id": run_id})
 
@@ -205,7 +223,17 @@ def _write(
     html = out / "report.html"
     html.write_text(render_html(document, out))
     return ReportResult(
-        out, markdown, html, comparison.partial, None, guards, verdict, comparison.primary
+        out,
+        markdown,
+        html,
+        comparison.partial,
+        None,
+        guards,
+        verdict,
+        comparison.primary,
+        answer_text(verdict, guards, comparison),
+        report_params(comparison, manifest),
+        comparison,
     )
 
 
@@ -242,12 +270,15 @@ def log_report(
     partial: bool,
     extra_tags: Mapping[str, str],
     metrics: Mapping[str, float] | None = None,
+    params: Mapping[str, str] | None = None,
+    figure: Figure | None = None,
 ) -> str:
     """Log `out_dir` as the artifacts of a new `sparsesweep.role=report` run tagged with
-    `extra_tags` (the verdict guards, the declaration and verdict) and carrying `metrics`
-    (the pooled estimates), and point every cell and curve run at it
-    (`sparsesweep.latest_report`); its run id."""
-    from mlflow.entities import Metric
+    `extra_tags` (the verdict guards, the declaration, the verdict and its description)
+    and carrying `metrics` (the pooled estimates), `params` (the sweep's factors) and
+    `figure` (accuracy vs budget, `ANSWER_FIGURE` at the top of its artifacts); point every
+    cell and curve run at it (`sparsesweep.latest_report`); its run id."""
+    from mlflow.entities import Metric, Param
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking_uri)
@@ -262,11 +293,14 @@ def log_report(
     }
     run = client.create_run(experiment_id, run_name=f"report {stamp}", tags=tags)
     try:
-        if metrics:
-            now = int(datetime.now(UTC).timestamp() * 1000)
-            client.log_batch(
-                run.info.run_id, metrics=[Metric(k, v, now, 0) for k, v in metrics.items()]
-            )
+        now = int(datetime.now(UTC).timestamp() * 1000)
+        client.log_batch(
+            run.info.run_id,
+            metrics=[Metric(k, v, now, 0) for k, v in (metrics or {}).items()],
+            params=[Param(k, v) for k, v in (params or {}).items()],
+        )
+        if figure is not None:
+            client.log_figure(run.info.run_id, figure, ANSWER_FIGURE)
         client.log_artifacts(run.info.run_id, str(out_dir))
     except Exception as error:  # any store failure: the local report still stands
         client.set_terminated(run.info.run_id, "FAILED")
@@ -380,7 +414,7 @@ def build_document(
             )
         )
     blocks += primary_blocks(comparison, verdict, source)
-    blocks.append(_guard_box(guards, comparison.primary.halfwidth))
+    blocks.append(_guard_box(guards, comparison))
     status_text = ", ".join(f"{counts.get(s, 0)} {s}" for s in STATUSES if counts.get(s, 0))
     blocks.append(
         Block.paragraph(
@@ -437,25 +471,22 @@ def _no_guard_text(halfwidth: float) -> str:
     )
 
 
-def _guard_box(guards: pd.DataFrame, halfwidth: float) -> Block:
-    """The warning box under the verdict: one line per guard that fired, or that none did."""
+def _guard_box(guards: pd.DataFrame, comparison: Comparison) -> Block:
+    """The collapsed box under the verdict: one line per guard that fired, with why it fires,
+    whether this design makes it fire, and its first case; or that none did."""
     if guards.empty:
-        return Block.paragraph(_no_guard_text(halfwidth))
+        return Block.paragraph(_no_guard_text(comparison.primary.halfwidth))
     counts = guard_counts(guards)
     items = []
-    for name in GUARDS:
-        if not counts[name]:
-            continue
+    for name, line in zip(
+        [name for name in GUARDS if counts[name]], guard_lines(guards, comparison), strict=True
+    ):
         first = guards[guards["guard"] == name].iloc[0]
         more = f" (and {counts[name] - 1} more)" if counts[name] > 1 else ""
-        items.append(
-            f"{name} ×{counts[name]}: {GUARD_HELP[name]}. E.g. {first['scope']}: "
-            f"{first['detail']}{more}."
-        )
+        items.append(f"{line}. E.g. {first['scope']}: {first['detail']}{more}.")
     return Block.warning(
-        f"VERDICT GUARDS — {len(guards)} warning(s) of {sum(1 for c in counts.values() if c)} "
-        "kind(s): read the verdict with them in mind (all in the section Verdict guards and "
-        "tables/guards.csv).",
+        f"{guard_heading(guards)}: read the verdict with them in mind (all in the section "
+        "Verdict guards and tables/guards.csv).",
         items,
     )
 
@@ -664,6 +695,8 @@ def _verdict_section(comparison: Comparison) -> list[Block]:
 
 
 def _accuracy_section(comparison: Comparison) -> list[Block]:
+    """One table per setting (dataset/model) and measure: every arm, dense beside the sparse
+    ones, a column per budget; the best-epoch table only where it differs from the final."""
     blocks = [Block.heading(2, "Accuracy vs epoch budget")]
     summary = comparison.summary
     if summary.empty:
@@ -674,22 +707,37 @@ def _accuracy_section(comparison: Comparison) -> list[Block]:
             "(BCa bootstrap intervals in tables/summary.csv)."
         )
     )
-    for family, part in summary.groupby(list(FAMILY), sort=True):
+    for setting, part in summary.groupby(list(SETTING), sort=True):
         budgets = sorted(part["budget"].unique())
-        for measure in ("final", "best"):
-            rows = []
-            chosen = part[part["measure"] == measure]
-            for sparsity in sorted(chosen["sparsity"].unique()):
-                at = chosen[chosen["sparsity"] == sparsity]
-                for arm in _arm_order(at["arm"].unique().tolist()):
-                    cells = at[at["arm"] == arm].set_index("budget")
-                    rows.append(
-                        [f"{sparsity:g}", arm]
-                        + [_cell_text(cells.loc[b]) if b in cells.index else "" for b in budgets]
-                    )
-            blocks.append(Block.heading(3, f"{family_label(family)} — {measure} test_acc1 (%)"))
-            blocks.append(Block.table(["sparsity", "arm", *(f"{b} ep" for b in budgets)], rows))
+        headers = ["sparsity", "arm", *(f"{b} ep" for b in budgets)]
+        tables = {measure: _accuracy_rows(part, measure, budgets) for measure in ("final", "best")}
+        label = setting_label(setting)
+        if tables["best"] == tables["final"]:
+            blocks.append(Block.heading(3, f"{label} — final test_acc1 (%)"))
+            blocks.append(
+                Block.paragraph("Every run's best epoch was its final one: one table for both.")
+            )
+            blocks.append(Block.table(headers, tables["final"]))
+            continue
+        for measure, rows in tables.items():
+            blocks.append(Block.heading(3, f"{label} — {measure} test_acc1 (%)"))
+            blocks.append(Block.table(headers, rows))
     return blocks
+
+
+def _accuracy_rows(part: pd.DataFrame, measure: str, budgets: list[int]) -> list[list[str]]:
+    """Rows (sparsity, arm, one cell per budget) of one measure; dense first, at s=0."""
+    rows = []
+    chosen = part[part["measure"] == measure]
+    for sparsity in sorted(chosen["sparsity"].unique()):
+        at = chosen[chosen["sparsity"] == sparsity]
+        for arm in _arm_order(at["arm"].unique().tolist()):
+            cells = at[at["arm"] == arm].set_index("budget")
+            rows.append(
+                [f"{sparsity:g}", arm]
+                + [_cell_text(cells.loc[b]) if b in cells.index else "" for b in budgets]
+            )
+    return rows
 
 
 def _paired_section(comparison: Comparison) -> list[Block]:

@@ -11,17 +11,18 @@ Two tables are exported per sweep (see `analysis.export` for the on-disk layout)
   columns, `epoch`, one float64 column per metric key (null where that metric was not logged
   at that epoch) and `timestamp` (when the epoch's last value was logged).
 
-Metric columns carry the MLflow metric key, except where it would collide with an identity
-column (which comes from the run's tags): the measured `sparsity` metric becomes
-`measured_sparsity` (`sparsity` is the target), the `lr` metric (learning rate at the end of
-the epoch) becomes `epoch_lr` (`lr` is the trial's base lr); any other collision gets `metric_`.
+Metric columns carry the MLflow metric key (`epoch_lr`, `measured_sparsity`, ...). Runs logged
+before those metrics were renamed carry `lr` and `sparsity` (`contract.names.LEGACY_METRICS`):
+they land in the same `epoch_lr` and `measured_sparsity` columns, so exports of old and new
+sweeps read alike (schema version unchanged). Any other metric that would collide with an
+identity column (which comes from the run's tags) gets `metric_`.
 """
 
 from __future__ import annotations
 
 import pyarrow as pa
 
-from contract.names import EPOCH_METRICS, TRIAL_TAGS, TagKind
+from contract.names import EPOCH_METRICS, LEGACY_METRICS, TRIAL_TAGS, TagKind
 from contract.outcome import Status
 
 STATUSES: tuple[str, ...] = tuple(status.value for status in Status if status is not Status.PENDING)
@@ -73,13 +74,12 @@ RUN_COLUMNS: dict[str, pa.DataType] = {
 }
 
 PARAM_PREFIX = "param."
-_RENAMED_METRICS = {"sparsity": "measured_sparsity", "lr": "epoch_lr"}
 
 
 def metric_column(key: str) -> str:
     """Column name of MLflow metric `key` in the exported tables (see module docstring)."""
-    if key in _RENAMED_METRICS:
-        return _RENAMED_METRICS[key]
+    if key in LEGACY_METRICS:
+        return LEGACY_METRICS[key]
     if key in RUN_COLUMNS or key in ("epoch", "timestamp"):
         return f"metric_{key}"
     return key

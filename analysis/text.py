@@ -14,6 +14,17 @@ FAMILY: tuple[str, ...] = ("workload", "dataset", "model", "method")
 """The columns a report groups its tables by (a DST method on one dataset and model)."""
 
 
+SETTING: tuple[str, ...] = ("workload", "dataset", "model")
+"""The columns of a setting: what every arm, dense included, is compared within."""
+
+
+def setting_label(key: tuple) -> str:
+    """`dataset / model`, prefixed by the workload unless it is `default`."""
+    workload, dataset, model = key
+    prefix = "" if workload == "default" else f"{workload} · "
+    return f"{prefix}{dataset} / {model}"
+
+
 def fmt(value: float | None, digits: int = 2) -> str:
     """A plain number (`—` when missing)."""
     return "—" if value is None or pd.isna(value) else f"{value:.{digits}f}"

@@ -279,8 +279,14 @@ def _relative_text(row: dict[str, object], baseline: str) -> str:
 
 
 def metric_key(arm: str, baseline: str, view: str, name: str) -> str:
-    """An MLflow metric name for a pooled number of the report run (MLflow allows no `+`)."""
-    text = f"primary.{arm}.vs.{baseline}.{view}.{name}"
+    """An MLflow metric name for a pooled number of the report run (MLflow allows no `+`).
+
+    Names sort the answer first in MLflow's charts and tables: the headline view under
+    `answer.`, the other views under `primary.`, and the estimate itself before its interval
+    and n (`answer.rigl_sparseopt.vs.rigl.matched_lr`, then `….ci_high`, `….ci_low`, `….n`)."""
+    prefix = "answer" if view == HEADLINE_VIEW else "primary"
+    suffix = "" if name == "estimate" else f".{name}"
+    text = f"{prefix}.{arm}.vs.{baseline}.{VIEW_NAMES.get(view, view)}{suffix}"
     return re.sub(r"[^\w.\-/]", "_", text.replace(", ", "_"))
 
 

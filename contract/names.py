@@ -22,8 +22,19 @@ SPLIT_METRICS: tuple[str, ...] = (
 )
 """Loss and accuracy per split (val/test keys only when the run has that split)."""
 
-RUN_METRICS: tuple[str, ...] = ("lr", "sparsity", "itop_rate", "epoch_time_s", "samples_per_s")
-"""Per-epoch state of the run: lr at the end of the epoch, measured sparsity, ITOP rate, speed."""
+RUN_METRICS: tuple[str, ...] = (
+    "epoch_lr",
+    "measured_sparsity",
+    "itop_rate",
+    "epoch_time_s",
+    "samples_per_s",
+)
+"""Per-epoch state of the run: lr at the end of the epoch, measured sparsity, ITOP rate, speed.
+Named apart from the trial's tags `lr` (the searched base lr) and `sparsity` (the target)."""
+
+LEGACY_METRICS: dict[str, str] = {"lr": "epoch_lr", "sparsity": "measured_sparsity"}
+"""Old name -> current name of the renamed run metrics (runs logged before the rename carry
+the old names; readers map them, so old and new runs export to the same columns)."""
 
 ACTIVITY_METRICS: dict[str, str] = {
     "renorm": "renorm_active_frac",
@@ -104,9 +115,10 @@ class Tag:
     LATEST_REPORT = "sparsesweep.latest_report"
     """On cell and curve runs: the run id of the newest report of the sweep."""
     PARENT = "mlflow.parentRunId"
-    CHECKPOINT_PATH = "checkpoint_path"
     RAY_TRIAL_ID = "ray_trial_id"
-    GIT_COMMIT = "git_commit"
+    GIT_DIRTY = "sparsesweep.git_dirty"
+    """On every run whose code had uncommitted changes in tracked files: `true` (the commit
+    itself is MLflow's `mlflow.source.git.commit`)."""
     ERROR = "sparsesweep.error"
     """On a failed trial's run: the exception line (its artifact `error.txt` has the last lines)."""
     TRIALS_ENDED = "sparsesweep.trials_ended"
@@ -115,6 +127,9 @@ class Tag:
     """On cell runs: how many trials the spec runs in the cell."""
     OUTBOX = "sparsesweep.outbox"
     """On the experiment: the folder of the sweep's MLflow outbox (records not yet in MLflow)."""
+    SPEC_FILE = "sparsesweep.spec_file"
+    """On the experiment: where the sweep's stored spec is (`<storage_path>/<name>/
+    sweep_spec.yaml`), so a command given the tracking store finds the sweep's storage."""
 
 
 TagKind = Literal["str", "bool", "float", "int"]
@@ -140,7 +155,6 @@ TRIAL_TAGS: dict[str, TagKind] = {
     "stage": "str",
     "lr_trial": "int",
     "config_hash": "str",
-    Tag.GIT_COMMIT: "str",
     Tag.RAY_TRIAL_ID: "str",
 }
 """Every factor tag of a trial run and how to read its string value."""
@@ -159,17 +173,22 @@ def seed_mean(metric: str) -> str:
 
 
 class Aggregate:
-    """Metric names of the cell and curve runs' aggregates (docs/conventions.md)."""
+    """Metric names of the cell and curve runs' aggregates (docs/conventions.md).
+
+    A curve run's names sort the answer first in MLflow's chart view (charts are ordered by
+    name): the mean accuracy, its interval and n, then the paired difference to the baseline.
+    """
 
     TEST_ACC1_MEAN = seed_mean("test_acc1")
     TEST_ACC1_STD = "test_acc1_std"
-    TEST_ACC1_CI_LOW = "test_acc1_ci_low"
-    TEST_ACC1_CI_HIGH = "test_acc1_ci_high"
+    TEST_ACC1_CI_LOW = "test_acc1_mean_ci_low"
+    TEST_ACC1_CI_HIGH = "test_acc1_mean_ci_high"
+    TEST_ACC1_N = "test_acc1_mean_n"
     N_SEEDS = "n_seeds"
-    DIFF_MEAN = "diff_vs_baseline_mean"
-    DIFF_CI_LOW = "diff_vs_baseline_ci_low"
-    DIFF_CI_HIGH = "diff_vs_baseline_ci_high"
-    N_PAIRS = "n_pairs"
+    DIFF_MEAN = "vs_baseline_diff"
+    DIFF_CI_LOW = "vs_baseline_diff_ci_low"
+    DIFF_CI_HIGH = "vs_baseline_diff_ci_high"
+    N_PAIRS = "vs_baseline_diff_n"
 
 
 CELL_AGGREGATES: tuple[str, ...] = (
@@ -181,8 +200,13 @@ CELL_AGGREGATES: tuple[str, ...] = (
 history says which epochs were logged."""
 
 CURVE_FAMILIES: tuple[tuple[str, ...], ...] = (
-    (Aggregate.TEST_ACC1_MEAN, Aggregate.TEST_ACC1_CI_LOW, Aggregate.TEST_ACC1_CI_HIGH),
-    (Aggregate.DIFF_MEAN, Aggregate.DIFF_CI_LOW, Aggregate.DIFF_CI_HIGH),
+    (
+        Aggregate.TEST_ACC1_MEAN,
+        Aggregate.TEST_ACC1_CI_LOW,
+        Aggregate.TEST_ACC1_CI_HIGH,
+        Aggregate.TEST_ACC1_N,
+    ),
+    (Aggregate.DIFF_MEAN, Aggregate.DIFF_CI_LOW, Aggregate.DIFF_CI_HIGH, Aggregate.N_PAIRS),
 )
 """The metric families a curve run logs at `step = budget`, each all at once; the first of a
 family says which budgets it was logged at."""

@@ -267,8 +267,8 @@ def epoch_metrics(
             metrics[f"{prefix}_acc5"] = stats.acc5
     metrics.update(
         {
-            "lr": float(lr),
-            "sparsity": float(sparsity),
+            "epoch_lr": float(lr),
+            "measured_sparsity": float(sparsity),
             "itop_rate": float(itop_rate),
             "epoch_time_s": train.time_s,
             "samples_per_s": train.samples / train.time_s if train.time_s > 0 else 0.0,

@@ -77,8 +77,8 @@ def _describe(metrics: dict[str, Any], epochs: int) -> str:
         if key in metrics:
             parts.append(f"{key} {metrics[key]:.2f}")
     parts += [
-        f"lr {metrics['lr']:.3g}",
-        f"sparsity {metrics['sparsity']:.4f}",
+        f"lr {metrics['epoch_lr']:.3g}",
+        f"sparsity {metrics['measured_sparsity']:.4f}",
         f"{metrics['epoch_time_s']:.1f}s",
     ]
     return "  ".join(parts)

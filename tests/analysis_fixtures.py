@@ -100,8 +100,8 @@ class Trial:
                 "val_acc1": self.val_acc1(epoch),
                 "test_acc1": self.test_acc1(epoch),
                 "test_loss": 1.0 / epoch,
-                "lr": self.lr,
-                "sparsity": self.sparsity,
+                "epoch_lr": self.lr,
+                "measured_sparsity": self.sparsity,
                 "itop_rate": self.itop_rate(epoch),
                 "epoch_time_s": 2.0,
             }

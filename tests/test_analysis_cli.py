@@ -102,6 +102,10 @@ def test_report_logs_a_report_run(store, invoke, tmp_path: Path) -> None:
     run_id = result.output.strip().split("logged to MLflow run ")[1].split()[0]
     run = MlflowClient(tracking_uri=uri).get_run(run_id)
     assert run.data.tags["sparsesweep.role"] == "report"
+    # the terminal opens on the verdict the report run carries as its description
+    note = run.data.tags["mlflow.note.content"]
+    assert note.startswith("Primary verdict:\n\n- rigl+sparseopt vs rigl: +2.25 points")
+    assert " ".join(result.output.split()).startswith(" ".join(note.split()))  # wrapped
 
 
 @pytest.mark.parametrize(

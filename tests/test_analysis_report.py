@@ -131,15 +131,19 @@ def test_guards_csv_and_the_warning_box_at_the_top(planted) -> None:
         "best lr (sd of differences 0.65 pp) needs 5 seeds for a ±1-pp 95% t-interval",
     ]
     top = _guard_box(result.markdown.read_text())
-    assert "> **⚠ VERDICT GUARDS — 13 warning(s) of 4 kind(s)" in top
-    assert "> - lr_at_edge ×8: the chosen lr is the lowest or highest" in top
-    assert "> - few_seeds ×1: the paired differences spread too much" in top
-    assert "> - powerless_family ×3: the primary family is too large for its seeds" in top
+    assert "<details><summary>⚠ Verdict guards: 13 warning(s) of 4 kind(s): read" in top
+    assert "- lr_at_edge ×8: the chosen lr is the lowest or highest" in top
+    # planted cells ran 1 lr each: the chosen lr is always at an edge, and the box says so
+    assert "outside the grid — expected for this design: with 1 lr per cell the chosen" in top
+    assert "- few_seeds ×1: the paired differences spread too much" in top
+    assert "the measured runs made it fire" in top
+    assert "- powerless_family ×3: the primary family is too large for its seeds" in top
     assert "short_update_interval: 39 of 39 runs have no steps_per_epoch tag" in top
+    assert top.count("</details>") == 1
     assert "## Verdict guards" in result.markdown.read_text()
     html = result.html.read_text()
-    assert html.index("<h2>Primary verdict</h2>") < html.index('<div class="guards">')
-    assert html.index('<div class="guards">') < html.index("<h2>How these numbers")
+    assert html.index("<h2>Primary verdict</h2>") < html.index('<details class="guards">')
+    assert html.index('<details class="guards">') < html.index("<h2>How these numbers")
     assert "lr_at_edge ×8" in html
 
 
@@ -184,13 +188,33 @@ def test_report_is_logged_as_a_report_run_and_not_exported_as_a_trial(planted, t
         "halfwidth": 1.0,
     }
     assert run.data.tags["sparsesweep.verdict"] == result.verdict.sentences[0]
-    key = "primary.rigl_sparseopt.vs.rigl.best_common_lr"
+    key = "answer.rigl_sparseopt.vs.rigl.matched_lr"
     pooled = result.verdict.primary.iloc[0]
-    assert run.data.metrics[f"{key}.estimate"] == pytest.approx(pooled["estimate"])
+    assert run.data.metrics[key] == pytest.approx(pooled["estimate"])
     assert run.data.metrics[f"{key}.n"] == 4.0
     assert run.info.status == "FINISHED"
+    # the run's description is the verdict and the guard summary, as the terminal prints it
+    note = run.data.tags["mlflow.note.content"]
+    assert note == result.answer
+    assert note.startswith(f"Primary verdict:\n\n- {result.verdict.sentences[0]}\n")
+    assert "\nVerdict guards: 13 warning(s) of 4 kind(s):\n\n- lr_at_edge ×8: " in note
+    assert run.data.params == {
+        "workloads": "default",
+        "datasets": "digits",
+        "models": "small_cnn",
+        "arms": "rigl,rigl+sparseopt",
+        "sparsities": "0.9,0.95",
+        "budgets": "2,4",
+        "seeds": "0,1,2,3,4",
+        "search_metric": "val_acc1",
+        "primary": "rigl+sparseopt:rigl",
+        "alpha": "0.05",
+        "halfwidth": "1",
+        "target": "baseline at its largest budget",
+    }
     names = {item.path for item in client.list_artifacts(run.info.run_id)}
     assert {"report.md", "report.html", "plots", "tables", "data"} <= names
+    assert "accuracy_vs_budget.png" in names  # mlflow.log_figure, at the top
     again = export_experiment(uri, "planted", tmp_path / "again")
     assert again.manifest["trials"] == len(planted_trials())
 
@@ -261,7 +285,7 @@ def test_a_report_with_no_guard_says_so_and_tags_none(tmp_path: Path) -> None:
     assert result.guards.empty
     text = result.markdown.read_text()
     assert "Verdict guards: none fired." in _guard_box(text)
-    assert "VERDICT GUARDS" not in text
+    assert "<details" not in text
     assert "Verdict guards: none fired." in result.html.read_text()
     lines = (result.out_dir / "tables" / "guards.csv").read_text().splitlines()
     assert lines == ["guard,scope,detail"]
@@ -304,11 +328,10 @@ def test_figures_have_a_panel_per_group_that_ran_and_no_empty_ones() -> None:
         assert all(ax.get_lines() for ax in visible), "a visible panel has no data"
         return sorted(ax.get_title() for ax in visible)
 
-    assert panels(accuracy_vs_budget(comparison)) == [
-        "digits/small_cnn/dense s=0",
-        "digits/small_cnn/set s=0.9",
-        "digits/small_cnn/set s=0.95",
-    ]
+    by_budget = accuracy_vs_budget(comparison)
+    assert panels(by_budget) == ["digits/small_cnn s=0.9", "digits/small_cnn s=0.95"]
+    for ax in by_budget.axes:  # dense beside the sparse arm in every panel, with its n
+        assert ax.get_legend_handles_labels()[1] == ["dense (reference) (n=2)", "set (n=2)"]
     assert panels(accuracy_vs_epoch(comparison)) == [
         "digits/small_cnn/dense s=0 e=2",
         "digits/small_cnn/set s=0.9 e=2",
@@ -316,3 +339,28 @@ def test_figures_have_a_panel_per_group_that_ran_and_no_empty_ones() -> None:
         "digits/small_cnn/set s=0.95 e=2",
         "digits/small_cnn/set s=0.95 e=4",
     ]
+
+
+def test_dense_sits_beside_the_sparse_arms_and_nothing_is_shown_twice(tmp_path: Path) -> None:
+    """One sparsity, accuracy rising to the last epoch (best = final): one table holds dense
+    and the sparse arms, no second identical `best` table, and no one-point ITOP figure."""
+    trials = [
+        Trial("dense", 0.0, budget, seed, 90.0 + seed) for budget in (2, 4) for seed in (0, 1)
+    ]
+    trials += [
+        Trial(arm, 0.9, budget, seed, 80.0 + seed)
+        for arm in ("rigl", "rigl+sparseopt")
+        for budget in (2, 4)
+        for seed in (0, 1)
+    ]
+    uri, _ = build_store(tmp_path, "beside", trials)
+    result = write_report(uri, "beside", tmp_path / "report", log_to_mlflow=False)
+    text = result.markdown.read_text()
+    section = text.split("## Accuracy vs epoch budget")[1].split("\n## ")[0]
+    assert section.count("\n### ") == 1
+    assert "### digits / small_cnn — final test_acc1 (%)" in section
+    rows = [line.split(" | ")[:2] for line in section.splitlines() if line.startswith("| 0")]
+    assert rows == [["| 0", "dense"], ["| 0.9", "rigl"], ["| 0.9", "rigl+sparseopt"]]
+    assert not (tmp_path / "report" / "plots" / "itop_vs_sparsity.png").exists()
+    assert "ITOP rate vs sparsity" not in text
+    assert (tmp_path / "report" / "plots" / "accuracy_vs_budget.png").is_file()

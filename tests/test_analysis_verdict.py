@@ -178,5 +178,8 @@ def test_the_verdict_pools_the_primary_contrast_and_says_what_it_means() -> None
         "more accurate than rigl: the interval excludes 0; 0 of 1 cells differ after Holm"
     )
     assert metric_key("rigl+sparseopt", "rigl", "best lr, cross-fitted", "estimate") == (
-        "primary.rigl_sparseopt.vs.rigl.best_lr_cross-fitted.estimate"
+        "primary.rigl_sparseopt.vs.rigl.best_lr_cross-fitted"
+    )
+    assert metric_key("rigl+sparseopt", "rigl", "best common lr", "n") == (
+        "answer.rigl_sparseopt.vs.rigl.matched_lr.n"
     )

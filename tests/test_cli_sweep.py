@@ -163,3 +163,115 @@ def test_analysis_against_a_silent_server_fails_on_the_probe_timeout(
     assert f"--tracking-uri: MLflow server {uri} is unreachable" in output
     assert "timed out" in output, output  # ended by the probe's timeout, not by an MLflow call
     assert not (tmp_path / "out").exists()
+
+
+LONG = {
+    **ONE_TRIAL_SPEC,
+    "grid": {"arms": ["rigl+sparseopt"], "sparsities": [0.95], "budgets": [100], "seeds": [0, 1]},
+    "search": {"lr": {"grid": [0.164, 0.5]}},
+}
+
+
+def stored(tmp_path: Path, spec_dict: dict) -> Any:
+    """A sweep stored under tmp_path/results (its spec; no trials yet), tracked in tmp_path/m.db."""
+    spec = parse_spec(
+        {
+            **spec_dict,
+            "storage_path": str(tmp_path / "results"),
+            "tracking_uri": f"sqlite:///{tmp_path / 'm.db'}",
+        }
+    )
+    (tmp_path / "results" / spec.name).mkdir(parents=True)
+    (tmp_path / "results" / spec.name / "sweep_spec.yaml").write_text(spec.to_yaml())
+    return spec
+
+
+def test_status_fits_80_columns_with_only_the_statuses_that_occur(app, tmp_path: Path) -> None:
+    """A long cell id, an lr trial whose 2 seeds finished (91.0, 91.5: best 91.25 at lr 0.164)
+    and one seed of the other lr running: every line within 80 columns, nothing cut."""
+    from sweep_helpers import trial_meta
+
+    from contract.outcome import Status
+    from sweeps.run.ledger import TrialEntry
+    from sweeps.run.trial_index import IndexWriter
+
+    spec = stored(tmp_path, {"name": "wide", **LONG})
+    cell = "default/rigl+sparseopt/s=0.95/e=100"
+    writer = IndexWriter(str(tmp_path / "results" / "wide"), None)
+    for seed, lr_trial, lr, status, value in (
+        (0, 0, 0.164, Status.FINISHED, 91.0),
+        (1, 0, 0.164, Status.FINISHED, 91.5),
+        (0, 1, 0.5, Status.RUNNING, 80.0),
+    ):
+        meta = trial_meta(
+            sweep="wide", cell=cell, arm="rigl+sparseopt", sparsity=0.95, budget=100, seed=seed,
+            lr=lr, lr_trial=lr_trial, config_hash=f"h{seed}{lr_trial}",
+        )  # fmt: skip
+        writer.add(TrialEntry.of(meta, status, {"val_acc1": value}, "val_acc1"))
+    writer.flush()
+    result = CliRunner().invoke(app, ["status", "wide", "--storage", str(tmp_path / "results")])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert max(len(line) for line in lines) <= 80, result.output
+    (row,) = [line for line in lines if cell in line]
+    assert row.split() == [cell, "2/4", "2", "finished", "91.25", "0.164"]
+    at = lines.index(row)
+    assert [line.split() for line in lines[at + 1 : at + 3]] == [["1", "running"], ["1", "pending"]]
+    assert "…" not in result.output and spec.name == "wide"
+
+
+def test_every_command_finds_the_sweep_from_storage_tracking_uri_or_spec(
+    app, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From another folder, `status` and `queries` given only the tracking store (or the spec
+    file) find the storage the sweep recorded; `report` given only the storage finds the store."""
+    from mlflow.tracking import MlflowClient
+
+    from sweeps.cli import queries as cli_queries
+    from sweeps.cli.locate import locate_store
+    from sweeps.spec.storage import locate
+    from sweeps.tracking.experiment import experiment_tags, tag_experiment
+
+    spec = stored(tmp_path, {"name": "found", **ONE_TRIAL_SPEC})
+    location = locate(spec)
+    tag_experiment(
+        spec.tracking_uri, spec.name, location.artifact_location,
+        experiment_tags(spec, location.outbox_dir),
+    )  # fmt: skip
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    spec_yaml = tmp_path / "found.yaml"
+    spec_yaml.write_text(spec.to_yaml())
+    cli_queries.register(app)
+    for given in (["--tracking-uri", spec.tracking_uri], ["--spec", str(spec_yaml)]):
+        status = CliRunner().invoke(app, ["status", "found", *given])
+        assert status.exit_code == 0, status.output
+        assert "0/1 trials ended" in " ".join(status.output.split())
+        queries = CliRunner().invoke(app, ["queries", "found", *given])
+        assert queries.exit_code == 0, queries.output
+        experiment_id = (
+            MlflowClient(spec.tracking_uri).get_experiment_by_name("found").experiment_id
+        )
+        assert (
+            f"/#/experiments/{experiment_id}/runs?workflowType=machine_learning" in queries.output
+        )
+    storage = str(tmp_path / "results")
+    assert locate_store("found", None, storage, None, None) == ("found", spec.tracking_uri)
+    assert locate_store("found", None, None, None, spec_yaml) == ("found", spec.tracking_uri)
+    missing = CliRunner().invoke(app, ["status", "found"])  # ./sweep_results holds nothing here
+    assert missing.exit_code == 2
+    assert "allowed: --storage PATH, --tracking-uri URI or --spec FILE" in missing.output
+    experiment = MlflowClient(spec.tracking_uri).get_experiment_by_name("found")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert experiment.tags["sparsesweep.spec_file"] == location.spec_file
+
+
+def test_help_wraps_to_the_terminal_without_type_noise_on_flags() -> None:
+    from sweeps.cli import app as sparsesweep
+
+    result = CliRunner().invoke(sparsesweep, ["run", "--help"])
+    assert result.exit_code == 0, result.output
+    assert "--dry-run" in result.output and "<bool>" not in result.output
+    assert "╭" not in result.output  # plain help: every line copyable

@@ -45,7 +45,7 @@ def test_every_tag_the_tracker_writes_is_one_the_reader_knows() -> None:
     from sweeps.tracking.runs import cell_tags, trial_tags
 
     train = TrainConfig().model_dump(mode="json")
-    written = set(trial_tags(meta(), train, "abc")) | set(cell_tags(meta()))
+    written = set(trial_tags(meta(), train)) | set(cell_tags(meta()))
     known = set(names.TRIAL_TAGS) | {names.Tag.ROLE, names.Tag.STATUS}
     assert written <= known, written - known
 

@@ -241,7 +241,7 @@ def test_dashboard_shows_the_sweep_runs_tags_and_epoch_metrics(
             "arm: rigl+sparseopt",
             "preconditioner: sparseopt",
             "sparsesweep.status: finished",
-            "git_commit: 0123abc",
+            "sparsesweep.role: trial",
         ):
             expect(page.get_by_text(tag, exact=True)).to_be_visible()
         page.screenshot(path=ARTIFACTS / "run.png", full_page=True)
@@ -301,11 +301,13 @@ def plotted(page: Any, plot: Any, traces: int) -> list[dict[str, list[float]]]:
         page.wait_for_timeout(1000)
 
 
+CURVE_ARMS = ["dense", *SPEC["grid"]["arms"]]
 CURVE_SPEC = {
     **SPEC,
     "name": "curves",
-    "grid": {**SPEC["grid"], "budgets": CURVE_BUDGETS, "seeds": [0, 1, 2]},
+    "grid": {**SPEC["grid"], "arms": CURVE_ARMS, "budgets": CURVE_BUDGETS, "seeds": [0, 1, 2]},
 }
+CURVE_NAMES = ["curve dense s=0", *(f"curve {arm} s=0.9" for arm in SPEC["grid"]["arms"])]
 
 
 def test_chart_view_of_the_curve_runs_shows_accuracy_against_budget(
@@ -320,16 +322,54 @@ def test_chart_view_of_the_curve_runs_shows_accuracy_against_budget(
         search.click()
         page.keyboard.type("tags.`sparsesweep.role` = 'curve'")
         page.keyboard.press("Enter")
-        for arm in SPEC["grid"]["arms"]:
-            expect(page.get_by_text(f"curve {arm} s=0.9", exact=True)).to_be_visible()
+        for name in CURVE_NAMES:
+            expect(page.get_by_text(name, exact=True)).to_be_visible()
         page.locator('label:has(input[name="runs-view-mode"][value="CHART"])').click()
         card = page.get_by_test_id("experiment-view-compare-runs-card").filter(
             has=page.get_by_text("test_acc1_mean", exact=True)
         )
         plot = card.locator(".js-plotly-plot")
         expect(plot).to_have_count(1)
-        traces = plotted(page, plot, len(SPEC["grid"]["arms"]))
+        traces = plotted(page, plot, len(CURVE_ARMS))
         page.screenshot(path=ARTIFACTS / "curves.png", full_page=True)
-    assert len(traces) == len(SPEC["grid"]["arms"])
+    assert len(traces) == len(CURVE_ARMS)
     for trace in traces:
         assert trace["x"] == CURVE_BUDGETS
+
+
+def printed_link(log: Path, sweep: str) -> str:
+    """The link `sparsesweep ui` printed for `sweep` (its line `sweep NAME: URL`)."""
+    prefix = f"sweep {sweep}: "
+    links = [
+        line[len(prefix) :] for line in log.read_text().splitlines() if line.startswith(prefix)
+    ]
+    assert len(links) == 1, log.read_text()
+    return links[0]
+
+
+def test_the_printed_link_opens_every_arms_accuracy_against_budget(
+    store: Store, ui_url: str, browser: Any
+) -> None:
+    """A fresh browser following the link `sparsesweep ui` prints lands in model-training mode
+    on the curve runs of every arm (dense included), charted: the accuracy-vs-budget chart is
+    on screen, one curve per arm, without a click."""
+    from playwright.sync_api import expect
+
+    link = printed_link(store.root / "ui.log", "curves")
+    assert link.startswith(f"{ui_url}/#/experiments/{store.curves_experiment_id}/runs?")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with browser_page(browser, 1000) as page:
+        page.goto(link)
+        card = page.get_by_test_id("experiment-view-compare-runs-card").filter(
+            has=page.get_by_text("test_acc1_mean", exact=True)
+        )
+        plot = card.locator(".js-plotly-plot")
+        expect(plot).to_have_count(1)
+        expect(card).to_be_in_viewport()
+        traces = plotted(page, plot, len(CURVE_ARMS))
+        expect(page.get_by_text("Detect Issues")).to_have_count(0)
+        page.screenshot(path=ARTIFACTS / "answer_link.png")
+    assert sorted(trace["x"] for trace in traces) == [CURVE_BUDGETS] * len(CURVE_ARMS)
+    log = (store.root / "ui.log").read_text()
+    # quiet by default: no access-log line per request, no library deprecation warning
+    assert '"GET /' not in log and "DeprecationWarning" not in log, log

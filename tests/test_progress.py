@@ -125,11 +125,73 @@ def test_plain_lines_when_not_a_terminal(spec_file, monkeypatch, capsys) -> None
     assert len(lines) == 4
 
 
-def test_a_resumed_sweep_starts_from_what_is_done(spec_file, monkeypatch, capsys) -> None:
+@pytest.mark.parametrize("mode", ["lines", "live"])
+def test_a_resumed_sweep_says_what_is_done_and_what_resumes(
+    spec_file, monkeypatch, capsys, mode: str
+) -> None:
+    """2 trials ended; 1 was in flight when the sweep stopped (it reported an epoch, so it has
+    a checkpoint); 1 never started."""
     _, path = spec_file
     done = [trial("a", 0, 0, "TERMINATED", 50.0), trial("b", 0, 1, "TERMINATED", 70.0)]
+    in_flight = trial("c", 1, 0, "PENDING")
+    in_flight.last_result = {"epoch": 1, "val_acc1": 30.0}
+    started(RichProgressCallback(path), [*done, in_flight], mode, monkeypatch)
+    first = capsys.readouterr().err.splitlines()[0]
+    assert first == "sweep p: resuming: 2 ended, 1 from checkpoints (4 trials in all)"
+
+
+def test_a_sweep_with_every_trial_ended_says_so(spec_file, monkeypatch, capsys) -> None:
+    _, path = spec_file
+    done = [
+        trial(name, cell, seed, "TERMINATED", 50.0)
+        for name, cell, seed in (("a", 0, 0), ("b", 0, 1), ("c", 1, 0), ("d", 1, 1))
+    ]
     started(RichProgressCallback(path), done, "lines", monkeypatch)
-    assert capsys.readouterr().err == "sweep p: 2/4 trials already ended\n"
+    assert capsys.readouterr().err == "sweep p: 4/4 trials already ended\n"
+
+
+def test_ctrl_c_is_acknowledged_and_in_flight_trials_stay_pending(
+    spec_file, monkeypatch, capsys
+) -> None:
+    """Ctrl-C while 2 trials run: one line at once naming them; Tune then stops them (an error
+    or a partial result), and they count as pending, as `sparsesweep status` says, not as
+    failed or stopped; no line per trial for them."""
+    import signal
+
+    _, path = spec_file
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        callback = RichProgressCallback(path)
+        trials = [trial("a", 0, 0, "RUNNING"), trial("b", 0, 1, "RUNNING")]
+        trials.append(trial("c", 1, 0, "RUNNING"))  # Tune stops it without a hook
+        started(callback, trials, "lines", monkeypatch)
+        for one in trials:
+            callback.on_trial_start(iteration=1, trials=trials, trial=one)
+        capsys.readouterr()
+        signal.getsignal(signal.SIGINT)(signal.SIGINT, None)
+        assert received == [signal.SIGINT], "Tune's own handler still runs"
+        assert capsys.readouterr().err == (
+            "stopping: 3 trials in flight will resume from their checkpoint (Ctrl-C again "
+            "stops without saving the sweep's state)\n"
+        )
+        trials[0].status = "ERROR"
+        callback.on_trial_error(iteration=2, trials=trials, trial=trials[0])
+        trials[1].last_result = {"epoch": 0}
+        callback.on_trial_complete(iteration=2, trials=trials, trial=trials[1])
+        trials[2].status = "TERMINATED"  # Tune's cleanup, which calls no hook
+        callback.on_experiment_end(trials=trials)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert capsys.readouterr().err == ""
+    progress = display._sweeps[path]
+    assert (progress.running, progress.pending, progress.failed, progress.ended) == (0, 4, 0, 0)
+    index = read_index(str(Path(path).parent))
+    assert {entry.config_hash: entry.status for entry in index.values()} == {
+        "a-hash": Status.PENDING,
+        "b-hash": Status.PENDING,
+        "c-hash": Status.PENDING,
+    }
 
 
 def test_live_view_counts_each_cell_and_its_best(spec_file, monkeypatch) -> None:
@@ -177,7 +239,10 @@ def test_restores_from_the_state_an_older_release_pickled(spec_file, monkeypatch
     old_state = {"_spec_file": path, "_total": 4, "_enabled": False, "_ended": {"x"}, "_failed": 1}
     callback.__setstate__(old_state)
     started(callback, [trial("a", 0, 0, "TERMINATED", 50.0)], "lines", monkeypatch)
-    assert capsys.readouterr().err == "sweep p: 1/4 trials already ended\n"
+    assert (
+        capsys.readouterr().err
+        == "sweep p: resuming: 1 ended, 0 from checkpoints (4 trials in all)\n"
+    )
     assert callback.__getstate__() == {"_spec_file": path, "_shard": 0}
 
 
@@ -324,7 +389,10 @@ def test_other_shards_are_counted_from_their_index(tmp_path, monkeypatch, capsys
     writer.flush()
     callback = RichProgressCallback(path, shard=1)
     started(callback, [trial("c", 1, 0, "RUNNING")], "lines", monkeypatch)
-    assert capsys.readouterr().err == "sweep p: 2/4 trials already ended\n"
+    assert (
+        capsys.readouterr().err
+        == "sweep p: resuming: 2 ended, 0 from checkpoints (4 trials in all)\n"
+    )
     assert read_index(shard_dir(sweep_dir, 1)) is None  # nothing of shard 1 written yet
     callback.get_state()
     assert list(read_index(shard_dir(sweep_dir, 1)) or {}) == ["c-hash"]

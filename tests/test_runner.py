@@ -26,8 +26,8 @@ METRIC_KEYS = {
     "test_loss",
     "test_acc1",
     "test_acc5",
-    "lr",
-    "sparsity",
+    "epoch_lr",
+    "measured_sparsity",
     "itop_rate",
     "epoch_time_s",
     "samples_per_s",
@@ -77,7 +77,7 @@ def test_outputs_config_metrics_and_checkpoints(uninterrupted):
     assert [row["epoch"] for row in metrics] == [1, 2, 3, 4]
     assert all(set(row) == METRIC_KEYS for row in metrics)
     assert metrics == result.history and result.resumed_from_epoch == 0
-    assert metrics[-1]["sparsity"] == pytest.approx(0.8, abs=1e-3)
+    assert metrics[-1]["measured_sparsity"] == pytest.approx(0.8, abs=1e-3)
     assert metrics[-1]["itop_rate"] > 0.2  # RigL explored beyond the initial 20%
     assert metrics[-1]["test_acc1"] > 50.0
     assert [p.name for p in sorted((out / "checkpoints").glob("*.pt"))] == [
@@ -151,7 +151,7 @@ def test_different_config_in_the_same_directory_is_refused(uninterrupted):
 def test_dense_run_with_progress_output(tmp_path, capsys):
     cfg = tiny_config(sparse={"method": "dense", "sparsity": 0.0}, epochs=2)
     result = run_training(cfg, tmp_path, progress=True)
-    assert [row["sparsity"] for row in result.history] == [0.0, 0.0]
+    assert [row["measured_sparsity"] for row in result.history] == [0.0, 0.0]
     assert "epoch 2/2" in capsys.readouterr().out
 
 

@@ -527,3 +527,15 @@ def test_analysis_section_is_the_report_declaration() -> None:
     declared = spec.analysis.declaration()
     assert declared.contrasts == (("rigl+sparseopt", "rigl"),) and declared.target == 90.0
     assert from_json(declared.to_json()) == declared
+
+
+def test_dry_run_durations_are_in_the_unit_people_read() -> None:
+    from sweeps.spec.cost import rough_duration
+
+    assert [rough_duration(s) for s in (20.4, 180, 150 * 60, 40 * 3600, 1234 * 3600)] == [
+        "20 s",
+        "3 min",
+        "2.5 h",
+        "40 h",
+        "1,200 h",
+    ]

@@ -212,4 +212,4 @@ def test_sweep_survives_driver_sigkill_and_resumes_exactly_once(
     for key, metrics in curves.items():
         assert metrics["test_acc1_mean"] == [1, 2], key
         if "sparseopt" in key:
-            assert metrics["diff_vs_baseline_mean"] == [1, 2], key
+            assert metrics["vs_baseline_diff"] == [1, 2], key

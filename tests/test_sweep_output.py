@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from mlflow.tracking import MlflowClient
 from sweep_helpers import ONE_TRIAL_SPEC, finish, ray_temp_dir, sweep_env, write_spec
 
 from sweeps.run.versions import installed_versions
@@ -62,12 +63,18 @@ def test_piped_run_is_quiet_and_its_summary_pastes_back(tmp_path: Path) -> None:
     for line in CHATTER:
         assert line not in out + err, f"{line!r} printed:\n{out}\n{err}"
     progress = err.splitlines()
-    assert progress[0] == "sweep out: 2 trials to run"
-    assert progress[1].startswith("[1/2] finished default/rigl/s=0.9/e=1 seed=")
-    assert progress[2].startswith("[2/2] finished") and "ETA 0s" in progress[2]
+    assert progress[0] == "sweep out: starting Ray…"  # at once: Ray takes seconds to start
+    assert progress[1] == "sweep out: 2 trials to run"
+    assert progress[2].startswith("[1/2] finished default/rigl/s=0.9/e=1 seed=")
+    assert progress[3].startswith("[2/2] finished") and "ETA 0s" in progress[3]
     summary = out.splitlines()
     assert summary[0] == "sweep out: 2/2 trials ended (2 finished)"
     commands = dict(line.split(": ", 1) for line in summary[1:])
+    experiment_id = MlflowClient(tracking_uri).get_experiment_by_name("out").experiment_id
+    assert commands["answer"] == (
+        f"http://127.0.0.1:5000/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+        "&searchFilter=tags.%60sparsesweep.role%60%20%3D%20%27curve%27&compareRunsMode=CHART"
+    )
     assert shlex.split(commands["dashboard"]) == [
         "sparsesweep",
         "ui",
@@ -78,7 +85,7 @@ def test_piped_run_is_quiet_and_its_summary_pastes_back(tmp_path: Path) -> None:
     # the same command again has nothing to do: it says so and starts nothing
     assert noop_err == "sweep out: 2/2 trials already ended\n"
     assert noop_out.splitlines()[0] == "sweep out: 2/2 trials ended (2 finished)"
-    assert "sweep out: 2/3 trials already ended" in again_err
+    assert "sweep out: resuming: 2 ended, 0 from checkpoints (3 trials in all)" in again_err
     assert_versions_recorded(tmp_path, tracking_uri)
     assert "Started a local Ray instance" in again_err, "--verbose shows Ray's output"
     assert "Configuration for experiment" in again_out, "--verbose shows Tune's output"

@@ -329,7 +329,8 @@ def test_a_stopped_sweep_leaves_no_run_running_and_no_cell_finished_early(
     run_trial(callback, done, [1, 2])
     complete(callback, done)
     run_trial(callback, running, [1])
-    callback.on_experiment_end([done, running])  # Ctrl-C: one trial in flight
+    running.status = "TERMINATED"  # Ctrl-C: Tune's cleanup stops it without an end hook
+    callback.on_experiment_end([done, running])
     by_seed = {run.data.tags["seed"]: run for run in runs(spec, "trial")}
     assert by_seed["0"].info.status == "FINISHED"
     assert by_seed["1"].info.status == "SCHEDULED"

@@ -32,7 +32,7 @@ def test_two_worker_trial_keeps_masks_identical_and_resumes(local_ray, tmp_path:
     assert result.error is None
     assert result.metrics["epoch"] == 2
     assert result.metrics["masks_in_sync"] is True
-    assert 0.89 < result.metrics["sparsity"] < 0.91
+    assert 0.89 < result.metrics["measured_sparsity"] < 0.91
 
     checkpoints = sorted(path.name for path in Path(result.path).glob("checkpoint_*"))
     again = build_trainer(config, runtime).fit()

@@ -7,6 +7,8 @@ functions, so `sparsesweep --help` and the analysis commands start fast. Every m
 
 from __future__ import annotations
 
+import shutil
+
 import typer
 
 from sweeps.cli import analysis, fanin, queries, run, single, status, sync, ui
@@ -17,6 +19,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # plain help (no boxes, no `<bool>` beside every flag), wrapped to the terminal's width
+    rich_markup_mode=None,
+    context_settings={"max_content_width": shutil.get_terminal_size((80, 24)).columns},
 )
 for module in (single, run, status, sync, queries, ui, fanin, analysis):
     module.register(app)

@@ -1,7 +1,8 @@
 """`sparsesweep export` and `sparsesweep report`: a sweep's runs to Parquet, and its report.
 
-The tracking URI defaults to `sqlite:///mlflow.db` in the current directory and honours
-MLFLOW_TRACKING_URI. It goes through the one tracking-URI check first, so an unreachable
+The sweep is named as everywhere (`sweeps.cli.locate`): its name with its tracking store
+(`--tracking-uri`, honouring MLFLOW_TRACKING_URI), its storage or its spec file; the default
+is the store the sweep under `./sweep_results` names, else `sqlite:///mlflow.db` here. It goes through the one tracking-URI check first, so an unreachable
 server fails in seconds rather than after the MLflow client's minutes of retries. Errors print
 one line and exit 2 (bad input: unknown experiment, missing store, bad argument) or 1
 (anything else, e.g. an experiment with no trials), without a traceback.
@@ -16,25 +17,16 @@ from typing import Annotated, TypeVar
 import typer
 
 from sweeps.cli.common import (
-    DEFAULT_TRACKING_URI,
     ExperimentOption,
     NameArgument,
     check_tracking_option,
     fail,
     out_console,
-    sweep_name,
 )
+from sweeps.cli.locate import SpecOption, StorageOption, TrackingOption, locate_store
 from sweeps.cli.sync import delivery_note
 
 T = TypeVar("T")
-TrackingOption = Annotated[
-    str,
-    typer.Option(
-        "--tracking-uri",
-        envvar="MLFLOW_TRACKING_URI",
-        help="MLflow tracking URI (sqlite:///path.db or http://host:port).",
-    ),
-]
 OutOption = Annotated[Path, typer.Option("--out", "-o", help="Output directory.")]
 
 
@@ -55,13 +47,15 @@ def export_command(
     out: OutOption,
     name: NameArgument = None,
     experiment: ExperimentOption = None,
-    tracking_uri: TrackingOption = DEFAULT_TRACKING_URI,
+    tracking_uri: TrackingOption = None,
+    storage: StorageOption = None,
+    spec_path: SpecOption = None,
 ) -> None:
     """Export every trial of a sweep to Parquet: trials/ (one row per trial) and epochs/
     (one row per trial x epoch), partitioned by method and sparsity."""
     from analysis.export import export_experiment
 
-    experiment = sweep_name(name, experiment)
+    experiment, tracking_uri = locate_store(name, experiment, storage, tracking_uri, spec_path)
     result = _guarded(lambda: export_experiment(tracking_uri, experiment, out), tracking_uri)
     manifest = result.manifest
     out_console.print(
@@ -79,7 +73,9 @@ def report_command(
     out: OutOption,
     name: NameArgument = None,
     experiment: ExperimentOption = None,
-    tracking_uri: TrackingOption = DEFAULT_TRACKING_URI,
+    tracking_uri: TrackingOption = None,
+    storage: StorageOption = None,
+    spec_path: SpecOption = None,
     target: Annotated[
         float | None,
         typer.Option(
@@ -105,7 +101,7 @@ def report_command(
     to MLflow as a report run."""
     from analysis.report import write_report
 
-    experiment = sweep_name(name, experiment)
+    experiment, tracking_uri = locate_store(name, experiment, storage, tracking_uri, spec_path)
     if target is not None and not 0.0 <= target <= 100.0:
         raise fail(f"--target {target} is out of range; allowed: a test accuracy in [0, 100] (%)")
     result = _guarded(
@@ -117,6 +113,7 @@ def report_command(
     note = delivery_note(tracking_uri, experiment, result.partial, "report")
     if note:
         out_console.print(f"note: {note}", highlight=False, soft_wrap=True, markup=False)
+    out_console.print(result.answer, highlight=False, markup=False)
     out_console.print(
         f"report: {result.markdown} and {result.html}", highlight=False, soft_wrap=True
     )

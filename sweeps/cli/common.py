@@ -29,7 +29,6 @@ out_console = Console()
 NameArgument = Annotated[
     str | None, typer.Argument(metavar="NAME", help="the sweep's name (or --experiment NAME)")
 ]
-StorageOption = Annotated[str, typer.Option("--storage", help="the sweep's storage_path")]
 ExperimentOption = Annotated[
     str | None,
     typer.Option("--experiment", "-e", help="the sweep's name, its MLflow experiment (or NAME)"),
@@ -108,6 +107,22 @@ def valid_host(host: str) -> bool:
 def sync_command(name: str, storage: str) -> str:
     """The command that writes a sweep's waiting records, quoted for a shell."""
     return f"sparsesweep sync {shlex.quote(name)} --storage {shlex.quote(storage)}"
+
+
+def answer_link(tracking_uri: str, name: str, base_url: str | None = None) -> str | None:
+    """The dashboard link that opens sweep `name` on its answer (`sweeps.tracking.queries.
+    runs_link`: its curve runs, charted): on the tracking server itself, or on `base_url`
+    (default: where `sparsesweep ui` serves a store); None while the sweep has no experiment."""
+    from sweeps.tracking.experiment import experiment_id_of
+    from sweeps.tracking.queries import DEFAULT_UI_URL, runs_link
+    from sweeps.tracking.uri import is_server
+
+    experiment_id = experiment_id_of(tracking_uri, name)
+    if experiment_id is None:
+        return None
+    if base_url is None:
+        base_url = tracking_uri if is_server(tracking_uri) else DEFAULT_UI_URL
+    return runs_link(base_url, experiment_id)
 
 
 def pending_note(name: str, storage: str, pending: int, tracking_uri: str) -> str:

@@ -18,18 +18,17 @@ from typing import Annotated, Any
 import typer
 
 from sweeps.cli.common import (
-    DEFAULT_STORAGE,
     INCOMPLETE_EXIT_CODE,
     ExperimentOption,
     NameArgument,
-    StorageOption,
+    answer_link,
     fail,
     pending_note,
     say,
-    sweep_name,
     valid_host,
     warn,
 )
+from sweeps.cli.locate import SpecOption, StorageOption, TrackingOption, locate_sweep
 
 _ADDRESS_RE = re.compile(r"^(?:ray://)?(?P<host>[^:/\s]+):(?P<port>\d{1,5})$")
 
@@ -93,10 +92,17 @@ def next_commands(spec: Any) -> list[tuple[str, str]]:
 
 def _print_summary(spec: Any, summary: Any) -> None:
     """How the trials ended, then the commands to look at the sweep, one unwrapped line each."""
-    parts = ", ".join(f"{count} {status}" for status, count in sorted(summary.statuses.items()))
+    counts = {status: n for status, n in summary.statuses.items() if status != "pending" and n}
+    pending = summary.expected - sum(counts.values())  # not started, or in flight at Ctrl-C
+    if pending > 0:
+        counts["pending"] = pending
+    parts = ", ".join(f"{count} {status}" for status, count in sorted(counts.items()))
     say(f"sweep {spec.name}: {summary.ended}/{summary.expected} trials ended ({parts or 'none'})")
     for what, command in next_commands(spec):
         say(f"{what}: {command}")
+    link = answer_link(spec.tracking_uri, spec.name)
+    if link is not None:
+        say(f"answer: {link}")
 
 
 def _pending_records(spec: Any) -> int:
@@ -237,38 +243,17 @@ def run(
 def resume(
     name: NameArgument = None,
     experiment: ExperimentOption = None,
-    storage: StorageOption = DEFAULT_STORAGE,
+    storage: StorageOption = None,
+    tracking_uri: TrackingOption = None,
+    spec_path: SpecOption = None,
     address: AddressOption = None,
     progress: ProgressOption = True,
     verbose: VerboseOption = False,
     allow_version_change: AllowVersionsOption = False,
 ) -> None:
     """Resume an interrupted sweep by name, under the spec it was started with."""
-    spec = stored_sweep(sweep_name(name, experiment), storage)
+    spec = locate_sweep(name, experiment, storage, tracking_uri, spec_path)
     _launch(spec, LaunchOptions(address, progress, verbose, allow_version_change))
-
-
-def stored_sweep(name: str, storage: str) -> Any:
-    """The spec sweep `name` under `storage` runs under; exit 2 naming the known sweeps if none."""
-    from sweeps.spec.load import read_spec_file
-    from sweeps.spec.storage import SPEC_FILE, is_remote
-
-    root = storage if is_remote(storage) else os.path.abspath(storage)
-    try:
-        spec = read_spec_file(f"{root.rstrip('/')}/{name}/{SPEC_FILE}")
-    except ValueError as error:
-        raise fail(str(error)) from None
-    if spec is None:
-        known = (
-            sorted(p.parent.name for p in Path(root).glob(f"*/{SPEC_FILE}"))
-            if not is_remote(root)
-            else []
-        )
-        raise fail(
-            f"no sweep named {name!r} under --storage {root}"
-            + (f"; known sweeps: {', '.join(known)}" if known else " (no sweeps there)")
-        )
-    return spec
 
 
 def register(app: typer.Typer) -> None:

@@ -15,18 +15,16 @@ from pathlib import Path
 import typer
 
 from sweeps.cli.common import (
-    DEFAULT_STORAGE,
     INCOMPLETE_EXIT_CODE,
     ExperimentOption,
     NameArgument,
-    StorageOption,
     check_tracking_option,
     err_console,
     fail,
     pending_note,
     say,
-    sweep_name,
 )
+from sweeps.cli.locate import SpecOption, StorageOption, TrackingOption, locate_sweep
 
 
 def _report(line: str) -> None:
@@ -36,17 +34,18 @@ def _report(line: str) -> None:
 def sync(
     name: NameArgument = None,
     experiment: ExperimentOption = None,
-    storage: StorageOption = DEFAULT_STORAGE,
+    storage: StorageOption = None,
+    tracking_uri: TrackingOption = None,
+    spec_path: SpecOption = None,
 ) -> None:
     """Write to MLflow the records a sweep's outbox still holds (those a run could not send
     before it stopped); waits while MLflow keeps taking them."""
-    from sweeps.cli.run import stored_sweep
     from sweeps.spec.storage import locate
     from sweeps.tracking.outbox import Outbox, OutboxBusyError, outbox_status
     from sweeps.tracking.sender import Destination, Sender
     from sweeps.tracking.uri import drain_timeout_s
 
-    spec = stored_sweep(sweep_name(name, experiment), storage)
+    spec = locate_sweep(name, experiment, storage, tracking_uri, spec_path)
     location = locate(spec)
     status = outbox_status(location.outbox_dir)
     if status is None or status.pending == 0:

@@ -10,23 +10,39 @@ import typer
 
 from sweeps.cli.common import (
     DEFAULT_TRACKING_URI,
+    ExperimentOption,
+    NameArgument,
     check_tracking_option,
     err_console,
     fail,
     is_loopback,
     out_console,
+    say,
     valid_host,
 )
+from sweeps.cli.locate import SpecOption, StorageOption, TrackingOption, locate_store
 from sweeps.tracking.uri import is_server
 
+QUIET_UVICORN = "--log-level warning --no-access-log"
+"""The server's log without its line per request (`--server-logs` keeps them)."""
 
-def _server_env() -> dict[str, str]:
-    """The MLflow server's environment: without its GenAI job runner unless asked for.
+
+QUIET_WARNINGS = "ignore:starlette.middleware.wsgi is deprecated"
+"""The deprecation warning MLflow 3.17's server prints at every start (nothing to act on)."""
+
+
+def _server_env(quiet: bool) -> dict[str, str]:
+    """The MLflow server's environment: without its GenAI job runner unless asked for, and
+    (`quiet`) without the library deprecation warning it prints at start.
 
     MLflow 3 starts about seven busy job-consumer processes by default; a sweep dashboard
-    uses none of them. Setting MLFLOW_SERVER_ENABLE_JOB_EXECUTION yourself overrides this.
+    uses none of them. Setting MLFLOW_SERVER_ENABLE_JOB_EXECUTION or PYTHONWARNINGS yourself
+    overrides this.
     """
-    return {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
+    defaults = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    if quiet:
+        defaults["PYTHONWARNINGS"] = QUIET_WARNINGS
+    return {**defaults, **os.environ}
 
 
 def _parse_allowed_hosts(value: str) -> list[str]:
@@ -57,14 +73,11 @@ def _host_patterns(names: list[str]) -> list[str]:
 
 
 def ui(
-    tracking_uri: Annotated[
-        str,
-        typer.Option(
-            "--tracking-uri",
-            envvar="MLFLOW_TRACKING_URI",
-            help="the sweep's tracking store (default: sqlite:///mlflow.db in the cwd)",
-        ),
-    ] = DEFAULT_TRACKING_URI,
+    name: NameArgument = None,
+    experiment: ExperimentOption = None,
+    tracking_uri: TrackingOption = None,
+    storage: StorageOption = None,
+    spec_path: SpecOption = None,
     host: Annotated[
         str, typer.Option("--host", help="bind address; loopback by default")
     ] = "127.0.0.1",
@@ -77,6 +90,13 @@ def ui(
             "reliably on a busy machine)",
         ),
     ] = 1,
+    server_logs: Annotated[
+        bool,
+        typer.Option(
+            "--server-logs",
+            help="show the MLflow server's own log: a line per request and its warnings",
+        ),
+    ] = False,
     allowed_hosts: Annotated[
         str | None,
         typer.Option(
@@ -86,7 +106,16 @@ def ui(
         ),
     ] = None,
 ) -> None:
-    """Serve the MLflow dashboard for a sweep's tracking store (bound to 127.0.0.1)."""
+    """Serve the MLflow dashboard of a tracking store (bound to 127.0.0.1) and print, for each
+    sweep in it (or the one named), the link that opens its answer (curve runs, charted)."""
+    from sweeps.tracking.experiment import sweep_experiments
+    from sweeps.tracking.queries import runs_link
+
+    named = name is not None or experiment is not None or spec_path is not None
+    if named:
+        sweep, tracking_uri = locate_store(name, experiment, storage, tracking_uri, spec_path)
+    elif tracking_uri is None:
+        tracking_uri = DEFAULT_TRACKING_URI
     if not valid_host(host):
         raise fail(
             f"--host {host!r} is not an IP address or host name; allowed: 127.0.0.1 (default, "
@@ -129,12 +158,16 @@ def ui(
     ]
     if extra_hosts:
         command += ["--allowed-hosts", ",".join(_host_patterns(extra_hosts))]
-    out_console.print(
-        f"MLflow dashboard on http://{host}:{port}  (Ctrl-C to stop)", highlight=False
-    )
+    if not server_logs:
+        command += ["--uvicorn-opts", QUIET_UVICORN]
+    base_url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    out_console.print(f"MLflow dashboard on {base_url}  (Ctrl-C to stop)", highlight=False)
+    for found, experiment_id in sweep_experiments(tracking_uri):
+        if not named or found == sweep:
+            say(f"sweep {found}: {runs_link(base_url, experiment_id)}")
     sys.stdout.flush()
     # become the server: Ctrl-C and `kill` reach it directly and no orphan is left behind
-    os.execve(sys.executable, command, _server_env())
+    os.execve(sys.executable, command, _server_env(quiet=not server_logs))
 
 
 def register(app: typer.Typer) -> None:

@@ -75,6 +75,8 @@ class SweepProgress:
         self._started = time.monotonic()
         self._ended_at_start = 0
         self._drawn_at = -float("inf")
+        self.interrupted = False
+        """Ctrl-C was pressed: trials that stop now wait (pending) for the next start."""
 
     # ----------------------------------------------------------------- counts
     @property
@@ -113,23 +115,38 @@ class SweepProgress:
         return True
 
     # ----------------------------------------------------------------- display
-    def begin(self) -> None:
-        """Start the display once per sweep and process (later shards continue it)."""
+    def begin(self, checkpointed: int = 0) -> None:
+        """Start the display once per sweep and process (later shards continue it), saying
+        where the sweep starts from: `checkpointed` trials continue from a checkpoint."""
         if self._begun:
             self.refresh(force=True)
             return
         self._begun = True
         self._started = time.monotonic()
         self._ended_at_start = self.ended
+        if self.mode == "off":
+            return
+        name = self.spec.name
+        if self.ended >= self.total:
+            self._say(f"sweep {name}: {self.ended}/{self._total_text()} trials already ended")
+        elif self.ended or checkpointed:
+            self._say(
+                f"sweep {name}: resuming: {self.ended} ended, {checkpointed} from checkpoints "
+                f"({self._total_text()} trials in all)"
+            )
+        else:
+            self._say(f"sweep {name}: {self._total_text()} trials to run")
         if self.mode == "live":
             self._start_live()
-        elif self.mode == "lines":
-            if self.ended:
-                self._say(
-                    f"sweep {self.spec.name}: {self.ended}/{self._total_text()} trials already ended"
-                )
-            else:
-                self._say(f"sweep {self.spec.name}: {self._total_text()} trials to run")
+
+    def interrupt(self) -> None:
+        """Ctrl-C: say at once what stopping keeps; the trials that stop from now on wait
+        (pending) for the next start instead of counting as failed."""
+        self.interrupted = True
+        self._say(
+            f"stopping: {self.running} trials in flight will resume from their checkpoint "
+            "(Ctrl-C again stops without saving the sweep's state)"
+        )
 
     def refresh(self, force: bool = False) -> None:
         """Redraw the live view, at most once per `REFRESH_S` unless forced."""
@@ -206,6 +223,9 @@ class SweepProgress:
         return f"{row.best_value:.4g} (lr {row.best_lr:.3g})"
 
     def _say(self, line: str) -> None:
+        if self._live is not None:  # above the live view, which redraws below it
+            self._live.console.print(line, highlight=False, markup=False, soft_wrap=True)
+            return
         print(line, file=sys.stderr, flush=True)
 
     def _render(self) -> Group:

@@ -453,8 +453,8 @@ def _run_shard(spec: SweepSpec, location: SweepLocation, plan: ShardPlan, shard:
         tuner.fit()
     prune_old_states(experiment_dir)
     entries = experiment_entries(spec, experiment_dir)
-    if any(entry.status is Status.RUNNING for entry in entries):
-        return False
+    if any(entry.status in (Status.RUNNING, Status.PENDING) for entry in entries):
+        return False  # interrupted: its trials in flight wait (pending) for the next start
     ended = sum(entry.status in ENDED for entry in entries)
     failed = any(entry.status is Status.FAILED for entry in entries)
     expected = shard.expected(spec)
@@ -498,6 +498,8 @@ def run_sweep(
             sweep_progress(location.spec_file, spec, mode, shard=None).begin()
             finish_progress(location.spec_file)
             return sweep_summary(spec)
+        if progress:  # Ray takes seconds to start: say so at once
+            print(f"sweep {spec.name}: starting Ray…", file=sys.stderr, flush=True)
         import ray
 
         try:

@@ -14,13 +14,15 @@ so only the environment reflects the command running now.
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from dataclasses import replace
 from typing import Any
 
 from ray.tune import Callback
 
-from contract.outcome import Status, ended_outcome
-from contract.trial import TrialMeta
+from contract.outcome import ENDED, Status, ended_outcome
+from contract.trial import ResultKey, TrialMeta
 from sweeps.run.display import MODES, PROGRESS_ENV, Mode, SweepProgress, sweep_progress
 from sweeps.run.ledger import TrialEntry
 from sweeps.run.shards import shard_dir, sweep_dir_of
@@ -42,6 +44,8 @@ class RichProgressCallback(Callback):
         self._writer: IndexWriter | None = None
         self._stored: list[TrialEntry] = []
         self._reconciled = False
+        self._in_flight: set[str] = set()
+        """Tune ids of the trials started and not ended (nor failed over) in this process."""
 
     def __getstate__(self) -> dict[str, Any]:
         return {"_spec_file": self._spec_file, "_shard": self._shard}
@@ -62,21 +66,24 @@ class RichProgressCallback(Callback):
         self._stored = list((stored or {}).values())
         self._progress.ledger.record_all(self._stored)
         self._reconciled = False
+        self._acknowledge_interrupts()
 
     # ----------------------------------------------------------------- Tune hooks
     def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
         if self._progress is None:
             return
         if not self._reconciled:
-            self._reconcile(trials)
-            self._progress.begin()
+            checkpointed = self._reconcile(trials)
+            self._progress.begin(checkpointed)
             return
         self._progress.refresh()
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._in_flight.add(trial.trial_id)
         self._note(trial, Status.RUNNING)
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._in_flight.discard(trial.trial_id)
         self._note(trial, Status.PENDING)  # failed within its retries: Tune starts it again
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -93,6 +100,13 @@ class RichProgressCallback(Callback):
         return None
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
+        """The experiment stopped: a trial still unended (in flight at Ctrl-C) waits for the
+        next start, so the index, `status` and the summary say pending, not running."""
+        if self._progress is not None:
+            for trial in trials:  # Tune marks them TERMINATED at Ctrl-C, without an end hook
+                if trial.trial_id in self._in_flight:
+                    self._record(self._entry(trial, Status.PENDING))
+            self._in_flight.clear()
         if self._writer is not None:
             self._writer.flush()
         if self._progress is not None:
@@ -100,9 +114,28 @@ class RichProgressCallback(Callback):
             self._progress.pause()
 
     # ----------------------------------------------------------------- internals
-    def _reconcile(self, trials: list) -> None:
+    def _acknowledge_interrupts(self) -> None:
+        """Chain Tune's Ctrl-C handler (installed before the callbacks' setup) so the display
+        says at once what stopping keeps; Tune then stops the trials and saves its state."""
+        if threading.current_thread() is not threading.main_thread():
+            return  # only the main thread may set signal handlers
+        tune_handler = signal.getsignal(signal.SIGINT)
+        if not callable(tune_handler) or getattr(tune_handler, "_acknowledges", False):
+            return
+        progress = self._progress
+
+        def acknowledge(signum: int, frame: Any) -> None:
+            if progress is not None and not progress.interrupted:
+                progress.interrupt()
+            tune_handler(signum, frame)
+
+        acknowledge._acknowledges = True  # type: ignore[attr-defined]
+        signal.signal(signal.SIGINT, acknowledge)
+
+    def _reconcile(self, trials: list) -> int:
         """Once per driver start: take what Tune restored (a trial the index knows but Tune's
-        snapshot does not was handed out after it: pending until handed out again)."""
+        snapshot does not was handed out after it: pending until handed out again); returns
+        how many unfinished trials continue from a checkpoint (they reported an epoch)."""
         assert self._spec is not None
         self._reconciled = True
         restored = tune_entries(self._spec, trials)
@@ -112,7 +145,18 @@ class RichProgressCallback(Callback):
         for entry in self._stored:
             if entry.config_hash not in known:
                 self._record(replace(entry, status=Status.PENDING))
+        # a trial stopped in flight reported a value (an epoch, so a checkpoint) and waits
+        checkpointed = {
+            entry.config_hash
+            for entry in self._stored
+            if entry.status is Status.PENDING and entry.value is not None
+        } | {
+            entry.config_hash
+            for trial, entry in zip(trials, restored, strict=True)
+            if entry.status not in ENDED and (trial.last_result or {}).get(ResultKey.EPOCH)
+        }
         self._stored = []
+        return len(checkpointed)
 
     def _entry(self, trial: Any, status: Status) -> TrialEntry:
         assert self._spec is not None
@@ -120,19 +164,27 @@ class RichProgressCallback(Callback):
             TrialMeta.of(trial.config), status, trial.last_result, self._spec.search.metric
         )
 
-    def _record(self, entry: TrialEntry) -> None:
+    def _record(self, entry: TrialEntry) -> bool:
+        """Note a trial's status in the ledger and the index; False when it is not new."""
         assert self._progress is not None and self._writer is not None
-        if self._progress.record(entry):
-            self._writer.add(entry)
+        if not self._progress.record(entry):
+            return False
+        self._writer.add(entry)
+        return True
 
     def _note(self, trial: Any, status: Status) -> None:
         if self._progress is not None:
             self._record(self._entry(trial, status))
 
     def _ended(self, trial: Any, status: Status) -> None:
+        """A trial ended: one line for it (with its own count) when its end is news; after
+        Ctrl-C an unfinished trial waits (pending) for the next start, as `status` says."""
+        self._in_flight.discard(trial.trial_id)
         if self._progress is None:
             return
+        if self._progress.interrupted and status in (Status.STOPPED, Status.FAILED):
+            status = Status.PENDING  # stopped by the interrupt, not by the scheduler or a bug
         entry = self._entry(trial, status)
-        self._record(entry)
-        self._progress.ended_line(entry)
+        if self._record(entry) and status is not Status.PENDING:
+            self._progress.ended_line(entry)
         self._progress.refresh()

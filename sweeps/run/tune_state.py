@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from contract.outcome import Status, ended_outcome, tune_trial_status
-from contract.trial import ResultKey, TrialMeta
+from contract.trial import TrialMeta
 from sweeps.spec.storage import is_remote
 
 if TYPE_CHECKING:
@@ -188,9 +188,7 @@ def looks_like_exception(line: str) -> bool:
     return ":" in line and head.isidentifier() and head.endswith(("Error", "Exception", "Exit"))
 
 
-def ended_status(trial: Any, errored: bool) -> tuple[str, str | None]:
-    """(our status, checkpoint path) of an ended trial (`contract.outcome.ended_outcome`)."""
+def ended_status(trial: Any, errored: bool) -> str:
+    """Our status of an ended trial (`contract.outcome.ended_outcome`)."""
     last = trial.last_result or {}
-    checkpoint = last.get(ResultKey.CHECKPOINT_PATH)
-    status = ended_outcome(errored, last, TrialMeta.of(trial.config).budget)
-    return status.value, str(checkpoint) if checkpoint else None
+    return ended_outcome(errored, last, TrialMeta.of(trial.config).budget).value

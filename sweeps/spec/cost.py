@@ -128,7 +128,7 @@ class CostEstimate:
             f"{self.total_trial_epochs} trial-epochs, {totals or 'no known cost'}"
         )
         if self.wall_hours is not None:
-            lines.append(f"wall clock: about {_hours(self.wall_hours)} h")
+            lines.append(f"wall clock: about {rough_duration(self.wall_hours * 3600)}")
         for dataset, model in self.unknown:
             lines.append(
                 f"no epoch cost for ({dataset}, {model}): pass epoch_seconds={{('{dataset}', "
@@ -136,6 +136,19 @@ class CostEstimate:
             )
         lines += [f"note: {note}" for note in self.notes]
         return "\n".join(lines)
+
+
+def rough_duration(seconds: float) -> str:
+    """An estimated duration in the unit people read it in, to two significant digits:
+    `20 s`, `3 min`, `2.5 h`, `1,200 h` (an estimate claims no more precision)."""
+    if seconds < 60:
+        value, unit = seconds, "s"
+    elif seconds < 3600:
+        value, unit = seconds / 60, "min"
+    else:
+        value, unit = seconds / 3600, "h"
+    rounded = float(f"{value:.2g}")
+    return f"{rounded:,.0f} {unit}" if rounded >= 100 else f"{rounded:g} {unit}"
 
 
 def _hours(hours: float) -> str:

@@ -100,6 +100,9 @@ class MlflowSweepCallback(Callback):
         self._resumes: dict[str, tuple[int, tuple[str, ...]]] = {}
         self._steps_tagged: set[str] = set()
         self._started: set[str] = set()
+        self._in_flight: set[str] = set()
+        """Trials started and not ended in this process: at Ctrl-C Tune marks them TERMINATED
+        without an end hook, yet they resume at the next start."""
         self._hashes: dict[str, str] = {}
 
     def __getstate__(self) -> dict[str, Any]:
@@ -154,6 +157,7 @@ class MlflowSweepCallback(Callback):
         self._active = True
         record = start_record(trial.config, trial.trial_id, now_ms())
         self._started.add(record["trial"])
+        self._in_flight.add(record["trial"])
         self._append(record)
 
     def on_trial_result(
@@ -182,11 +186,12 @@ class MlflowSweepCallback(Callback):
 
     def _end(self, trial: Any, errored: bool) -> None:
         self._active = True
-        status, checkpoint = ended_status(trial, errored)
+        self._in_flight.discard(self._hash(trial))
+        status = ended_status(trial, errored)
         error = error_text(trial) if errored else None
         pair = None if error is None else (error.summary, error.text)
         started = self._hash(trial) in self._started
-        record = end_record(trial.config, status, checkpoint, pair, now_ms(), not started)
+        record = end_record(trial.config, status, pair, now_ms(), not started)
         self._append(record)
 
     def get_state(self) -> dict[str, Any] | None:
@@ -205,7 +210,12 @@ class MlflowSweepCallback(Callback):
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         """Record how the sweep stopped, then wait for MLflow to take the outbox."""
         at = now_ms()
-        unended = [t for t in trials if getattr(t, "status", None) not in ENDED_TUNE_STATUSES]
+        unended = [
+            t
+            for t in trials
+            if getattr(t, "status", None) not in ENDED_TUNE_STATUSES
+            or self._hash(t) in self._in_flight
+        ]
         for trial in unended:
             self._append(pause_record(self._hash(trial), at))
         if self._active or unended:  # a re-run that ran nothing changes nothing
@@ -287,7 +297,7 @@ def legacy_records(state: dict[str, Any]) -> list[dict[str, Any]]:
             elif kind == "tags":
                 records.append(tags_record(config_hash, dict(payload)))
             elif kind == "end":
-                status, checkpoint, error = payload
+                status, _, error = payload  # (status, checkpoint path, error)
                 pair = None if error is None else (error.summary, error.text)
-                records.append(end_record(config, str(status), checkpoint, pair, at))
+                records.append(end_record(config, str(status), pair, at))
     return records

@@ -6,9 +6,32 @@ Each filter goes into the search box of the experiment's runs page in MLflow's U
 
 from __future__ import annotations
 
+from urllib.parse import quote, urlencode
+
 from contract.names import Role, Tag
 from sweeps.spec.messages import format_number
 from sweeps.spec.schema import SweepSpec
+
+DEFAULT_UI_URL = "http://127.0.0.1:5000"
+"""Where `sparsesweep ui` serves the dashboard with its default host and port."""
+
+CURVE_RUNS = f"tags.`{Tag.ROLE}` = '{Role.CURVE}'"
+"""The curve runs of every arm, dense included: accuracy against budget, one run per curve."""
+
+
+def runs_link(base_url: str, experiment_id: str, filter_string: str = CURVE_RUNS) -> str:
+    """The dashboard address of an experiment's runs in model-training mode, filtered by
+    `filter_string` (default: the curve runs) and opened in the chart view: one link that
+    shows the answer in a fresh browser, without a click."""
+    query = urlencode(
+        {
+            "workflowType": "machine_learning",
+            "searchFilter": filter_string,
+            "compareRunsMode": "CHART",
+        },
+        quote_via=quote,
+    )
+    return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs?{query}"
 
 
 def sweep_queries(spec: SweepSpec) -> list[tuple[str, str]]:

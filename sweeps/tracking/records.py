@@ -10,7 +10,7 @@ timestamps and the runs' end times, so a record written twice writes the same va
                        "time": MS}
     {"kind": "epochs", "trial": HASH, "entries": [{"epoch": 1, "train_loss": ..., "time": MS}]}
     {"kind": "tags",   "trial": HASH, "tags": {...}}
-    {"kind": "end",    "trial": HASH, "cell": CELL, "status": STATUS, "checkpoint": PATH,
+    {"kind": "end",    "trial": HASH, "cell": CELL, "status": STATUS,
                        "error": {"summary": LINE, "text": TEXT} | null, "time": MS,
                        "config": {...} (only when no start of the trial was recorded)}
     {"kind": "pause",  "trial": HASH, "time": MS}      (not ended when the sweep stopped)
@@ -79,7 +79,6 @@ def tags_record(config_hash: str, tags: dict[str, str]) -> dict[str, Any]:
 def end_record(
     config: dict[str, Any],
     status: str,
-    checkpoint: str | None,
     error: tuple[str, str] | None,
     at: int,
     with_config: bool = True,
@@ -92,7 +91,6 @@ def end_record(
         "trial": meta.config_hash,
         "cell": meta.cell,
         "status": status,
-        "checkpoint": checkpoint,
         "error": None if error is None else {"summary": error[0], "text": error[1]},
         TIME: at,
     }
@@ -128,7 +126,6 @@ class TrialUpdate:
     first_time: int | None = None
     """When the batch's first state record of the trial was made (a new run's start time)."""
     status: Status | None = None
-    checkpoint: str | None = None
     error: dict[str, str] | None = None
 
 
@@ -168,8 +165,7 @@ def collate(records: list[dict[str, Any]]) -> Batch:
                 update.ray_trial_id = record["ray_trial_id"]
             if kind == Kind.END:
                 update.status = Status(record["status"])
-                update.checkpoint = record.get("checkpoint")
                 update.error = record.get("error")
             else:
-                update.status, update.checkpoint, update.error = None, None, None
+                update.status, update.error = None, None
     return batch

@@ -60,7 +60,7 @@ def cell_run_name(meta: TrialMeta) -> str:
     return f"{prefix}{meta.arm} s={meta.sparsity:g} e={meta.budget}"
 
 
-def trial_tags(meta: TrialMeta, train: Mapping[str, Any], git_commit: str) -> dict[str, str]:
+def trial_tags(meta: TrialMeta, train: Mapping[str, Any]) -> dict[str, str]:
     """Every factor of a trial as MLflow tags (`contract.names.TRIAL_TAGS`, docs/conventions.md)."""
     sparse = train["sparse"]
     return {
@@ -85,7 +85,6 @@ def trial_tags(meta: TrialMeta, train: Mapping[str, Any], git_commit: str) -> di
         "stage": meta.stage,
         "lr_trial": str(meta.lr_trial),
         "config_hash": meta.config_hash,
-        Tag.GIT_COMMIT: git_commit,
     }
 
 
@@ -132,7 +131,9 @@ def curve_tags(curve: Mapping[str, Any]) -> dict[str, str]:
 
 
 def source_tags(git_commit: str) -> dict[str, str]:
-    """The tags MLflow's UI shows for every run: user, source, git commit and repository."""
+    """The tags MLflow's UI shows for every run: user, source, git commit (and whether tracked
+    files had uncommitted changes: `sparsesweep.git_dirty`) and the repository's URL (not a
+    local path, which says nothing on another machine)."""
     tags = {
         MLFLOW_USER: user_name(),
         MLFLOW_SOURCE_NAME: SOURCE_NAME,
@@ -141,8 +142,10 @@ def source_tags(git_commit: str) -> dict[str, str]:
     commit = git_commit.removesuffix("+dirty")
     if commit != "unknown":
         tags[MLFLOW_GIT_COMMIT] = commit
+    if git_commit.endswith("+dirty"):
+        tags[Tag.GIT_DIRTY] = "true"
     url = git_remote_url()
-    if url:
+    if url and ("://" in url or url.startswith("git@")):
         tags[MLFLOW_GIT_REPO_URL] = url
     return tags
 
@@ -202,9 +205,10 @@ def experiment_note(sweep: str, factors: Mapping[str, Any], metric: str) -> str:
         "(its chosen lr: tag `lr`).",
         "- `curve`: one per workload × arm × sparsity; at `step = budget` the final "
         f"`{Aggregate.TEST_ACC1_MEAN}` with `{Aggregate.TEST_ACC1_CI_LOW}`/`_high` (95% "
-        f"t-interval over seeds) and, for a SparseOpt arm, `{Aggregate.DIFF_MEAN}` with its "
-        "paired interval. Select the curve runs of one sparsity and open the chart view: "
-        "accuracy against budget, arms side by side.",
+        f"t-interval over seeds, within [0, 100]) and its n `{Aggregate.TEST_ACC1_N}` and, for "
+        f"a SparseOpt arm, `{Aggregate.DIFF_MEAN}` with its paired interval. Filter the runs on "
+        f"``tags.`{Tag.ROLE}` = '{Role.CURVE}'`` and open the chart view: accuracy against budget, "
+        "every arm side by side (`sparsesweep queries NAME` prints the link).",
         "- `trial`: one per trial, every epoch's metrics; `sparsesweep.status` says how it ended.",
         "- `report`: the artifacts of `sparsesweep report`.",
     ]

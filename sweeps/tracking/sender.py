@@ -356,7 +356,7 @@ class Sender:
             for update, meta in zip(missing, metas, strict=True):
                 tags = {
                     **self._source,
-                    **trial_tags(meta, train_payload(update.config), self._git_commit),
+                    **trial_tags(meta, train_payload(update.config)),
                     Tag.PARENT: cell_runs[meta.cell],
                 }
                 start = update.first_time or update.time
@@ -423,8 +423,6 @@ class Sender:
         elif update.state == Kind.END:
             status = update.status
             written.tags[Tag.STATUS] = status.value
-            if update.checkpoint:
-                written.tags[Tag.CHECKPOINT_PATH] = update.checkpoint
             if update.error:
                 written.tags[Tag.ERROR] = update.error["summary"]
                 written.texts["error.txt"] = update.error["text"]
