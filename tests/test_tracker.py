@@ -266,6 +266,32 @@ def test_a_trial_replaying_its_history_after_a_restart_adds_only_new_epochs(
     assert run.data.tags["sparsesweep.skipped_checkpoints"] == skipped
 
 
+def test_an_epoch_repeated_after_a_batch_without_epochs_is_not_logged_twice(
+    tmp_path: Path,
+) -> None:
+    """A restarted trial's start reaches MLflow in a batch of its own; the epoch it trains again
+    later must be checked against what MLflow already holds, not against an empty record."""
+    spec = tiny_spec(tmp_path)
+    [trial, *_] = trials_of(spec)
+    first = tracker(spec)
+    first.setup()
+    run_trial(first, trial, [1])
+    first.on_experiment_end([trial])
+    second = tracker(spec)
+    second.setup()
+    trial.status = "RUNNING"
+    second.on_trial_start(0, [], trial)
+    assert second._sender.drain(60, print) == 0  # the start alone, in a batch of its own
+    for number in (1, 2):  # no checkpoint survived: epoch 1 is trained and reported again
+        result = epoch(number, resumed_from_epoch=0)
+        trial.last_result = result
+        second.on_trial_result(0, [], trial, result)
+    complete(second, trial)
+    second.on_experiment_end([trial])
+    [run] = runs(spec, "trial")
+    assert all(logged == [1, 2] for logged in steps(spec, run.info.run_id).values())
+
+
 def snapshot(spec: SweepSpec) -> dict[str, Any]:
     """Everything MLflow holds of a sweep: every run's info, tags, params and metric
     histories, and the experiment's tags."""

@@ -318,7 +318,8 @@ class Sender:
         self._index.add((identity, run_id) for run_id, identity in self._created.items())
         self._index.set_statuses((identity, u.status) for identity, u in statuses.items())
         for run_id, epochs in new_epochs.items():
-            self._logged[run_id].update(epochs)
+            if epochs:
+                self._logged[run_id].update(epochs)
         self._needs_params.difference_update(u.run_id for u in updates if u.params)
         sweep_end = batch.sweep_end
         complete = sweep_end is not None and bool(sweep_end["complete"])
@@ -406,7 +407,10 @@ class Sender:
         if run_id in self._needs_params and update.config is not None:
             written.params = flatten(train_payload(update.config))
             written.texts["trial_config.json"] = json.dumps(update.config, indent=2)
-        logged = self._logged.setdefault(run_id, set())
+        # A run read from MLflow (or created) in this process is in `_logged`; a run seen only
+        # in a batch without epochs is not, and must not be taken to hold none: its steps are
+        # read once a batch brings it epochs (`_deliver`).
+        logged = self._logged.get(run_id, set())
         epochs = {epoch for epoch in update.epochs if epoch not in logged}
         written.metrics = [
             (key, float(entry[key]), int(entry[TIME]), epoch)
