@@ -116,11 +116,22 @@ def test_summary_commands_stay_on_one_line_each(tmp_path: Path) -> None:
     assert report[:3] == ["sparsesweep", "report", "cli"] and spec.tracking_uri in report
 
 
-def summary_app(spec: Any, summary: SweepSummary) -> typer.Typer:
+def summary_app(spec: Any, summary: SweepSummary, mlflow_complete: bool = True) -> typer.Typer:
     """A one-command app printing `run`'s closing summary (as piped output: 80 columns)."""
     application = typer.Typer()
-    application.command()(lambda: cli_run._print_summary(spec, summary))
+    application.command()(lambda: cli_run._print_summary(spec, summary, mlflow_complete))
     return application
+
+
+def test_summary_asks_mlflow_for_no_link_while_records_wait(tmp_path: Path) -> None:
+    """MLflow down at the end: the summary still prints (no answer link), so the note naming
+    the command that writes the waiting records follows it."""
+    spec = parse_spec({**GOOD, "tracking_uri": "http://127.0.0.1:9", "storage_path": str(tmp_path)})
+    summary = SweepSummary(expected=1, statuses=Counter({"finished": 1}))
+    result = CliRunner().invoke(summary_app(spec, summary, mlflow_complete=False), [])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[0] == "sweep cli: 1/1 trials ended (1 finished)"
+    assert "answer:" not in result.output
 
 
 @pytest.mark.parametrize(

@@ -90,8 +90,11 @@ def next_commands(spec: Any) -> list[tuple[str, str]]:
     ]
 
 
-def _print_summary(spec: Any, summary: Any) -> None:
-    """How the trials ended, then the commands to look at the sweep, one unwrapped line each."""
+def _print_summary(spec: Any, summary: Any, mlflow_complete: bool) -> None:
+    """How the trials ended, then the commands to look at the sweep, one unwrapped line each,
+    and the dashboard link once MLflow holds every record (asking a tracking server that is
+    down for the experiment's id would fail, or wait out MLflow's retries, before the note
+    that says which command writes the waiting records)."""
     counts = {status: n for status, n in summary.statuses.items() if status != "pending" and n}
     pending = summary.expected - sum(counts.values())  # not started, or in flight at Ctrl-C
     if pending > 0:
@@ -100,7 +103,7 @@ def _print_summary(spec: Any, summary: Any) -> None:
     say(f"sweep {spec.name}: {summary.ended}/{summary.expected} trials ended ({parts or 'none'})")
     for what, command in next_commands(spec):
         say(f"{what}: {command}")
-    link = answer_link(spec.tracking_uri, spec.name)
+    link = answer_link(spec.tracking_uri, spec.name) if mlflow_complete else None
     if link is not None:
         say(f"answer: {link}")
 
@@ -179,8 +182,8 @@ def _launch(spec: Any, options: LaunchOptions) -> None:
         raise fail(str(error)) from None
     except ConnectionError as error:
         raise fail(f"--address {options.address}: {error}") from None
-    _print_summary(spec, summary)
     pending = _pending_records(spec)
+    _print_summary(spec, summary, mlflow_complete=pending == 0)
     if pending:
         note = pending_note(spec.name, spec.storage_path, pending, spec.tracking_uri)
         if summary.complete:
