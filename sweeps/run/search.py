@@ -78,9 +78,6 @@ from sweeps.spec.storage import is_remote
 logger = logging.getLogger(__name__)
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # else one INFO line per tell in Tune's log
 
-SEARCH = Stage.SEARCH
-FINAL = Stage.FINAL
-EXTRA = Stage.EXTRA
 _STATE_VERSION = 2
 """2: a trial's outcome is its `SeedOutcome` (1: its seed score alone)."""
 
@@ -355,7 +352,7 @@ class SweepSearcher(Searcher):
         for state in self._states.values():
             state.idle = False
             for group in state.groups.values():
-                added = new_seeds if group.stage == SEARCH else new_final
+                added = new_seeds if group.stage == Stage.SEARCH else new_final
                 group.seeds.extend(added)
                 if added and group.key not in state.open:
                     state.open.append(group.key)
@@ -434,7 +431,7 @@ class SweepSearcher(Searcher):
                     values[name] = trial.suggest_float(name, param.low, param.high, log=param.log)
             group = _Group(
                 cell_id=cell_id,
-                stage=SEARCH,
+                stage=Stage.SEARCH,
                 lr_trial=trial.number,
                 lr=float(values["lr"]),
                 weight_decay=values.get("weight_decay"),
@@ -448,11 +445,11 @@ class SweepSearcher(Searcher):
             if second is None or not self._search_finished(state):
                 return False
             best = self._best(cell_id)
-            if best is None or (FINAL, best.lr_trial) in state.groups:
+            if best is None or (Stage.FINAL, best.lr_trial) in state.groups:
                 return False
             group = _Group(
                 cell_id=cell_id,
-                stage=FINAL,
+                stage=Stage.FINAL,
                 lr_trial=best.lr_trial,
                 lr=best.lr,
                 weight_decay=best.weight_decay,
@@ -514,7 +511,7 @@ class SweepSearcher(Searcher):
         """The cell's lr trials (search stage) ranked by the one lr rule
         (`contract.selection.rank_lr_trials`): each is ranked once all its seeds have ended;
         ties go to the lr nearer the log-middle of the lrs the cell has tried."""
-        groups = [g for g in self._states[cell_id].groups.values() if g.stage == SEARCH]
+        groups = [g for g in self._states[cell_id].groups.values() if g.stage == Stage.SEARCH]
         return rank_lr_trials(
             [self._lr_trial(group) for group in groups],
             self._metric,
@@ -523,7 +520,7 @@ class SweepSearcher(Searcher):
         )
 
     def _maybe_tell(self, cell_id: str, group: _Group) -> None:
-        if group.stage != SEARCH or group.told or not self._group_finished(group):
+        if group.stage != Stage.SEARCH or group.told or not self._group_finished(group):
             return
         value = self._group_value(group)
         study = self._states[cell_id].study
@@ -544,7 +541,9 @@ class SweepSearcher(Searcher):
 
     def _search_finished(self, state: _CellState) -> bool:
         return state.n_search >= self._spec.search.n_trials and all(
-            self._group_finished(group) for group in state.groups.values() if group.stage == SEARCH
+            self._group_finished(group)
+            for group in state.groups.values()
+            if group.stage == Stage.SEARCH
         )
 
     # ---- adaptive seeds (`analysis.seed_rule`) ---------------------------------------------
@@ -617,7 +616,7 @@ class SweepSearcher(Searcher):
         if best is None:
             return None
         seeds = {seed: best.members.get(seed) for seed in best.seeds}
-        extra = state.groups.get((EXTRA, best.lr_trial))
+        extra = state.groups.get((Stage.EXTRA, best.lr_trial))
         if extra is not None:
             seeds.update({seed: extra.members.get(seed) for seed in extra.seeds})
         return seeds
@@ -628,10 +627,10 @@ class SweepSearcher(Searcher):
         state = self._states[cell_id]
         best = self._best(cell_id)
         assert best is not None, "a judged pair has a chosen lr in both cells"
-        key = (EXTRA, best.lr_trial)
+        key = (Stage.EXTRA, best.lr_trial)
         group = state.groups.get(key)
         if group is None:
-            group = _Group(cell_id, EXTRA, best.lr_trial, best.lr, best.weight_decay, [])
+            group = _Group(cell_id, Stage.EXTRA, best.lr_trial, best.lr, best.weight_decay, [])
             state.groups[key] = group
         have = set(group.seeds) | set(best.seeds)
         added = [seed for seed in range(first, end) if seed not in have]
@@ -645,7 +644,7 @@ class SweepSearcher(Searcher):
     def _best(self, cell_id: str) -> _Group | None:
         """The search group the lr rule ranks first (None while none is ranked)."""
         best = self.ranking(cell_id).best
-        return None if best is None else self._states[cell_id].groups[(SEARCH, best)]  # type: ignore[index]
+        return None if best is None else self._states[cell_id].groups[(Stage.SEARCH, best)]  # type: ignore[index]
 
 
 class SweepSearchGenerator(SearchGenerator):

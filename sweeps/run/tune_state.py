@@ -76,6 +76,8 @@ def recorded_failures(trial: Any) -> int:
 
 
 TERMINATED = "TERMINATED"
+ENDED_TUNE_STATUSES = (TERMINATED, "ERROR")
+"""The statuses Tune gives a trial that will not run again in this experiment."""
 STATE_PREFIX = "experiment_state-"
 SESSION_FILES: tuple[tuple[str, str], ...] = (
     (STATE_PREFIX, ".json"),

@@ -30,7 +30,7 @@ from ray.tune import Callback
 
 from contract.names import DEFAULT_SEARCH_METRIC, EPOCH_METRICS, Tag
 from contract.trial import ResultKey
-from sweeps.run.tune_state import ended_status, error_text
+from sweeps.run.tune_state import ENDED_TUNE_STATUSES, ended_status, error_text
 from sweeps.spec.storage import OUTBOX_DIR
 from sweeps.tracking.outbox import Outbox
 from sweeps.tracking.records import (
@@ -49,7 +49,6 @@ from sweeps.tracking.uri import drain_timeout_s
 
 logger = logging.getLogger(__name__)
 
-ENDED_TUNE_STATUSES = ("TERMINATED", "ERROR")
 _SETTINGS = (
     "tracking_uri",
     "experiment_name",
