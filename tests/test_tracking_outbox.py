@@ -98,8 +98,11 @@ def test_one_process_holds_the_outbox_and_others_see_who(tmp_path: Path) -> None
     assert outbox_status(tmp_path / "none") is None
 
 
+STORE = "sqlite:////data/mlflow.db"
+
+
 def test_the_run_index_keeps_runs_intents_statuses_and_aggregates(tmp_path: Path) -> None:
-    index = RunIndex(tmp_path)
+    index = RunIndex(tmp_path, STORE)
     assert not index.existed
     index.intend([(("trial", "a"), "run-a"), (("trial", "b"), None)])
     index.add([(("trial", "a"), "run-a")])
@@ -108,7 +111,7 @@ def test_the_run_index_keeps_runs_intents_statuses_and_aggregates(tmp_path: Path
     index.close()
     with open(tmp_path / "runs.jsonl", "ab") as handle:
         handle.write(b'{"run": ["trial", "b"], "run')  # killed mid-line
-    again = RunIndex(tmp_path)
+    again = RunIndex(tmp_path, STORE)
     assert again.existed
     assert again.get(("trial", "a")) == "run-a" and again.get(("trial", "b")) is None
     assert again.open_intent(("trial", "a")) == (False, None)
@@ -117,4 +120,18 @@ def test_the_run_index_keeps_runs_intents_statuses_and_aggregates(tmp_path: Path
     assert again.runs("trial") == {("trial", "a"): "run-a"}
     again.add([(("trial", "b"), "run-b")])
     again.close()
-    assert RunIndex(tmp_path).get(("trial", "b")) == "run-b"
+    assert RunIndex(tmp_path, STORE).get(("trial", "b")) == "run-b"
+
+
+def test_the_run_index_of_another_store_is_not_used(tmp_path: Path) -> None:
+    """A sweep run again against another MLflow store (its tracking_uri changed) must create its
+    runs there: the old store's run ids would fail as foreign keys, forever."""
+    legacy = tmp_path / "runs.jsonl"
+    legacy.write_text('{"run": ["cell", "c"], "run_id": "old-cell"}\n')  # an older tracker's
+    assert RunIndex(tmp_path, STORE).get(("cell", "c")) == "old-cell"  # unmarked: kept
+    moved = RunIndex(tmp_path, "sqlite:////elsewhere/mlflow.db")
+    assert moved.get(("cell", "c")) is None and moved.runs("cell") == {}
+    moved.add([(("cell", "c"), "new-cell")])
+    moved.close()
+    assert RunIndex(tmp_path, "sqlite:////elsewhere/mlflow.db").get(("cell", "c")) == "new-cell"
+    assert RunIndex(tmp_path, STORE).get(("cell", "c")) == "old-cell"  # back: its runs again

@@ -413,20 +413,12 @@ def _write_plan(location: SweepLocation, plan: ShardPlan) -> None:
         ) from None
 
 
-def _callbacks_run(tuner: Any) -> list[Any]:
-    """The callbacks a fitted Tuner ran (for a restored one, those Tune unpickled), or none if
-    this Ray's Tuner does not expose them."""
-    local = getattr(tuner, "_local_tuner", None)
-    run_config = local.get_run_config() if local is not None else None
-    return list(getattr(run_config, "callbacks", None) or [])
+def _records_sent(location: SweepLocation) -> bool:
+    """Whether MLflow holds every record of the sweep: its tracker's outbox is empty."""
+    from sweeps.tracking.outbox import outbox_status
 
-
-def _records_sent(tuner: Any) -> bool:
-    """Whether every callback that buffers records (the MLflow tracker's `drain`) sent them."""
-    callbacks = _callbacks_run(tuner)
-    return bool(callbacks) and all(
-        callback.drain(0) for callback in callbacks if callable(getattr(callback, "drain", None))
-    )
+    status = outbox_status(location.outbox_dir)
+    return status is None or status.pending == 0
 
 
 def _run_shard(spec: SweepSpec, location: SweepLocation, plan: ShardPlan, shard: Shard) -> bool:
@@ -458,7 +450,7 @@ def _run_shard(spec: SweepSpec, location: SweepLocation, plan: ShardPlan, shard:
     ended = sum(entry.status in ENDED for entry in entries)
     failed = any(entry.status is Status.FAILED for entry in entries)
     expected = shard.expected(spec)
-    if ended >= expected and not failed and _records_sent(tuner):
+    if ended >= expected and not failed and _records_sent(location):
         shard.settled = expected
         _write_plan(location, plan)
     return True

@@ -15,6 +15,13 @@ One JSON object a line, appended (`runs.jsonl` in the outbox folder)::
     {"run": ["trial", "3f2a…"], "run_id": "9b1c…"}
     {"status": ["cell", "default/rigl/s=0.9/e=2"], "value": "FINISHED"}
     {"aggregated": "default/rigl/s=0.9/e=2", "expected": 6}
+    {"store": "sqlite:////data/mlflow.db"}
+
+A `store` line says which MLflow store the entries after it refer to; only the entries of the
+store a sender writes to are used. A sweep run again against another store (its `tracking_uri`
+changed) so creates its runs there (the old store's run ids do not exist in it), and finds its
+old runs again if it goes back. Entries before the first `store` line (an older tracker's)
+belong to the store named by that first line.
 """
 
 from __future__ import annotations
@@ -30,21 +37,39 @@ Identity = tuple[str, ...]
 INDEX_FILE = "runs.jsonl"
 
 
+def _store_of(line: bytes) -> str | None:
+    """The store a `store` line names (None: another kind of line, or damaged)."""
+    if not line.startswith(b'{"store"'):
+        return None
+    try:
+        return str(json.loads(line)["store"])
+    except (ValueError, KeyError):
+        return None
+
+
 class RunIndex:
     """The run index of one sweep (opened by the process that holds its outbox)."""
 
-    def __init__(self, directory: str | Path) -> None:
+    def __init__(self, directory: str | Path, store: str) -> None:
         self.path = Path(directory) / INDEX_FILE
         self.existed = self.path.exists()
         self._runs: dict[Identity, str] = {}
         self._intents: dict[Identity, str | None] = {}
         self._aggregated: dict[str, int] = {}
         self._statuses: dict[Identity, str] = {}
+        lines: list[bytes] = []
         if self.existed:
             drop_torn_tail(self.path)
-            for line in self.path.read_bytes().splitlines():
+            lines = self.path.read_bytes().splitlines()
+        # the store of the entries being read: at first the one the first `store` line names
+        marked = next((_store_of(line) for line in lines if _store_of(line)), store)
+        for line in lines:
+            marked = _store_of(line) or marked
+            if marked == store:
                 self._load(line)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        if marked != store or not any(_store_of(line) for line in lines):
+            self._append([{"store": store}])
 
     def _load(self, line: bytes) -> None:
         try:

@@ -104,7 +104,7 @@ class Sender:
     def __init__(self, outbox: Outbox, destination: Destination) -> None:
         self._outbox = outbox
         self._to = destination
-        self._index = RunIndex(outbox.directory)
+        self._index = RunIndex(outbox.directory, destination.tracking_uri)
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._draining = False
