@@ -62,12 +62,15 @@ def trial_meta(**changes: Any) -> TrialMeta:
 
 
 def write_spec(tmp_path: Path, spec: dict[str, Any], tracking_uri: str | None = None) -> Path:
-    """Write `spec` with storage under `tmp_path` and `tracking_uri`, or else an empty migrated
-    SQLite store at `tmp_path/mlflow.db` (`mlflow_store.empty_store`)."""
+    """Write `spec` with storage under `tmp_path` and `tracking_uri`, or else the SQLite store
+    `tmp_path/mlflow.db`, made an empty migrated one (`mlflow_store.empty_store`) only if it
+    does not exist yet: a spec written again for the same sweep (an extension) keeps its runs."""
+    database = tmp_path / "mlflow.db"
+    default_uri = f"sqlite:///{database}" if database.exists() else empty_store(database)
     full = dict(
         spec,
         storage_path=str(tmp_path / "results"),
-        tracking_uri=tracking_uri or empty_store(tmp_path / "mlflow.db"),
+        tracking_uri=tracking_uri or default_uri,
     )
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(full))

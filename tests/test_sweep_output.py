@@ -58,9 +58,7 @@ def test_piped_run_is_quiet_and_its_summary_pastes_back(tmp_path: Path) -> None:
         out, err = run(path, tmp_path, ray_tmp)
         assert list(Path(ray_tmp).glob("**/logs/raylet.out")), "Ray's own log files are kept"
         noop_out, noop_err = run(path, tmp_path, ray_tmp)
-        grown = write_spec(  # the same store (write_spec would otherwise lay a new one over it)
-            tmp_path, {**spec, "grid": {**spec["grid"], "seeds": [0, 1, 2]}}, tracking_uri
-        )
+        grown = write_spec(tmp_path, {**spec, "grid": {**spec["grid"], "seeds": [0, 1, 2]}})
         again_out, again_err = run(grown, tmp_path, ray_tmp, "--verbose")
     for line in CHATTER:
         assert line not in out + err, f"{line!r} printed:\n{out}\n{err}"
