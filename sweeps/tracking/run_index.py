@@ -61,14 +61,15 @@ class RunIndex:
         if self.existed:
             drop_torn_tail(self.path)
             lines = self.path.read_bytes().splitlines()
+        stores = [_store_of(line) for line in lines]
         # the store of the entries being read: at first the one the first `store` line names
-        marked = next((_store_of(line) for line in lines if _store_of(line)), store)
-        for line in lines:
-            marked = _store_of(line) or marked
+        marked = next((named for named in stores if named), store)
+        for line, named in zip(lines, stores, strict=True):
+            marked = named or marked
             if marked == store:
                 self._load(line)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        if marked != store or not any(_store_of(line) for line in lines):
+        if marked != store or not any(stores):
             self._append([{"store": store}])
 
     def _load(self, line: bytes) -> None:
