@@ -26,8 +26,11 @@ def primary_blocks(comparison: Comparison, verdict: Verdict, source: str) -> lis
         f"Primary contrasts: {contrasts} ({source}); α = {declared.alpha:g}. Multiplicity is "
         "corrected (Holm) only within this family, per view; every other comparison in this "
         "report is exploratory and its p-value unadjusted. Numbers are final test_acc1 in "
-        f"points, arm − baseline; each pooled estimate is the mean over seeds of each seed's "
-        f"mean over the scope's cells, with the {level} t-interval over those seeds."
+        "points, arm − baseline; each pooled estimate is the mean over the scope's cells of "
+        "each cell's mean paired difference (every cell weighted the same, every paired seed "
+        f"of every cell counted), with the {level} t-interval clustered by seed (CR2 variance, "
+        "Bell-McCaffrey degrees of freedom; with the same seeds in every cell, the t-interval "
+        "over seeds of each seed's mean over the cells)."
     )
     blocks = [
         Block.heading(2, "Primary verdict"),
@@ -73,7 +76,7 @@ def _pooled_blocks(verdict: Verdict) -> list[Block]:
 
 def _estimate(row: dict) -> str:
     bounds = "—" if pd.isna(row["ci_low"]) else f"[{row['ci_low']:+.2f}, {row['ci_high']:+.2f}]"
-    return f"{signed(row['estimate'])} {bounds} ({row['method']}, n={row['n']})"
+    return f"{signed(row['estimate'])} {bounds} ({row['pairs']} pairs, {row['seeds']} seeds)"
 
 
 def _relative(row: dict) -> str:

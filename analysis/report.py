@@ -10,7 +10,8 @@ Output directory::
     report.md, report.html        the report (the HTML embeds its figures as base64 PNG)
     plots/<figure>.png|.svg       the figures (see `analysis.plots`)
     tables/<table>.csv            the primary verdict (primary.csv: contrast, scope, view,
-                                  estimate, ci_low, ci_high, n, method, ...; and
+                                  estimate, ci_low, ci_high, pairs, seeds, cells, df,
+                                  method, ...; and
                                   budget_equivalence.csv), every comparison table, the
                                   verdict guards (guards.csv: guard,scope,detail), ITOP,
                                   sparsity and activity per run

@@ -20,6 +20,10 @@ an interval without them.
   (a seed's runs at every budget of both arms move together).
 * Budget to target on the grid (`budget_to_target_interval`): a percentile bootstrap over
   seeds, each budget's seeds resampled independently (every budget is its own run).
+* Pooled over cells (`pooled_interval`, the primary verdict's): the mean of the cells' mean
+  paired differences, every cell weighted the same and every seed of every cell counted,
+  with a seed-clustered CR2 t-interval (Bell-McCaffrey degrees of freedom); with the same
+  seeds in every cell it is the t-interval of the per-seed means over cells.
 * Multiplicity: `holm` within a family; `min_wilcoxon_p` is the smallest p-value the exact
   two-sided Wilcoxon test can give at n pairs, so `family size × min_wilcoxon_p(n) > alpha`
   means the family cannot reject anything whatever the data.
@@ -29,6 +33,7 @@ With fewer than two values there is no interval (NaN, NaN).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from collections.abc import Mapping, Sequence
@@ -98,6 +103,75 @@ def t_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> Inter
         return Interval(mean, mean, T, n)
     low, high = stats.t.interval(confidence, df=n - 1, loc=mean, scale=sem)
     return Interval(float(low), float(high), T, n)
+
+
+POOLED = "seed-clustered t (CR2, cell means)"
+"""Method of `pooled_interval` (tables name it in their `method` column)."""
+
+
+@dataclass(frozen=True)
+class PooledInterval:
+    """A pooled estimate over cells with its interval and what the interval rests on."""
+
+    estimate: float
+    low: float
+    high: float
+    method: str
+    pairs: int
+    """Paired seed results pooled, over every cell."""
+    seeds: int
+    """Distinct seeds among them (the clusters)."""
+    cells: int
+    df: float
+    """Degrees of freedom of the t quantile (NaN without an interval)."""
+
+
+def pooled_interval(
+    cells: Sequence[Mapping[object, float]], confidence: float = CONFIDENCE
+) -> PooledInterval:
+    """The mean over cells of each cell's mean paired difference (each mapping: seed ->
+    difference in one cell), with a t-interval clustered by seed (method `POOLED`).
+
+    Every cell weighs the same whatever its seeds (an adaptive sweep adds seeds to some cells
+    only), and every seed of every cell counts. The variance is the cluster-robust sandwich
+    with seeds as clusters and the CR2 small-sample adjustment (Bell & McCaffrey 2002: each
+    cell's residuals scaled by √(n_c / (n_c − 1)), which makes it unbiased for independent
+    seeds whatever each cell's n), and the t quantile takes the Bell-McCaffrey degrees of
+    freedom tr(K)² / tr(K²), K = Qᵀ M Q (Imbens & Kolesár 2016). When every cell has the
+    same seeds it is exactly the t-interval, over seeds, of each seed's mean over the cells
+    (n − 1 degrees of freedom). No interval while a cell has fewer than two pairs or there
+    are fewer than two seeds."""
+    values = [{seed: float(value) for seed, value in cell.items()} for cell in cells]
+    values = [cell for cell in values if cell]
+    seeds = list(dict.fromkeys(seed for cell in values for seed in cell))
+    pairs = sum(len(cell) for cell in values)
+    if not values:
+        return PooledInterval(math.nan, math.nan, math.nan, POOLED, 0, 0, 0, math.nan)
+    means = [math.fsum(cell.values()) / len(cell) for cell in values]
+    estimate = math.fsum(means) / len(values)
+    found = PooledInterval(
+        estimate, math.nan, math.nan, POOLED, pairs, len(seeds), len(values), math.nan
+    )
+    if len(seeds) < 2 or min(len(cell) for cell in values) < 2:
+        return found
+    column = {seed: index for index, seed in enumerate(seeds)}
+    score = np.zeros(len(seeds))
+    blocks = []
+    for cell, mean in zip(values, means, strict=True):
+        n = len(cell)
+        weight = math.sqrt(n / (n - 1)) / (len(values) * n)
+        rows = np.zeros((n, len(seeds)))
+        for row, (seed, value) in enumerate(cell.items()):
+            score[column[seed]] += weight * (value - mean)
+            rows[row, column[seed]] = weight
+        blocks.append((rows, rows - rows.mean(axis=0)))
+    variance = float(np.sum(score**2))
+    k = sum(rows.T @ centred for rows, centred in blocks)
+    df = float(np.trace(k) ** 2 / np.trace(k @ k))
+    if variance == 0.0:
+        return dataclasses.replace(found, low=estimate, high=estimate, df=df)
+    half = float(stats.t.ppf((1.0 + confidence) / 2, df)) * math.sqrt(variance)
+    return dataclasses.replace(found, low=estimate - half, high=estimate + half, df=df)
 
 
 ACCURACY_RANGE = (0.0, 100.0)

@@ -1,10 +1,14 @@
 """The primary verdict: for each declared contrast, one pooled answer and the speed-up.
 
 * Pooled estimate, per primary contrast (arm − baseline, final test_acc1), scope and view:
-  per seed, the mean over the scope's cells of that seed's paired difference; then the
-  Student t-interval of those per-seed means over seeds (`analysis.stats.t_interval`).
-  Only seeds paired in every cell of the scope count, so every seed's mean is over the same
-  cells. Scopes: all the contrast's cells, then each workload, dataset, model, sparsity and
+  the mean over the scope's cells of each cell's mean paired difference, every cell weighted
+  the same and every paired seed of every cell counted (an adaptive sweep's extra seeds in
+  some cells included), with a t-interval clustered by seed: the CR2 cluster-robust variance
+  and Bell-McCaffrey degrees of freedom (`analysis.stats.pooled_interval`, method
+  `seed-clustered t (CR2, cell means)`), which is correct when cells have different numbers
+  of seeds. With the same seeds in every cell it is exactly the Student t-interval over seeds
+  of each seed's mean over the cells. `pairs` counts the paired seed results pooled, `seeds`
+  the distinct seeds (the clusters), `cells` the cells. Scopes: all the contrast's cells, then each workload, dataset, model, sparsity and
   budget that takes more than one value. Views: matched lr (`best common lr`, the
   headline), best lr, and best lr cross-fitted (`analysis.compare`).
 * Relative error change: the estimate over the baseline's mean error (100 − accuracy) in the
@@ -55,9 +59,11 @@ PRIMARY_COLUMNS: tuple[str, ...] = (
     "estimate",
     "ci_low",
     "ci_high",
-    "n",
-    "method",
+    "pairs",
+    "seeds",
     "cells",
+    "df",
+    "method",
     "reference_mean",
     "relative_error_change",
     "relative_ci_low",
@@ -133,19 +139,19 @@ def _value(value: object) -> str:
 
 def pooled_estimate(
     pairs: pd.DataFrame, confidence: float = stats.CONFIDENCE
-) -> tuple[stats.Interval, float, int, float]:
-    """(t-interval, estimate, cells, reference mean) of per-seed means over cells of the
-    paired differences in `pairs` (columns: the `CONTRAST` cell columns, seed, arm_value,
-    reference_value); only seeds paired in every cell count."""
-    cells = pairs[list(CONTRAST)].drop_duplicates()
-    per_cell = pairs.groupby("seed")["arm_value"].count()
-    complete = per_cell[per_cell == len(cells)].index
-    used = pairs[pairs["seed"].isin(complete)]
-    per_seed = (used["arm_value"] - used["reference_value"]).groupby(used["seed"]).mean()
-    interval = stats.t_interval(per_seed.to_numpy(dtype=float), confidence)
-    estimate = float(per_seed.mean()) if len(per_seed) else math.nan
-    reference = float(used["reference_value"].mean()) if len(used) else math.nan
-    return interval, estimate, len(cells), reference
+) -> tuple[stats.PooledInterval, float]:
+    """(pooled interval, reference mean) of the paired differences in `pairs` (columns: the
+    `CONTRAST` cell columns, seed, arm_value, reference_value): every paired seed of every
+    cell (`analysis.stats.pooled_interval`); the reference mean weighs cells the same, as the
+    estimate does."""
+    cells = [part for _, part in pairs.groupby(list(CONTRAST), sort=True)]
+    differences = [
+        dict(zip(part["seed"], part["arm_value"] - part["reference_value"], strict=True))
+        for part in cells
+    ]
+    means = [float(part["reference_value"].mean()) for part in cells]
+    reference = math.fsum(means) / len(means) if means else math.nan
+    return stats.pooled_interval(differences, confidence), reference
 
 
 def _pooled(
@@ -157,7 +163,7 @@ def _pooled(
             in_view = part[part["view"] == view]
             if in_view.empty:
                 continue
-            interval, estimate, cells, reference = pooled_estimate(in_view, confidence)
+            pooled, reference = pooled_estimate(in_view, confidence)
             error = 100.0 - reference
             rows.append(
                 {
@@ -166,16 +172,18 @@ def _pooled(
                     "baseline": baseline,
                     "scope": scope,
                     "view": view,
-                    "estimate": estimate,
-                    "ci_low": interval.low,
-                    "ci_high": interval.high,
-                    "n": interval.n,
-                    "method": interval.method,
-                    "cells": cells,
+                    "estimate": pooled.estimate,
+                    "ci_low": pooled.low,
+                    "ci_high": pooled.high,
+                    "pairs": pooled.pairs,
+                    "seeds": pooled.seeds,
+                    "cells": pooled.cells,
+                    "df": pooled.df,
+                    "method": pooled.method,
                     "reference_mean": reference,
-                    "relative_error_change": _relative(estimate, error),
-                    "relative_ci_low": _relative(interval.high, error),
-                    "relative_ci_high": _relative(interval.low, error),
+                    "relative_error_change": _relative(pooled.estimate, error),
+                    "relative_ci_low": _relative(pooled.high, error),
+                    "relative_ci_high": _relative(pooled.low, error),
                 }
             )
     return rows
@@ -240,9 +248,10 @@ def _sentence(
     estimate, low, high = (float(headline[k]) for k in ("estimate", "ci_low", "ci_high"))  # type: ignore[arg-type]
     level = f"{comparison.confidence:.0%}"
     numbers = (
-        f"{estimate:+.2f} points {_bounds(low, high)} ({level} t-interval over "
-        f"n={headline['n']} seeds, {VIEW_NAMES[str(headline['view'])]}, pooled over "
-        f"{headline['cells']} cells{_relative_text(headline, baseline)})"
+        f"{estimate:+.2f} points {_bounds(low, high)} ({level} seed-clustered t-interval, "
+        f"{VIEW_NAMES[str(headline['view'])]}, pooled over {headline['cells']} cells: "
+        f"{headline['pairs']} pairs of {headline['seeds']} seeds"
+        f"{_relative_text(headline, baseline)})"
     )
     if math.isnan(low):
         reading = "too few seeds for an interval: no verdict"
@@ -283,7 +292,8 @@ def metric_key(arm: str, baseline: str, view: str, name: str) -> str:
 
     Names sort the answer first in MLflow's charts and tables: the headline view under
     `answer.`, the other views under `primary.`, and the estimate itself before its interval
-    and n (`answer.rigl_sparseopt.vs.rigl.matched_lr`, then `….ci_high`, `….ci_low`, `….n`)."""
+    and counts (`answer.rigl_sparseopt.vs.rigl.matched_lr`, then `….ci_high`, `….ci_low`,
+    `….pairs`, `….seeds`)."""
     prefix = "answer" if view == HEADLINE_VIEW else "primary"
     suffix = "" if name == "estimate" else f".{name}"
     text = f"{prefix}.{arm}.vs.{baseline}.{VIEW_NAMES.get(view, view)}{suffix}"
@@ -294,7 +304,7 @@ def verdict_metrics(verdict: Verdict) -> dict[str, float]:
     """The pooled estimates over all cells as report-run metrics (`metric_key`)."""
     metrics = {}
     for row in verdict.primary[verdict.primary["scope"] == ALL].to_dict("records"):
-        for name in ("estimate", "ci_low", "ci_high", "n", "relative_error_change"):
+        for name in ("estimate", "ci_low", "ci_high", "pairs", "seeds", "relative_error_change"):
             value = float(row[name])
             if math.isfinite(value):
                 metrics[metric_key(row["arm"], row["baseline"], row["view"], name)] = value

@@ -92,7 +92,7 @@ def test_report_primary_option_declares_the_primary_contrasts(
     text = (tmp_path / "report.md").read_text()
     assert "Primary contrasts: rigl+sparseopt − rigl (--primary)" in text
     # two seeds: +2.0 and +2.5, pooled over the one cell: +2.25 ± t1 · 0.354 / sqrt(2)
-    assert "rigl+sparseopt vs rigl: +2.25 points [-0.93, +5.43] (95% t-interval" in text
+    assert "rigl+sparseopt vs rigl: +2.25 points [-0.93, +5.43] (95% seed-clustered t" in text
 
 
 def test_report_logs_a_report_run(store, invoke, tmp_path: Path) -> None:

@@ -55,11 +55,11 @@ def test_the_report_opens_on_the_primary_verdict(planted) -> None:
         "Primary contrasts: rigl+sparseopt − rigl (default: every arm with a modifier against "
         "its base arm); α = 0.05." in text
     )
-    # seed 4 misses s=0.95 e=4, so seeds 0-3 pool the 4 cells: (2 NULL + 2 PLANT) / 4 per
-    # seed = 1.25, 1.05, 0.90, 1.20; mean 1.10, sd 0.158, ± t3 · 0.158 / 2 = 0.252
+    # every paired seed counts, each cell weighs 1/4: cell means NULL 0.01, 0.01, PLANT 2.24
+    # and, without seed 4 at s=0.95 e=4, 2.25 -> (0.01 + 0.01 + 2.24 + 2.25) / 4 = 1.1275
     (sentence,) = result.verdict.sentences
-    assert sentence.startswith("rigl+sparseopt vs rigl: +1.10 points [+0.85, +1.35] (95% ")
-    assert "n=4 seeds, matched lr, pooled over 4 cells" in sentence
+    assert sentence.startswith("rigl+sparseopt vs rigl: +1.13 points [+0.91, +1.35] (95% ")
+    assert "matched lr, pooled over 4 cells: 19 pairs of 5 seeds" in sentence
     assert f"- {sentence}" in text
     with (result.out_dir / "tables" / "primary.csv").open() as handle:
         rows = list(csv.DictReader(handle))
@@ -72,8 +72,8 @@ def test_the_report_opens_on_the_primary_verdict(planted) -> None:
         "estimate",
         "ci_low",
         "ci_high",
-        "n",
-        "method",
+        "pairs",
+        "seeds",
     ]
     assert [(r["scope"], r["view"]) for r in rows[:3]] == [
         ("all", "best common lr"),
@@ -191,7 +191,7 @@ def test_report_is_logged_as_a_report_run_and_not_exported_as_a_trial(planted, t
     key = "answer.rigl_sparseopt.vs.rigl.matched_lr"
     pooled = result.verdict.primary.iloc[0]
     assert run.data.metrics[key] == pytest.approx(pooled["estimate"])
-    assert run.data.metrics[f"{key}.n"] == 4.0
+    assert (run.data.metrics[f"{key}.pairs"], run.data.metrics[f"{key}.seeds"]) == (19.0, 5.0)
     assert run.info.status == "FINISHED"
     # the run's description is the verdict and the guard summary, as the terminal prints it
     note = run.data.tags["mlflow.note.content"]

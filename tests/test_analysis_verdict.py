@@ -7,6 +7,7 @@ import statistics
 
 import pandas as pd
 import pytest
+import scipy.stats
 from analysis_fixtures import Trial, records_for
 
 from analysis.compare import compare
@@ -100,25 +101,68 @@ def _pairs(diffs: dict[tuple[float, int], list[float]]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def test_pooled_estimate_is_the_t_interval_of_the_per_seed_means_over_cells() -> None:
+def test_with_the_same_seeds_in_every_cell_the_pooled_interval_is_the_per_seed_t_interval() -> None:
     # per seed: (1 + 0.5 + 3)/3 = 1.5, (0 + 0.5 + 1)/3 = 0.5, (2 + 1.5 + 1)/3 = 1.5,
-    # (1 - 0.5 + 2)/3 = 0.8333; mean 1.0833, sd 0.5; half-width t3 · 0.5 / 2
-    interval, estimate, cells, reference = pooled_estimate(_pairs(DIFFS))
+    # (1 - 0.5 + 2)/3 = 0.8333; mean 1.0833, sd 0.5; half-width t3 · 0.5 / 2 (the numbers
+    # of the per-seed t-interval this verdict used before cells could differ in seeds)
+    pooled, reference = pooled_estimate(_pairs(DIFFS))
     per_seed = [1.5, 0.5, 1.5, 2.5 / 3]
     half = T975[3] * statistics.stdev(per_seed) / 2
-    assert estimate == pytest.approx(statistics.mean(per_seed))
-    assert (interval.low, interval.high) == pytest.approx((estimate - half, estimate + half))
-    assert (interval.method, interval.n, cells, reference) == ("t", 4, 3, 90.0)
+    assert pooled.estimate == pytest.approx(13 / 12, rel=1e-12)
+    assert (pooled.low, pooled.high) == pytest.approx((13 / 12 - half, 13 / 12 + half), rel=1e-12)
+    assert pooled.df == pytest.approx(3.0, rel=1e-12)
+    assert (pooled.method, pooled.pairs, pooled.seeds, pooled.cells, reference) == (
+        "seed-clustered t (CR2, cell means)",
+        12,
+        4,
+        3,
+        90.0,
+    )
 
 
-def test_a_seed_missing_from_a_cell_leaves_the_pooled_estimate() -> None:
-    pairs = _pairs(DIFFS)
-    pairs = pairs[~((pairs["budget"] == 4) & (pairs["seed"] == 3))]
-    interval, estimate, cells, _ = pooled_estimate(pairs)
-    per_seed = [1.5, 0.5, 1.5]
-    half = T975[2] * statistics.stdev(per_seed) / math.sqrt(3)
-    assert (interval.n, cells, estimate) == (3, 3, pytest.approx(7 / 6))
-    assert (interval.low, interval.high) == pytest.approx((7 / 6 - half, 7 / 6 + half))
+def test_seeds_only_some_cells_have_reach_the_pooled_estimate() -> None:
+    # an adaptive sweep gave cell (0.9, 4) seeds 4 and 5 as well: +2.5 and +2.5
+    extra = {**DIFFS, (0.9, 4): [0.5, 0.5, 1.5, -0.5, 2.5, 2.5]}
+    pooled, reference = pooled_estimate(_pairs(extra))
+    # cell means: 1.0, 7/6, 1.75 -> estimate 47/36 (each cell weighs 1/3)
+    assert pooled.estimate == pytest.approx(47 / 36, rel=1e-12)
+    assert (pooled.pairs, pooled.seeds, pooled.cells, reference) == (14, 6, 3, 90.0)
+    # CR2 score per seed: Σ over its cells of √(n/(n−1)) / (3 n) · (d − cell mean), with
+    # cell (0.9, 2): n 4, mean 1, residuals 0, −1, 1, 0 (factor √(4/3) / 12);
+    # cell (0.9, 4): n 6, mean 7/6, residuals −2/3, −2/3, 1/3, −5/3, 4/3, 4/3 (√(6/5) / 18);
+    # cell (0.95, 2): n 4, mean 1.75, residuals 1.25, −0.75, −0.75, 0.25 (√(4/3) / 12)
+    a, b = math.sqrt(4 / 3) / 12, math.sqrt(6 / 5) / 18
+    scores = [
+        a * 0 + b * (-2 / 3) + a * 1.25,
+        a * -1 + b * (-2 / 3) + a * -0.75,
+        a * 1 + b * (1 / 3) + a * -0.75,
+        a * 0 + b * (-5 / 3) + a * 0.25,
+        b * (4 / 3),
+        b * (4 / 3),
+    ]
+    half = math.sqrt(sum(score**2 for score in scores))
+    # K = Σ_cells Qᵀ(I − J/n)Q: a cell with seeds S adds its weight² · (I_S − J_S/n)
+    k = [[0.0] * 6 for _ in range(6)]
+    for weight, seeds in ((a, range(4)), (b, range(6)), (a, range(4))):
+        for i in seeds:
+            for j in seeds:
+                k[i][j] += weight**2 * ((i == j) - 1 / len(seeds))
+    trace = sum(k[i][i] for i in range(6))
+    trace_square = sum(k[i][j] * k[j][i] for i in range(6) for j in range(6))
+    df = trace**2 / trace_square
+    quantile = scipy.stats.t.ppf(0.975, df)
+    assert pooled.df == pytest.approx(df, rel=1e-12)
+    assert 3 < pooled.df < 5  # between the seeds every cell has (4) less one and 6 less one
+    assert (pooled.low, pooled.high) == pytest.approx(
+        (47 / 36 - quantile * half, 47 / 36 + quantile * half), rel=1e-12
+    )
+
+
+def test_a_cell_with_one_pair_gives_no_pooled_interval() -> None:
+    pooled, _ = pooled_estimate(_pairs({**DIFFS, (0.9, 4): [0.5]}))
+    assert pooled.estimate == pytest.approx((1.0 + 0.5 + 1.75) / 3)
+    assert math.isnan(pooled.low) and math.isnan(pooled.high) and math.isnan(pooled.df)
+    assert (pooled.pairs, pooled.seeds, pooled.cells) == (9, 4, 3)
 
 
 # ---- cross-fitting --------------------------------------------------------------------------
@@ -169,17 +213,19 @@ def test_the_verdict_pools_the_primary_contrast_and_says_what_it_means() -> None
     matched = rows.iloc[0]
     # matched at 0.3, the only lr both ran: 55 - 52 = +3 on every seed
     assert (matched["estimate"], matched["ci_low"], matched["ci_high"]) == (3.0, 3.0, 3.0)
-    assert (matched["n"], matched["method"], matched["cells"]) == (3, "t", 1)
+    assert (matched["pairs"], matched["seeds"], matched["cells"]) == (3, 3, 1)
+    assert matched["method"] == "seed-clustered t (CR2, cell means)"
     assert matched["relative_error_change"] == pytest.approx(-3.0 / 48.0)
     (sentence,) = verdict.sentences
     assert sentence.startswith(
-        "rigl+sparseopt vs rigl: +3.00 points [+3.00, +3.00] (95% t-interval over n=3 seeds, "
-        "matched lr, pooled over 1 cells; 6.2% fewer test errors than rigl) — rigl+sparseopt is "
+        "rigl+sparseopt vs rigl: +3.00 points [+3.00, +3.00] (95% seed-clustered t-interval, "
+        "matched lr, pooled over 1 cells: 3 pairs of 3 seeds; 6.2% fewer test errors than "
+        "rigl) — rigl+sparseopt is "
         "more accurate than rigl: the interval excludes 0; 0 of 1 cells differ after Holm"
     )
     assert metric_key("rigl+sparseopt", "rigl", "best lr, cross-fitted", "estimate") == (
         "primary.rigl_sparseopt.vs.rigl.best_lr_cross-fitted"
     )
-    assert metric_key("rigl+sparseopt", "rigl", "best common lr", "n") == (
-        "answer.rigl_sparseopt.vs.rigl.matched_lr.n"
+    assert metric_key("rigl+sparseopt", "rigl", "best common lr", "pairs") == (
+        "answer.rigl_sparseopt.vs.rigl.matched_lr.pairs"
     )
