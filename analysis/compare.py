@@ -8,6 +8,8 @@ Rules (the report states them too):
   own; applied to exported runs by `analysis.lr_choice`) is compared: the best mean over
   seeds of the sweep's search metric at the final epoch, a diverged seed scoring the worst
   value, failed seeds left out, an lr trial ranked once all the cell's seeds have ended,
+  the seeds expected of each lr trial being the spec's (the experiment tag
+  `sparsesweep.search_seeds`; a sweep recorded without it: the seeds the cell's runs ran),
   ties to the lr nearer the log-middle of the lrs the cell ran, then the smaller lr (the
   selection table lists the tied lrs: guard `lr_tie`). A cell with a single lr is compared
   as is. The selection table lists the lrs each cell ran, where the chosen one lies among
@@ -150,21 +152,24 @@ def compare(
     confidence: float = stats.CONFIDENCE,
     metric: str = DEFAULT_SEARCH_METRIC,
     primary: PrimaryDeclaration | None = None,
+    search_seeds: int | None = None,
 ) -> Comparison:
     """All comparison tables from the exported trials and epochs tables (as DataFrames);
     `metric` is the sweep's search metric, which picks each cell's lr; `primary` declares
     the contrasts whose family is corrected for multiplicity (default: `analysis.primary`),
-    and its target, which `target` overrides."""
+    and its target, which `target` overrides; `search_seeds`: the seeds the spec gives every
+    lr trial (the export manifest's), which the lr rule expects (None: the seeds each cell's
+    runs ran, `analysis.lr_choice`)."""
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
     candidates = comparable(trials)
     declared = (primary or PrimaryDeclaration()).resolve(candidates["arm"].unique())
     if target is not None:
         declared = dataclasses.replace(declared, target=target)
-    selection, chosen, runs = compared_runs(candidates, metric)
+    selection, chosen, runs = compared_runs(candidates, metric, search_seeds)
     summary = _summary(runs, chosen, selection, confidence)
     contrasts = _contrasts(candidates, declared)
-    matched = _matched(candidates, contrasts, metric, confidence)
+    matched = _matched(candidates, contrasts, metric, confidence, search_seeds)
     ranked = selection[_chosen_by_rank(selection)]
     searched = set(ranked[list(CELL)].itertuples(index=False, name=None))
     crossfit = cross_fitted_runs(candidates, runs, searched, list(CELL), metric)
@@ -199,11 +204,12 @@ def _chosen_by_rank(selection: pd.DataFrame) -> pd.Series:
 
 
 def compared_runs(
-    candidates: pd.DataFrame, metric: str
+    candidates: pd.DataFrame, metric: str, search_seeds: int | None = None
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """(selection, the chosen runs of every cell, the finished ones the statistics use) of the
-    comparable trials (`comparable`), by the rules of the module docstring."""
-    selection, chosen = _select(candidates, metric)
+    comparable trials (`comparable`), by the rules of the module docstring (`search_seeds`:
+    as in `compare`)."""
+    selection, chosen = _select(candidates, metric, search_seeds)
     return selection, chosen, _included(chosen)
 
 
@@ -234,14 +240,16 @@ _SELECTION_COLUMNS: list[str] = [
 ]
 
 
-def _select(candidates: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _select(
+    candidates: pd.DataFrame, metric: str, search_seeds: int | None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per cell, which runs are compared and why (see the module docstring)."""
     rows, chosen = [], []
     for key, cell in candidates.groupby(list(CELL), sort=True):
         final = cell[cell["stage"] == Stage.FINAL]
         keys = lr_trial_keys(cell)
         searched = sorted(float(value) for value in cell["lr"].dropna().unique())
-        trials = cell_lr_trials(ranked_runs(cell), metric, searched)
+        trials = cell_lr_trials(ranked_runs(cell), metric, searched, search_seeds)
         tied, score, counted = "", math.nan, None
         if not final.empty:
             pick, basis = final, FINAL_STAGE
@@ -547,7 +555,11 @@ _MATCHED_COLUMNS: list[str] = [
 
 
 def _matched(
-    candidates: pd.DataFrame, contrasts: pd.DataFrame, metric: str, confidence: float
+    candidates: pd.DataFrame,
+    contrasts: pd.DataFrame,
+    metric: str,
+    confidence: float,
+    search_seeds: int | None,
 ) -> pd.DataFrame:
     """Every contrast at every lr both arms ran, marking the best common lr (module docstring)."""
     cells = dict(iter(candidates[candidates["lr"].notna()].groupby(list(CELL))))
@@ -558,7 +570,7 @@ def _matched(
         if arm_cell is None or reference_cell is None:
             continue
         common = sorted(set(arm_cell["lr"]) & set(reference_cell["lr"]))
-        ranking, scores = _rank_common(arm_cell, reference_cell, common, metric)
+        ranking, scores = _rank_common(arm_cell, reference_cell, common, metric, search_seeds)
         best = common[0] if len(common) == 1 else ranking.best
         tied = ",".join(f"{lr:g}" for lr in ranking.tied) if len(ranking.tied) > 1 else ""
         for lr in common:
@@ -583,11 +595,15 @@ def _matched(
 
 
 def _rank_common(
-    arm_cell: pd.DataFrame, reference_cell: pd.DataFrame, common: list[float], metric: str
+    arm_cell: pd.DataFrame,
+    reference_cell: pd.DataFrame,
+    common: list[float],
+    metric: str,
+    search_seeds: int | None,
 ) -> tuple[LrRanking, dict[float, tuple[float | None, float | None]]]:
     """The lr-ranking rule over the lrs both arms ran, on both arms' seeds at each lr
     together, and each arm's own score there."""
-    sides = [_scored_seeds(cell, metric) for cell in (arm_cell, reference_cell)]
+    sides = [_scored_seeds(cell, metric, search_seeds) for cell in (arm_cell, reference_cell)]
     expected = sum(count for _, count in sides)
     trials = [
         LrTrial(lr, lr, [*sides[0][0].get(lr, []), *sides[1][0].get(lr, [])]) for lr in common
@@ -604,11 +620,12 @@ def _rank_common(
 
 
 def _scored_seeds(
-    cell: pd.DataFrame, metric: str
+    cell: pd.DataFrame, metric: str, search_seeds: int | None
 ) -> tuple[dict[float, list[tuple[str, float | None]]], int]:
     """An arm's seeds per lr that its selection score rests on (its search runs there, all
     its runs if it ran that lr only in the final stage), and the seeds each lr should have
-    (the distinct seeds of its search runs, else of all its runs)."""
+    (`search_seeds` for search runs when known, else the distinct seeds of its search runs,
+    else of all its runs)."""
     searched = ranked_runs(cell)
     column = f"final_{metric_column(metric)}"
     seeds = {}
@@ -619,7 +636,8 @@ def _scored_seeds(
             (str(status), None if pd.isna(value) else float(value))
             for status, value in zip(runs["status"], values, strict=True)
         ]
-    return seeds, expected_seeds(searched if not searched.empty else cell)
+    declared = search_seeds if not searched.empty else None
+    return seeds, expected_seeds(searched if not searched.empty else cell, declared)
 
 
 def _or_nan(value: float | None) -> float:

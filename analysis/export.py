@@ -22,6 +22,7 @@ import re
 import shutil
 import urllib.parse
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,6 +45,7 @@ from analysis.schema import (
     metric_column,
     ordered_metric_keys,
 )
+from analysis.seed_rule import rule_from_json
 from contract.names import DEFAULT_SEARCH_METRIC, LEGACY_METRICS, Tag, best_direction
 from contract.outcome import STATUS_OF_MLFLOW_RUN, Status
 
@@ -336,6 +338,16 @@ def redact_uri(uri: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))
 
 
+def search_seeds(tags: Mapping[str, str]) -> int | None:
+    """The seeds every lr trial of the sweep runs, from its experiment tags: the tracker's
+    `sparsesweep.search_seeds`, else an adaptive rule's `initial` (None: a sweep recorded
+    before either, whose report expects the seeds each cell's runs ran)."""
+    if Tag.SEARCH_SEEDS in tags:
+        return int(tags[Tag.SEARCH_SEEDS])
+    rule = rule_from_json(tags.get(Tag.SEEDS))
+    return None if rule is None else rule.initial
+
+
 def _manifest(records: ExperimentRecords, tables: SweepTables, tracking_uri: str) -> dict[str, Any]:
     statuses = Counter(tables.trials.column("status").to_pylist())
     return {
@@ -351,5 +363,6 @@ def _manifest(records: ExperimentRecords, tables: SweepTables, tracking_uri: str
         "search_metric": records.tags.get(Tag.SEARCH_METRIC, DEFAULT_SEARCH_METRIC),
         "primary": records.tags.get(Tag.PRIMARY),
         "seeds": records.tags.get(Tag.SEEDS),
+        "search_seeds": search_seeds(records.tags),
         "partitioning": "method_<method>/sparsity_<sparsity>/part-0.parquet",
     }

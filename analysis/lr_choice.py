@@ -5,6 +5,10 @@ seeds are its latest run per seed, with the run's status and the final value of 
 metric. The seeds a cell expects per lr trial are the distinct seeds its runs of that stage
 ran (an lr trial that has not started them all is not ranked yet), and its lr grid, which
 breaks ties, is the lrs the cell ran.
+A cell expects of each lr trial the seeds the spec gives it (`declared`: the experiment tag
+`sparsesweep.search_seeds`, as `sparsesweep status` takes them from the spec), so an lr
+trial whose later seeds have not started is not ranked; a sweep recorded without the tag
+expects the distinct seeds its runs of that stage ran.
 """
 
 from __future__ import annotations
@@ -88,9 +92,12 @@ def latest_per_seed(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([seeded, ordered[ordered["seed"].isna()]])
 
 
-def expected_seeds(runs: pd.DataFrame) -> int:
-    """Seeds each lr trial of these runs should have: the distinct seeds they ran (without
-    seed tags: the most runs any lr trial has)."""
+def expected_seeds(runs: pd.DataFrame, declared: int | None = None) -> int:
+    """Seeds each lr trial of these runs should have: `declared` (the spec's, module
+    docstring) when known, else the distinct seeds they ran (without seed tags: the most runs
+    any lr trial has)."""
+    if declared is not None:
+        return declared
     seeds = runs["seed"].dropna().nunique()
     if seeds:
         return int(seeds)
@@ -98,9 +105,12 @@ def expected_seeds(runs: pd.DataFrame) -> int:
     return int(counts.max()) if not counts.empty else 0
 
 
-def cell_lr_trials(runs: pd.DataFrame, metric: str, grid: Iterable[float] = ()) -> CellLrTrials:
+def cell_lr_trials(
+    runs: pd.DataFrame, metric: str, grid: Iterable[float] = (), declared: int | None = None
+) -> CellLrTrials:
     """The lr trials of one cell's runs of one stage (module docstring); `grid`: the lrs the
-    whole cell ran (default: these runs' lrs)."""
+    whole cell ran (default: these runs' lrs); `declared`: the seeds the spec gives each lr
+    trial (None: unknown)."""
     column = f"final_{metric_column(metric)}"
     runs = runs[
         [c for c in ("seed", "status", "lr", "lr_trial", "start_time", column) if c in runs]
@@ -122,7 +132,7 @@ def cell_lr_trials(runs: pd.DataFrame, metric: str, grid: Iterable[float] = ()) 
             for label, row in latest_per_seed(part).iterrows()
         ]
     grid = tuple(sorted(set(grid) or {float(lr) for lr in runs["lr"].dropna()}))
-    return CellLrTrials(keys, lrs, seeds, expected_seeds(runs), grid)
+    return CellLrTrials(keys, lrs, seeds, expected_seeds(runs, declared), grid)
 
 
 def _value(value: object) -> float | None:

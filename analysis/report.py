@@ -207,7 +207,13 @@ def _write(
 ) -> ReportResult:
     """Compare, guard, draw and write the report of exported tables into `out`."""
     declared, source = resolve_declaration(manifest.get("primary"), contrasts, target)
-    comparison = compare(trials, epochs, metric=manifest["search_metric"], primary=declared)
+    comparison = compare(
+        trials,
+        epochs,
+        metric=manifest["search_metric"],
+        primary=declared,
+        search_seeds=manifest.get("search_seeds"),
+    )
     verdict = primary_verdict(comparison)
     guards = find_guards(comparison)
     figures = write_figures(comparison, out / "plots")

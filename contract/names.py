@@ -101,6 +101,10 @@ class Tag:
     object {"primary": ["ARM:BASELINE", ...] | null, "alpha": float, "target": float | null,
     "halfwidth": float} (`analysis.primary`); on report runs: the declaration the report used,
     its contrasts resolved."""
+    SEARCH_SEEDS = "sparsesweep.search_seeds"
+    """On the experiment: how many seeds every lr trial of the search runs (the spec's
+    `grid.seeds` list, or its `initial` count), which the report's lr rule expects of each lr
+    trial (`contract.selection`)."""
     SEEDS = "sparsesweep.seeds"
     """On the experiment, for adaptive seeds only: the spec's `grid.seeds` mapping as a JSON
     object {"initial": int, "max": int, "until_halfwidth": float, "batch": int}

@@ -303,3 +303,81 @@ def test_the_report_ranks_lrs_on_the_search_seeds_and_counts_the_extra_ones() ->
     assert row["halfwidth"] == pytest.approx(2.776445 * sd / math.sqrt(5), rel=1e-6)
     (fixed,) = seed_table(comparison, None).to_dict("records")
     assert fixed["stop"] == "fixed"
+
+
+def _mid_cell_trials(seeds: int) -> list[Any]:
+    """rigl and rigl+sparseopt at lrs 0.1 and 0.3, seeds 0..seeds-1 ended at both."""
+    from analysis_fixtures import Trial
+
+    return [
+        Trial(arm, 0.9, 2, seed, 80.0, final_val=90.0 if lr == 0.1 else 85.0, lr=lr, lr_trial=i)
+        for arm in ("rigl", "rigl+sparseopt")
+        for i, lr in enumerate((0.1, 0.3))
+        for seed in range(seeds)
+    ]
+
+
+def test_the_report_ranks_no_lr_trial_before_the_seeds_the_spec_expects_have_ended() -> None:
+    """The spec gives every lr trial 3 seeds; MLflow holds seeds 0-1 of each (seed 2 not
+    started): no lr is ranked, as `status` would say, until seed 2 has ended too."""
+    from analysis_fixtures import records_for
+
+    from analysis.compare import NOT_RANKED, compare
+    from analysis.export import build_tables
+
+    def comparison(seeds: int, search_seeds: int | None) -> Any:
+        tables = build_tables(records_for(_mid_cell_trials(seeds)))
+        frames = (tables.trials.to_pandas(), tables.epochs.to_pandas())
+        return compare(*frames, metric="val_acc1", search_seeds=search_seeds)
+
+    mid = comparison(2, 3)
+    assert mid.selection["basis"].tolist() == [NOT_RANKED, NOT_RANKED]
+    assert mid.selection["runs"].tolist() == [0, 0]
+    assert not mid.matched["best_common"].any()
+    assert mid.paired.empty
+    ended = comparison(3, 3)
+    assert ended.selection["lr"].tolist() == [0.1, 0.1]
+    assert ended.selection["selection_seeds"].tolist() == [3, 3]
+    assert ended.matched[ended.matched["best_common"]]["lr"].unique().tolist() == [0.1]
+    # a sweep recorded without the tag: the seeds its runs ran (2) are all it expects
+    assert comparison(2, None).selection["lr"].tolist() == [0.1, 0.1]
+
+
+def test_the_tracker_records_the_search_seeds_and_the_export_reads_them(tmp_path: Path) -> None:
+    import json
+
+    from analysis.export import search_seeds
+    from contract.names import Tag
+    from sweeps.tracking.experiment import experiment_tags
+
+    outbox = str(tmp_path / "outbox")
+    adaptive = experiment_tags(adaptive_spec(), outbox)
+    fixed = experiment_tags(
+        parse_spec({**ADAPTIVE, "grid": {**ADAPTIVE["grid"], "seeds": [4, 7]}}), outbox
+    )
+    assert (adaptive[Tag.SEARCH_SEEDS], fixed[Tag.SEARCH_SEEDS]) == ("3", "2")
+    assert (search_seeds(adaptive), search_seeds(fixed)) == (3, 2)
+    older = {Tag.SEEDS: json.dumps({"initial": 4, "max": 9, "until_halfwidth": 1.0})}
+    assert (search_seeds(older), search_seeds({})) == (4, None)
+
+
+def test_the_report_of_a_store_takes_the_seeds_expected_from_the_experiment(
+    tmp_path: Path,
+) -> None:
+    from analysis_fixtures import build_store
+    from mlflow.tracking import MlflowClient
+
+    from analysis.compare import NOT_RANKED
+    from analysis.export import export_experiment
+    from analysis.report import report_from_export
+    from contract.names import Tag
+
+    uri, _ = build_store(tmp_path, "mid", _mid_cell_trials(2))
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("mid")
+    client.set_experiment_tag(experiment.experiment_id, Tag.SEARCH_METRIC, "val_acc1")
+    client.set_experiment_tag(experiment.experiment_id, Tag.SEARCH_SEEDS, "3")
+    exported = export_experiment(uri, "mid", tmp_path / "data")
+    assert exported.manifest["search_seeds"] == 3
+    result = report_from_export(tmp_path / "data", tmp_path / "report")
+    assert result.comparison.selection["basis"].tolist() == [NOT_RANKED, NOT_RANKED]

@@ -29,7 +29,7 @@ def experiment_tags(spec: SweepSpec, outbox_dir: str) -> dict[str, str]:
     """The tracker's experiment tags: search metric, the primary declaration the report answers
     (`analysis:` of the spec, declared before the data), description (`mlflow.note.content`:
     the sweep's factors and how to read its runs), the outbox folder, where the stored spec is,
-    the adaptive-seed rule (if any) and the kind that opens the experiment in MLflow's
+    the seeds every lr trial runs, the adaptive-seed rule (if any) and the kind that opens the experiment in MLflow's
     model-training mode."""
     factors = {
         "workloads": list(spec.workloads),
@@ -43,6 +43,7 @@ def experiment_tags(spec: SweepSpec, outbox_dir: str) -> dict[str, str]:
     tags = {
         Tag.SEARCH_METRIC: spec.search.metric,
         Tag.PRIMARY: spec.analysis.declaration().to_json(),
+        Tag.SEARCH_SEEDS: str(len(spec.grid.search_seeds())),
         MLFLOW_RUN_NOTE: experiment_note(spec.name, factors, spec.search.metric),
         Tag.OUTBOX: str(Path(outbox_dir).absolute()),
         Tag.SPEC_FILE: locate(spec).spec_file,
