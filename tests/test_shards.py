@@ -159,3 +159,27 @@ def test_settled_means_nothing_left_at_the_expected_count() -> None:
     shard.settled = spec.expected_trials()
     assert shard.is_settled(spec)
     assert not shard.is_settled(spec_with(10_000, seeds=[0, 1, 2]))
+
+
+def test_an_adaptive_sweeps_primary_pairs_keep_both_cells_in_one_shard(tmp_path: Path) -> None:
+    """`set:rigl` pairs cells of two methods (two cell groups); packed apart, set at s=0.8
+    would share no shard with rigl at s=0.8 (4 rigl cells × 6 trials fill shard 0), and the
+    searcher of neither shard could judge the pair."""
+    payload = copy.deepcopy(BASE)
+    payload["grid"]["seeds"] = {"initial": 2, "max": 3, "until_halfwidth": 1.0}
+    payload["resources"] = {"shard_trials": 24}
+    payload["analysis"] = {"primary": ["rigl+sparseopt:rigl", "set:rigl"]}
+    spec = parse_spec(payload)
+    pairs = spec.primary_cell_pairs()
+    assert len(pairs) == 8  # 2 contrasts × 2 sparsities × 2 budgets
+    plan = plan_shards(spec, None)
+    for arm, baseline in pairs:
+        assert plan.shard_of(arm.cell_id) is plan.shard_of(baseline.cell_id)
+    assert groups(plan) == [
+        [("rigl", "s=0.8"), ("rigl+sparseopt", "s=0.8"), ("set", "s=0.8")],
+        [("rigl", "s=0.9"), ("rigl+sparseopt", "s=0.9"), ("set", "s=0.9")],
+    ]
+    # an extension's new cells join their joined group's shard
+    payload["grid"]["budgets"] = [1, 2, 4]
+    grown = plan_shards(parse_spec(payload), plan)
+    assert [len(shard.cells) for shard in grown.shards] == [9, 9]

@@ -11,6 +11,9 @@ one per sweep.
   method and sparsity, every arm and budget: `sweeps.tracking.aggregates` compares an arm with
   its baseline and a budget with the others inside one tracker), packed in spec order until the
   next group would overflow the shard. A group bigger than the limit gets a shard of its own.
+  Groups holding the two cells of a primary pair (`SweepSpec.primary_cell_pairs`, e.g. a
+  declared contrast between two methods) are one group: the adaptive-seeds rule judges a pair
+  inside the searcher that serves both its cells.
 - The plan is stored beside the spec (`shards.json`) before Ray starts and never reshuffled:
   an extension's new cells join their group's shard, or the last shard while it has room, or
   new shards. A sweep that predates shards is one shard holding the cells it ran.
@@ -131,6 +134,21 @@ def cell_group(cell: Cell) -> tuple[str, str, float]:
     return (cell.workload, cell.method, cell.sparsity)
 
 
+def placement_groups(spec: SweepSpec) -> dict[str, tuple[str, str, float]]:
+    """Cell id -> the group it is placed with: its `cell_group`, joined with the group of
+    the other cell of every primary pair it is in (its representative group names it)."""
+    parent: dict[tuple[str, str, float], tuple[str, str, float]] = {}
+
+    def root(group: tuple[str, str, float]) -> tuple[str, str, float]:
+        while parent.setdefault(group, group) != group:
+            group = parent[group]
+        return group
+
+    for arm, baseline in spec.primary_cell_pairs():
+        parent[root(cell_group(arm))] = root(cell_group(baseline))
+    return {cell.cell_id: root(cell_group(cell)) for cell in spec.cells()}
+
+
 def plan_shards(spec: SweepSpec, stored: ShardPlan | None) -> ShardPlan:
     """The stored plan, with the spec's cells it lacks placed (see the module docstring)."""
     previous = stored.shards if stored is not None else []
@@ -139,15 +157,15 @@ def plan_shards(spec: SweepSpec, stored: ShardPlan | None) -> ShardPlan:
     limit = spec.resources.shard_trials
     placed = {cell for shard in plan.shards for cell in shard.cells}
     home: dict[tuple[str, str, float], Shard] = {}
-    cells = {cell.cell_id: cell for cell in spec.cells()}
+    joined = placement_groups(spec)
     for shard in plan.shards:
         for cell_id in shard.cells:
-            if cell_id in cells:
-                home.setdefault(cell_group(cells[cell_id]), shard)
+            if cell_id in joined:
+                home.setdefault(joined[cell_id], shard)
     groups: dict[tuple[str, str, float], list[str]] = {}
     for cell in spec.cells():
         if cell.cell_id not in placed:
-            groups.setdefault(cell_group(cell), []).append(cell.cell_id)
+            groups.setdefault(joined[cell.cell_id], []).append(cell.cell_id)
     for group, members in groups.items():
         shard = home.get(group)
         if shard is None:
