@@ -22,6 +22,13 @@ half-written:
   the store keeps once.
 * Statuses and end times come from the records (the time the hook ran), so writing them
   again changes nothing; a cell or curve run's status is set only when it changes.
+
+A run the index holds that the store no longer does (a user deleted it, the store was
+replaced or wiped) is not an outage: the writer says so (`MissingRunsError`), the sender
+forgets it and writes the batch again, which creates a trial's run anew from its config (the
+batch's, or the one this process last saw it start with) and a curve run with all its current
+points; it says so once in the log. A trial run it cannot create again (no config known) stops
+the sender with an error naming the run and the store (`RunLostError`): no retry could help.
 """
 
 from __future__ import annotations
@@ -63,7 +70,15 @@ from sweeps.tracking.runs import (
     trial_tags,
 )
 from sweeps.tracking.uri import is_server, probe_server
-from sweeps.tracking.writers import ClientWriter, NewRun, RunUpdate, RunWriter, make_writer
+from sweeps.tracking.writers import (
+    ClientWriter,
+    MissingRunsError,
+    NewRun,
+    RunUpdate,
+    RunWriter,
+    does_not_exist,
+    make_writer,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +100,10 @@ CELL_WITNESS = CELL_AGGREGATES[0]
 _AGGREGATE_TOLERANCE = 1e-9
 _SEARCH_PAGE = 10_000
 FINISHED, RUNNING, SCHEDULED = "FINISHED", "RUNNING", MLFLOW_RUN_STATUS[Status.PENDING]
+
+
+class RunLostError(RuntimeError):
+    """A run MLflow no longer holds cannot be created again: the sender stops."""
 
 
 @dataclass(frozen=True)
@@ -125,6 +144,17 @@ class Sender:
         self._history: dict[tuple[str, str], dict[int, float]] = {}
         self._created: dict[str, Identity] = {}
         """Trial runs created by the batch in flight (recorded in the index once written)."""
+        self._configs: dict[str, dict[str, Any]] = {}
+        """The config of each trial started and not ended in this process (a trial run gone
+        from MLflow is created again from it)."""
+        self._gone: set[Identity] = set()
+        """Trials whose runs MLflow lost and that have not been created again yet."""
+        self._record_counts: dict[str, int] = {}
+        """Records per trial in the batch in flight."""
+        self._recreated: dict[Identity, str] = {}
+        """Trial runs MLflow lost that the batch in flight creates again (their names)."""
+        self.error: str | None = None
+        """Why the thread stopped for good (None while it runs or stopped when asked)."""
 
     # ---------------------------------------------------------------- control (other threads)
     def start(self) -> None:
@@ -151,6 +181,8 @@ class Sender:
             while (pending := self._outbox.pending) > 0:
                 now = time.monotonic()
                 if self._stalled(now, started, stall_s):
+                    if self.error:
+                        report(f"MLflow: {self.error}")
                     break
                 if now - shown >= 1.0:
                     rate = (shown_at - pending) / (now - shown)
@@ -193,7 +225,12 @@ class Sender:
         while not self._stopping.is_set():
             self._busy_since = time.monotonic()
             try:
-                sent = self._send_batch()
+                sent = self._send_or_forget()
+            except RunLostError as error:
+                self._busy_since = None
+                self.error = str(error)
+                logger.error("%s", error)
+                return
             except Exception as error:  # any tracking failure: keep the records, try again
                 self._busy_since = None
                 self._failed(error)
@@ -229,12 +266,26 @@ class Sender:
             )
             self._failing_since = None
 
+    def _send_or_forget(self) -> bool:
+        """`_send_batch`; runs the store no longer holds are forgotten and the batch is
+        written again at once (True: look for work without waiting)."""
+        try:
+            return self._send_batch()
+        except MissingRunsError as missing:
+            self._forget_missing(missing.run_ids)
+            return True
+
     def _send_batch(self) -> bool:
         """Write the next batch of records to MLflow and acknowledge it; False if none."""
         writer = self._writer or ClientWriter  # (before the first connection: the smaller)
         records, end = self._outbox.read(self._outbox.acked, writer.batch_records)
         if not records:
             return False
+        self._record_counts = {}
+        for record in records:
+            if "trial" in record:
+                trial = record["trial"]
+                self._record_counts[trial] = self._record_counts.get(trial, 0) + 1
         if is_server(self._to.tracking_uri):
             probe_server(self._to.tracking_uri)  # one quick probe, not minutes of retries
         self._connect()
@@ -293,6 +344,9 @@ class Sender:
 
     # ---------------------------------------------------------------- one batch
     def _deliver(self, batch: Batch) -> None:
+        for config_hash, update in batch.trials.items():
+            if update.state == Kind.START and update.config is not None:
+                self._configs[config_hash] = update.config
         runs = self._trial_runs(batch.trials)
         known = [
             run_id
@@ -316,6 +370,10 @@ class Sender:
         statuses = self._cell_statuses(started, RUNNING)
         self._writer.update([*updates, *statuses.values()])
         self._index.add((identity, run_id) for run_id, identity in self._created.items())
+        self._said_recreated()
+        for config_hash, update in batch.trials.items():
+            if update.state in (Kind.END, Kind.PAUSE):
+                self._configs.pop(config_hash, None)
         self._index.set_statuses((identity, u.status) for identity, u in statuses.items())
         for run_id, epochs in new_epochs.items():
             if epochs:
@@ -344,10 +402,18 @@ class Sender:
         for config_hash, update in trials.items():
             identity = (Role.TRIAL, config_hash)
             run_id = self._index.get(identity) or self._recover(identity)
+            update.config = update.config or self._configs.get(config_hash)
             if run_id is not None:
                 runs[config_hash] = run_id
             elif update.config is not None:  # it started or ended in this batch
                 missing.append(update)
+            elif identity in self._gone:
+                raise RunLostError(
+                    f"the run of trial {config_hash} is missing from MLflow at "
+                    f"{self._to.tracking_uri} (deleted, or the store was replaced) and cannot "
+                    f"be created again: no config of it waits in {self._outbox.directory}; "
+                    "restore the run (MLflow's trash) or use the store that holds it"
+                )
             elif update.state != Kind.PAUSE:
                 logger.error("no MLflow run for trial %s and no config to create one", config_hash)
         if missing:
@@ -363,6 +429,11 @@ class Sender:
                 start = update.first_time or update.time
                 new.append(NewRun(self._experiment_id, trial_run_name(meta), tags, start))
             identities = [(Role.TRIAL, update.config_hash) for update in missing]
+            self._recreated = {
+                identity: run.run_name
+                for identity, run in zip(identities, new, strict=True)
+                if identity in self._gone
+            }
             created = self._create(identities, new)
             for update, run_id in zip(missing, created, strict=True):
                 runs[update.config_hash] = run_id
@@ -370,6 +441,73 @@ class Sender:
                 self._needs_params.add(run_id)
             self._created = dict(zip(created, identities, strict=True))
         return runs
+
+    def _forget_missing(self, run_ids: frozenset[str]) -> None:
+        """Runs the store holds no active run for: forget them (all of the sweep's, if its
+        experiment is gone too), so that writing the batch again creates them anew."""
+        if self._experiment_gone():
+            self._experiment_id = None
+            gone = {
+                run: identity
+                for role in IDENTITY_TAGS
+                for identity, run in self._index.runs(role).items()
+            }
+        else:
+            gone = self._index.identities(run_ids)
+        if not gone:
+            raise RunLostError(
+                f"MLflow at {self._to.tracking_uri} holds no run {', '.join(sorted(run_ids))} "
+                "and the sweep's run index does not know them"
+            )
+        self._index.forget(gone.values())
+        for run_id in gone:
+            self._logged.pop(run_id, None)
+            self._needs_params.discard(run_id)
+        self._history = {key: v for key, v in self._history.items() if key[0] not in gone}
+        self._gone.update(identity for identity in gone.values() if identity[0] == Role.TRIAL)
+        if self._experiment_id is None:
+            self._connect()
+        for identity in gone.values():
+            factors = dict(zip(CURVE_FACTORS, identity[1:], strict=False))
+            if identity[0] == Role.CURVE and any(
+                self._complete(cell)
+                for cell in self._shape.curve_cells(
+                    factors["workload"], factors["arm"], float(factors["sparsity"])
+                )
+            ):
+                self._rebuild_curve_run(factors)
+        others = len(gone) - len(self._gone & set(gone.values()))
+        if others:
+            logger.warning(
+                "MLflow: %d cell and curve runs were missing from %s; curve runs are created "
+                "again with their points, cell runs with their next trial",
+                others,
+                self._to.tracking_uri,
+            )
+
+    def _experiment_gone(self) -> bool:
+        """Whether the store no longer holds the sweep's experiment (it was replaced)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            found = self._client.get_experiment(self._experiment_id)
+        except MlflowException as error:
+            if not does_not_exist(error):
+                raise
+            return True
+        return found.lifecycle_stage != "active"
+
+    def _said_recreated(self) -> None:
+        """Say once that the trial runs MLflow lost are created again, with how many records."""
+        for identity, name in self._recreated.items():
+            self._gone.discard(identity)
+            logger.warning(
+                "MLflow: run %s was missing from %s; re-created with its %d records",
+                name,
+                self._to.tracking_uri,
+                self._record_counts.get(identity[1], 0),
+            )
+        self._recreated = {}
 
     def _create(self, identities: list[Identity], new: list[NewRun]) -> list[str]:
         """Create runs, their intents recorded (and synced) first. The caller records them in
@@ -656,10 +794,15 @@ class Sender:
         self._client.delete_run(old)
         for family in CURVE_FAMILIES:
             self._history.pop((old, family[0]), None)
-        factors = dict(zip(CURVE_FACTORS, curve, strict=True))
+        return self._rebuild_curve_run(dict(zip(CURVE_FACTORS, curve, strict=True)))
+
+    def _rebuild_curve_run(self, factors: dict[str, Any]) -> str:
+        """A new curve run holding every current point of its complete cells."""
         run_id = self._create_curve_run(factors)
-        workload, _, _, _, arm, sparsity = curve
-        cells = {c for c in self._shape.curve_cells(workload, arm, float(sparsity))}
+        identity = run_identity(curve_tags(factors))
+        cells = self._shape.curve_cells(
+            factors["workload"], factors["arm"], float(factors["sparsity"])
+        )
         cells = {c for c in cells if self._complete(c)}
         related = set().union(*(self._shape.related(cell) for cell in cells)) if cells else set()
         complete = cells | {c for c in related if self._complete(c)}
@@ -667,7 +810,11 @@ class Sender:
             self._to.tracking_uri, self._to.experiment_name, complete, self._to.search_metric
         )
         points = curve_points(tables, complete, self._to.search_metric)
-        steps = {budget: v for (*key, budget), v in points.items() if tuple(key) == curve}
+        steps = {
+            budget: values
+            for (*key, budget), values in points.items()
+            if run_identity(curve_tags(dict(zip(CURVE_FACTORS, key, strict=True)))) == identity
+        }
         now = now_ms()
         update = RunUpdate(
             run_id,
