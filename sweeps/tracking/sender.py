@@ -20,6 +20,8 @@ half-written:
   of an earlier process it reads the steps of `WITNESS_METRIC` once) and writes only the
   others, whole epochs per call; a record written twice carries the same timestamps, which
   the store keeps once.
+* A curve run's figure (accuracy vs budget, `analysis.plots.budget_curve`) is drawn again
+  from the points it holds whenever they change.
 * Statuses and end times come from the records (the time the hook ran), so writing them
   again changes nothing; a cell or curve run's status is set only when it changes.
 
@@ -97,6 +99,7 @@ WITNESS_METRIC = "train_loss"
 """Logged at every epoch with all the others: its steps say which epochs a trial run holds."""
 CELL_WITNESS = CELL_AGGREGATES[0]
 """Logged with all of a cell run's aggregates: its steps say which epochs were logged."""
+_CURVE_METRICS = tuple(key for family in CURVE_FAMILIES for key in family)
 _AGGREGATE_TOLERANCE = 1e-9
 _SEARCH_PAGE = 10_000
 FINISHED, RUNNING, SCHEDULED = "FINISHED", "RUNNING", MLFLOW_RUN_STATUS[Status.PENDING]
@@ -475,7 +478,7 @@ class Sender:
                     factors["workload"], factors["arm"], float(factors["sparsity"])
                 )
             ):
-                self._rebuild_curve_run(factors)
+                self._log_curve_figure(self._rebuild_curve_run(factors), factors)
         others = len(gone) - len(self._gone & set(gone.values()))
         if others:
             logger.warning(
@@ -727,21 +730,44 @@ class Sender:
             touched |= shape.related(cell) & complete
         ended_at = max((t for t in completing.values() if t is not None), default=None)
         points = curve_points(tables, complete, self._to.search_metric)
+        changed: dict[str, dict[str, Any]] = {}
         for (*curve, budget), values in points.items():
             workload, _, _, _, arm, sparsity = curve
             if cell_id(workload, arm, float(sparsity), budget) not in touched:
                 continue
-            run_id = self._log_curve_point(tuple(curve), budget, values)
+            run_id, logged = self._log_curve_point(tuple(curve), budget, values)
+            if logged:
+                changed[run_id] = dict(zip(CURVE_FACTORS, curve, strict=True))
             cells = shape.curve_cells(workload, arm, float(sparsity))
             identity = run_identity(curve_tags(dict(zip(CURVE_FACTORS, curve, strict=True))))
             finished = cells and all(self._complete(cell) for cell in cells)
             if finished and self._index.status(identity) != FINISHED:
                 self._writer.update([RunUpdate(run_id, status=FINISHED, end_time=ended_at)])
                 self._index.set_statuses([(identity, FINISHED)])
+        for run_id, factors in changed.items():
+            self._log_curve_figure(run_id, factors)
 
-    def _log_curve_point(self, curve: tuple, budget: int, values: dict[str, float]) -> str:
+    def _log_curve_figure(self, run_id: str, factors: dict[str, Any]) -> None:
+        """The curve run's accuracy-vs-budget figure (`analysis.plots.ANSWER_FIGURE`), drawn
+        from the points it holds; matplotlib is imported only once a figure is drawn."""
+        from analysis.plots import ANSWER_FIGURE, budget_curve
+
+        family = CURVE_FAMILIES[0]
+        histories = {key: self._logged_history(run_id, key) for key in family}
+        points = {
+            budget: {key: histories[key][budget] for key in family if budget in histories[key]}
+            for budget in histories[family[0]]
+        }
+        self._client.log_figure(
+            run_id, budget_curve(points, curve_run_name(factors)), ANSWER_FIGURE
+        )
+
+    def _log_curve_point(
+        self, curve: tuple, budget: int, values: dict[str, float]
+    ) -> tuple[str, bool]:
         """Log one budget's point on its curve run, each metric family once per step; a family
-        whose logged value changed replaces the run with every point it should hold."""
+        whose logged value changed replaces the run with every point it should hold. Returns
+        the run and whether it took new values."""
         run_id = self._curve_run(curve)
         new: dict[str, float] = {}
         for family in CURVE_FAMILIES:
@@ -753,16 +779,15 @@ class Sender:
             if budget in logged and _same({budget: logged[budget]}, {budget: found[witness]}):
                 continue
             if budget in logged:  # the replacement logs every current point, this one included
-                return self._replace_curve_run(curve, run_id)
+                return self._replace_curve_run(curve, run_id), True
             new.update(found)
         if new:
             now = now_ms()
             update = RunUpdate(run_id, metrics=[(k, v, now, budget) for k, v in new.items()])
             self._writer.update([update])
-            for family in CURVE_FAMILIES:
-                if family[0] in new:
-                    self._logged_history(run_id, family[0])[budget] = new[family[0]]
-        return run_id
+            for key, value in new.items():
+                self._logged_history(run_id, key)[budget] = value
+        return run_id, bool(new)
 
     def _curve_run(self, curve: tuple) -> str:
         """The curve run of (workload, dataset, model, method, arm, sparsity), found or created."""
@@ -785,15 +810,15 @@ class Sender:
         self._writer.update([RunUpdate(run_id, params=_factors(curve_tags(factors)))])
         self._index.add([(identity, run_id)])
         self._index.set_statuses([(identity, RUNNING)])
-        for family in CURVE_FAMILIES:
-            self._history[(run_id, family[0])] = {}  # a new run holds nothing
+        for key in _CURVE_METRICS:
+            self._history[(run_id, key)] = {}  # a new run holds nothing
         return run_id
 
     def _replace_curve_run(self, curve: tuple, old: str) -> str:
         """Delete a curve run whose values changed and log every current point on a new one."""
         self._client.delete_run(old)
-        for family in CURVE_FAMILIES:
-            self._history.pop((old, family[0]), None)
+        for key in _CURVE_METRICS:
+            self._history.pop((old, key), None)
         return self._rebuild_curve_run(dict(zip(CURVE_FACTORS, curve, strict=True)))
 
     def _rebuild_curve_run(self, factors: dict[str, Any]) -> str:
@@ -821,9 +846,9 @@ class Sender:
             metrics=[(k, v, now, b) for b, values in steps.items() for k, v in values.items()],
         )
         self._writer.update([update])
-        for family in CURVE_FAMILIES:
-            self._history[(run_id, family[0])] = {
-                budget: values[family[0]] for budget, values in steps.items() if family[0] in values
+        for key in _CURVE_METRICS:
+            self._history[(run_id, key)] = {
+                budget: values[key] for budget, values in steps.items() if key in values
             }
         return run_id
 
