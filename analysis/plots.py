@@ -11,13 +11,15 @@ PNG with the Agg backend whatever backend the session has selected.
 * paired-difference forest plot: arm − reference with its paired t-interval, per contrast,
   group and budget, in every view (each arm at its best lr; both at the best common lr;
   cross-fitted);
-* ITOP rate vs sparsity: one panel per (dataset/model/method) and budget, a line per arm.
+* ITOP rate vs sparsity: one panel per (dataset/model/method) and budget, a line per arm;
+* one curve run's accuracy vs budget (`budget_curve`): its points and their interval band, the
+  figure the tracker logs on each curve run (`ANSWER_FIGURE`, as the report run's).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import matplotlib as mpl
@@ -36,6 +38,7 @@ from analysis.compare import (
     Comparison,
 )
 from analysis.text import SETTING
+from contract.names import Aggregate
 
 FIGURES: tuple[str, ...] = (
     "accuracy_vs_budget",
@@ -43,6 +46,18 @@ FIGURES: tuple[str, ...] = (
     "paired_differences",
     "itop_vs_sparsity",
 )
+ANSWER_FIGURE = "accuracy_vs_budget.png"
+"""The accuracy-vs-budget figure's artifact on the report run and on each curve run (MLflow's
+`log_figure`)."""
+BUDGET_AXIS = "budget (epochs)"
+ACCURACY_AXIS = "test top-1 (%)"
+_CURVE_COLUMNS = {
+    Aggregate.TEST_ACC1_MEAN: "mean",
+    Aggregate.TEST_ACC1_CI_LOW: "ci_low",
+    Aggregate.TEST_ACC1_CI_HIGH: "ci_high",
+    Aggregate.TEST_ACC1_N: "n",
+}
+"""A curve run's metrics -> the columns `_band_line` draws."""
 _PANEL = (4.2, 3.2)
 _FAMILY = ("workload", "dataset", "model", "method")
 _MAX_COLUMNS = 3
@@ -137,10 +152,33 @@ def accuracy_vs_budget(comparison: Comparison) -> Figure:
             for arm, line in panel.groupby("arm"):
                 _band_line(ax, line, colors[arm], arm, "o-")
         ax.set_title(_setting_label(tuple(setting), sparsity), fontsize=9)
-        ax.set_xlabel("epoch budget")
-        ax.set_ylabel(f"final {ACCURACY} (%)")
+        ax.set_xlabel(BUDGET_AXIS)
+        ax.set_ylabel(ACCURACY_AXIS)
         ax.set_xticks(sorted(final[_matches_setting(final, tuple(setting))]["budget"].unique()))
         ax.legend(fontsize=7)
+    figure.tight_layout()
+    return figure
+
+
+def budget_curve(points: Mapping[int, Mapping[str, float]], title: str) -> Figure:
+    """One curve run's figure: its mean final accuracy per budget with the interval band, from
+    {budget: {metric: value}} with the run's metric names (`Aggregate.TEST_ACC1_*`)."""
+    rows = [
+        {"budget": budget, **{column: values[key] for key, column in _CURVE_COLUMNS.items()}}
+        for budget, values in sorted(points.items())
+        if all(key in values for key in _CURVE_COLUMNS)
+    ]
+    if not rows:
+        return _empty("no complete budget yet")
+    figure, axes = _grid(1, 1)
+    ax = axes[0][0]
+    line = pd.DataFrame(rows)
+    _band_line(ax, line, _colors([title])[title], title, "o-")
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel(BUDGET_AXIS)
+    ax.set_ylabel(ACCURACY_AXIS)
+    ax.set_xticks(line["budget"].tolist())
+    ax.legend(fontsize=7)
     figure.tight_layout()
     return figure
 

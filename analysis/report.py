@@ -67,7 +67,7 @@ from analysis.guards import (
     guard_counts,
     guard_tags,
 )
-from analysis.plots import accuracy_vs_budget, write_figures
+from analysis.plots import ANSWER_FIGURE, accuracy_vs_budget, write_figures
 from analysis.primary import PrimaryDeclaration, from_json, parse_contrast
 from analysis.primary_section import crossfit_blocks, primary_blocks
 from analysis.render import Block, Document, render_html, render_markdown
@@ -104,8 +104,6 @@ _VIEW_TEXT = {
     CROSS_FITTED: "best lr cross-fitted (each seed at the lr chosen on the other seeds)",
 }
 _MAX_LISTED_RUNS = 100
-ANSWER_FIGURE = "accuracy_vs_budget.png"
-"""The report run's figure at the top of its artifacts (MLflow's `log_figure`)."""
 
 
 @dataclass(frozen=True)

@@ -227,3 +227,58 @@ def test_documented_queries_find_the_runs_they_promise(recorded) -> None:
         ("diverged", "2"),
     ]
     assert len(by_start["diverged trials only"]) == 2
+
+
+def test_each_curve_run_carries_its_accuracy_vs_budget_figure_drawn_from_its_metrics(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The figure a curve run logs (drawn again whenever its points change) plots exactly the
+    points and interval the run holds as metrics."""
+    drawn: dict[str, Any] = {}
+    log_figure = MlflowClient.log_figure
+
+    def spy(client: MlflowClient, run_id: str, figure: Any, artifact_file: str) -> None:
+        drawn[run_id] = figure  # the last one drawn for each run
+        log_figure(client, run_id, figure, artifact_file)
+
+    monkeypatch.setattr(MlflowClient, "log_figure", spy)
+    empty_store(tmp_path / "mlflow.db")
+    payload = spec_payload(tmp_path, [0, 1])
+    payload["grid"]["arms"] = ["rigl"]
+    payload["search"] = {"lr": {"grid": [0.1]}}
+    spec = parse_spec(payload)
+    sweep = record_sweep(spec, results=results)
+    uri = spec.tracking_uri
+    [curve] = runs_by_role(uri, sweep.experiment_id, "curve")
+    run_id = curve.info.run_id
+    names = [item.path for item in MlflowClient(uri).list_artifacts(run_id)]
+    assert "accuracy_vs_budget.png" in names
+    [ax] = drawn[run_id].axes
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("budget (epochs)", "test top-1 (%)")
+    [line] = ax.lines
+    means = history(uri, run_id, "test_acc1_mean")
+    assert [step for step, _ in means] == list(line.get_xdata()) == list(BUDGETS)
+    assert list(line.get_ydata()) == pytest.approx([value for _, value in means])
+    [band] = ax.collections  # the interval, filled between its low and high ends
+    corners = band.get_paths()[0].vertices
+    lows = history(uri, run_id, "test_acc1_mean_ci_low")
+    highs = history(uri, run_id, "test_acc1_mean_ci_high")
+    for (budget, low), (_, high) in zip(lows, highs, strict=True):
+        at = corners[corners[:, 0] == budget][:, 1]
+        assert (at.min(), at.max()) == pytest.approx((low, high))
+        assert low < high
+    assert "n=2" in ax.get_legend().get_texts()[0].get_text()
+
+
+def test_the_sender_does_not_import_matplotlib() -> None:
+    """matplotlib is imported only when a curve run's figure is drawn (not by the driver's
+    import of the tracker)."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    code = "import sys, sweeps.tracking.callback; print('matplotlib' in sys.modules)"
+    found = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True
+    )
+    assert found.stdout.strip() == "False"

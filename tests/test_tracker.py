@@ -30,6 +30,7 @@ from sweeps.spec.storage import locate, write_text_atomic
 from sweeps.tracking import sender as sender_module
 from sweeps.tracking.callback import MlflowSweepCallback
 from sweeps.tracking.outbox import Outbox, outbox_status
+from sweeps.tracking.records import epochs_record, trial_hash
 from sweeps.tracking.uri import DRAIN_TIMEOUT_ENV
 from sweeps.tracking.writers import ClientWriter, NewRun, RunUpdate, SqlWriter, make_writer
 
@@ -649,3 +650,99 @@ def test_a_sweep_whose_outbox_is_held_is_not_started(tmp_path: Path) -> None:
     assert result.exit_code == 2, result.output
     flat = " ".join(result.output.split())
     assert f"process {os.getpid()} (a run of it, or `sparsesweep sync`) holds its MLflow" in flat
+
+
+def hard_delete(uri: str, run_id: str) -> None:
+    """Delete a run and collect it (`mlflow gc`): the store no longer holds it at all."""
+    from click.testing import CliRunner
+    from mlflow.cli import gc
+
+    MlflowClient(uri).delete_run(run_id)
+    collected = CliRunner().invoke(
+        gc, ["--backend-store-uri", uri, "--tracking-uri", uri, "--run-ids", run_id]
+    )
+    assert collected.exit_code == 0, collected.output
+
+
+@pytest.mark.parametrize("writer", ["sql", "client"])
+@pytest.mark.parametrize("removal", ["deleted", "collected"])
+def test_a_trial_run_gone_from_mlflow_is_created_again_not_retried_forever(
+    writer: str, removal: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    """The run index holds a trial's run that the store no longer does (a user deleted it, or
+    it was collected): each write to it fails (or, in SQL, lands in the trash) however often
+    it is tried. The sender creates the run again with the records that wait, once."""
+    from mlflow_store import empty_store
+
+    if writer == "client":
+        monkeypatch.setattr(sender_module, "make_writer", lambda uri, c: ClientWriter(c))
+    monkeypatch.setattr(sender_module, "RETRY_INTERVAL_S", 0.05)
+    empty_store(tmp_path / "mlflow.db")
+    spec = tiny_spec(tmp_path)
+    [trial, *_] = trials_of(spec)
+    callback = tracker(spec)
+    callback.setup()
+    run_trial(callback, trial, [1])
+    assert callback._sender.drain(60, print) == 0
+    [lost] = runs(spec, "trial")
+    if removal == "deleted":
+        MlflowClient(spec.tracking_uri).delete_run(lost.info.run_id)
+    else:
+        hard_delete(spec.tracking_uri, lost.info.run_id)
+    for number in (2, 3):
+        trial.last_result = epoch(number)
+        callback.on_trial_result(0, [], trial, trial.last_result)
+    complete(callback, trial)
+    with caplog.at_level("WARNING", logger=sender_module.__name__):
+        assert callback.finish() == 0
+    [run] = runs(spec, "trial")
+    assert run.info.run_id != lost.info.run_id
+    assert run.info.status == "FINISHED" and run.data.tags["config_hash"] == trial_hash(
+        trial.config
+    )
+    assert all(logged == [2, 3] for logged in steps(spec, run.info.run_id).values())
+    assert run.data.params  # created again with its params
+    said = [r.getMessage() for r in caplog.records if "was missing from" in r.getMessage()]
+    assert said == [
+        f"MLflow: run {run.info.run_name} was missing from {spec.tracking_uri}; re-created "
+        "with its 3 records"
+    ]
+    again = steps(spec, run.info.run_id)
+    restored = tracker(spec)  # the same command again: nothing waits, nothing changes
+    restored.setup()
+    restored.finish()
+    assert steps(spec, run.info.run_id) == again and len(runs(spec, "trial")) == 1
+
+
+def test_a_trial_run_gone_without_a_config_to_create_it_stops_the_sender_saying_which(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The next start of a sweep sends the epochs a killed driver left; the trial's start
+    (its config) was written by that driver and its run is gone: no retry can help."""
+    from mlflow_store import empty_store
+
+    monkeypatch.setattr(sender_module, "RETRY_INTERVAL_S", 0.05)
+    empty_store(tmp_path / "mlflow.db")
+    spec = tiny_spec(tmp_path)
+    [trial, *_] = trials_of(spec)
+    first = tracker(spec)
+    first.setup()
+    run_trial(first, trial, [1])
+    assert first._sender.drain(60, print) == 0
+    first._sender.stop()  # killed: its last epoch waits in the outbox
+    first._outbox.append(epochs_record(trial_hash(trial.config), [{**epoch(2), "time": 5}]))
+    first._outbox.close()
+    [lost] = runs(spec, "trial")
+    hard_delete(spec.tracking_uri, lost.info.run_id)
+    shown: list[str] = []
+    again = tracker(spec)
+    again.setup()
+    assert again._sender.drain(60, shown.append) == 1
+    assert again._sender.error == (
+        f"the run of trial {trial_hash(trial.config)} is missing from MLflow at "
+        f"{spec.tracking_uri} (deleted, or the store was replaced) and cannot be created "
+        f"again: no config of it waits in {locate(spec).outbox_dir}; restore the run "
+        "(MLflow's trash) or use the store that holds it"
+    )
+    assert shown[-1] == f"MLflow: {again._sender.error}"
+    again.finish()

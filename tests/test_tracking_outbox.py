@@ -135,3 +135,16 @@ def test_the_run_index_of_another_store_is_not_used(tmp_path: Path) -> None:
     moved.close()
     assert RunIndex(tmp_path, "sqlite:////elsewhere/mlflow.db").get(("cell", "c")) == "new-cell"
     assert RunIndex(tmp_path, STORE).get(("cell", "c")) == "old-cell"  # back: its runs again
+
+
+def test_a_forgotten_run_is_forgotten_with_its_status_and_aggregates(tmp_path: Path) -> None:
+    index = RunIndex(tmp_path, STORE)
+    index.add([(("cell", "c"), "run-c"), (("trial", "a"), "run-a")])
+    index.set_statuses([(("cell", "c"), "FINISHED")])
+    index.mark_aggregated("c", 6)
+    assert index.identities(["run-c", "other"]) == {"run-c": ("cell", "c")}
+    index.forget([("cell", "c")])
+    index.close()
+    again = RunIndex(tmp_path, STORE)
+    assert again.get(("cell", "c")) is None and again.status(("cell", "c")) is None
+    assert again.aggregated("c") is None and again.get(("trial", "a")) == "run-a"

@@ -15,7 +15,11 @@ One JSON object a line, appended (`runs.jsonl` in the outbox folder)::
     {"run": ["trial", "3f2a…"], "run_id": "9b1c…"}
     {"status": ["cell", "default/rigl/s=0.9/e=2"], "value": "FINISHED"}
     {"aggregated": "default/rigl/s=0.9/e=2", "expected": 6}
+    {"forget": ["trial", "3f2a…"]}
     {"store": "sqlite:////data/mlflow.db"}
+
+A `forget` line drops what the index held for an identity whose run the store no longer
+holds (deleted by a user, or the store replaced): its run is created again.
 
 A `store` line says which MLflow store the entries after it refer to; only the entries of the
 store a sender writes to are used. A sweep run again against another store (its `tracking_uri`
@@ -31,6 +35,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from contract.names import Role
 from sweeps.tracking.outbox import drop_torn_tail
 
 Identity = tuple[str, ...]
@@ -87,6 +92,15 @@ class RunIndex:
             self._statuses[tuple(entry["status"])] = entry["value"]
         elif "aggregated" in entry:
             self._aggregated[entry["aggregated"]] = int(entry["expected"])
+        elif "forget" in entry:
+            self._drop(tuple(entry["forget"]))
+
+    def _drop(self, identity: Identity) -> None:
+        self._runs.pop(identity, None)
+        self._intents.pop(identity, None)
+        self._statuses.pop(identity, None)
+        if identity[0] == Role.CELL:
+            self._aggregated.pop(identity[1], None)
 
     def get(self, identity: Identity) -> str | None:
         """The run of `identity`, if one was recorded."""
@@ -116,6 +130,19 @@ class RunIndex:
             self._intents.pop(identity, None)
             lines.append({"run": list(identity), "run_id": run_id})
         self._append(lines)
+
+    def forget(self, identities: Iterable[Identity]) -> None:
+        """Drop the runs, statuses and aggregate marks of identities whose runs are gone."""
+        lines = []
+        for identity in identities:
+            self._drop(identity)
+            lines.append({"forget": list(identity)})
+        self._append(lines)
+
+    def identities(self, run_ids: Iterable[str]) -> dict[str, Identity]:
+        """The identity each of these run ids was recorded for (run id -> identity)."""
+        wanted = set(run_ids)
+        return {run: identity for identity, run in self._runs.items() if run in wanted}
 
     def runs(self, role: str) -> dict[Identity, str]:
         """Every recorded run of one role."""

@@ -20,8 +20,17 @@ half-written:
   of an earlier process it reads the steps of `WITNESS_METRIC` once) and writes only the
   others, whole epochs per call; a record written twice carries the same timestamps, which
   the store keeps once.
+* A curve run's figure (accuracy vs budget, `analysis.plots.budget_curve`) is drawn again
+  from the points it holds whenever they change.
 * Statuses and end times come from the records (the time the hook ran), so writing them
   again changes nothing; a cell or curve run's status is set only when it changes.
+
+A run the index holds that the store no longer does (a user deleted it, the store was
+replaced or wiped) is not an outage: the writer says so (`MissingRunsError`), the sender
+forgets it and writes the batch again, which creates a trial's run anew from its config (the
+batch's, or the one this process last saw it start with) and a curve run with all its current
+points; it says so once in the log. A trial run it cannot create again (no config known) stops
+the sender with an error naming the run and the store (`RunLostError`): no retry could help.
 """
 
 from __future__ import annotations
@@ -63,7 +72,15 @@ from sweeps.tracking.runs import (
     trial_tags,
 )
 from sweeps.tracking.uri import is_server, probe_server
-from sweeps.tracking.writers import ClientWriter, NewRun, RunUpdate, RunWriter, make_writer
+from sweeps.tracking.writers import (
+    ClientWriter,
+    MissingRunsError,
+    NewRun,
+    RunUpdate,
+    RunWriter,
+    does_not_exist,
+    make_writer,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -82,9 +99,14 @@ WITNESS_METRIC = "train_loss"
 """Logged at every epoch with all the others: its steps say which epochs a trial run holds."""
 CELL_WITNESS = CELL_AGGREGATES[0]
 """Logged with all of a cell run's aggregates: its steps say which epochs were logged."""
+_CURVE_METRICS = tuple(key for family in CURVE_FAMILIES for key in family)
 _AGGREGATE_TOLERANCE = 1e-9
 _SEARCH_PAGE = 10_000
 FINISHED, RUNNING, SCHEDULED = "FINISHED", "RUNNING", MLFLOW_RUN_STATUS[Status.PENDING]
+
+
+class RunLostError(RuntimeError):
+    """A run MLflow no longer holds cannot be created again: the sender stops."""
 
 
 @dataclass(frozen=True)
@@ -125,6 +147,17 @@ class Sender:
         self._history: dict[tuple[str, str], dict[int, float]] = {}
         self._created: dict[str, Identity] = {}
         """Trial runs created by the batch in flight (recorded in the index once written)."""
+        self._configs: dict[str, dict[str, Any]] = {}
+        """The config of each trial started and not ended in this process (a trial run gone
+        from MLflow is created again from it)."""
+        self._gone: set[Identity] = set()
+        """Trials whose runs MLflow lost and that have not been created again yet."""
+        self._record_counts: dict[str, int] = {}
+        """Records per trial in the batch in flight."""
+        self._recreated: dict[Identity, str] = {}
+        """Trial runs MLflow lost that the batch in flight creates again (their names)."""
+        self.error: str | None = None
+        """Why the thread stopped for good (None while it runs or stopped when asked)."""
 
     # ---------------------------------------------------------------- control (other threads)
     def start(self) -> None:
@@ -151,6 +184,8 @@ class Sender:
             while (pending := self._outbox.pending) > 0:
                 now = time.monotonic()
                 if self._stalled(now, started, stall_s):
+                    if self.error:
+                        report(f"MLflow: {self.error}")
                     break
                 if now - shown >= 1.0:
                     rate = (shown_at - pending) / (now - shown)
@@ -193,7 +228,12 @@ class Sender:
         while not self._stopping.is_set():
             self._busy_since = time.monotonic()
             try:
-                sent = self._send_batch()
+                sent = self._send_or_forget()
+            except RunLostError as error:
+                self._busy_since = None
+                self.error = str(error)
+                logger.error("%s", error)
+                return
             except Exception as error:  # any tracking failure: keep the records, try again
                 self._busy_since = None
                 self._failed(error)
@@ -229,12 +269,26 @@ class Sender:
             )
             self._failing_since = None
 
+    def _send_or_forget(self) -> bool:
+        """`_send_batch`; runs the store no longer holds are forgotten and the batch is
+        written again at once (True: look for work without waiting)."""
+        try:
+            return self._send_batch()
+        except MissingRunsError as missing:
+            self._forget_missing(missing.run_ids)
+            return True
+
     def _send_batch(self) -> bool:
         """Write the next batch of records to MLflow and acknowledge it; False if none."""
         writer = self._writer or ClientWriter  # (before the first connection: the smaller)
         records, end = self._outbox.read(self._outbox.acked, writer.batch_records)
         if not records:
             return False
+        self._record_counts = {}
+        for record in records:
+            if "trial" in record:
+                trial = record["trial"]
+                self._record_counts[trial] = self._record_counts.get(trial, 0) + 1
         if is_server(self._to.tracking_uri):
             probe_server(self._to.tracking_uri)  # one quick probe, not minutes of retries
         self._connect()
@@ -293,6 +347,9 @@ class Sender:
 
     # ---------------------------------------------------------------- one batch
     def _deliver(self, batch: Batch) -> None:
+        for config_hash, update in batch.trials.items():
+            if update.state == Kind.START and update.config is not None:
+                self._configs[config_hash] = update.config
         runs = self._trial_runs(batch.trials)
         known = [
             run_id
@@ -316,6 +373,10 @@ class Sender:
         statuses = self._cell_statuses(started, RUNNING)
         self._writer.update([*updates, *statuses.values()])
         self._index.add((identity, run_id) for run_id, identity in self._created.items())
+        self._said_recreated()
+        for config_hash, update in batch.trials.items():
+            if update.state in (Kind.END, Kind.PAUSE):
+                self._configs.pop(config_hash, None)
         self._index.set_statuses((identity, u.status) for identity, u in statuses.items())
         for run_id, epochs in new_epochs.items():
             if epochs:
@@ -344,10 +405,18 @@ class Sender:
         for config_hash, update in trials.items():
             identity = (Role.TRIAL, config_hash)
             run_id = self._index.get(identity) or self._recover(identity)
+            update.config = update.config or self._configs.get(config_hash)
             if run_id is not None:
                 runs[config_hash] = run_id
             elif update.config is not None:  # it started or ended in this batch
                 missing.append(update)
+            elif identity in self._gone:
+                raise RunLostError(
+                    f"the run of trial {config_hash} is missing from MLflow at "
+                    f"{self._to.tracking_uri} (deleted, or the store was replaced) and cannot "
+                    f"be created again: no config of it waits in {self._outbox.directory}; "
+                    "restore the run (MLflow's trash) or use the store that holds it"
+                )
             elif update.state != Kind.PAUSE:
                 logger.error("no MLflow run for trial %s and no config to create one", config_hash)
         if missing:
@@ -363,6 +432,11 @@ class Sender:
                 start = update.first_time or update.time
                 new.append(NewRun(self._experiment_id, trial_run_name(meta), tags, start))
             identities = [(Role.TRIAL, update.config_hash) for update in missing]
+            self._recreated = {
+                identity: run.run_name
+                for identity, run in zip(identities, new, strict=True)
+                if identity in self._gone
+            }
             created = self._create(identities, new)
             for update, run_id in zip(missing, created, strict=True):
                 runs[update.config_hash] = run_id
@@ -370,6 +444,73 @@ class Sender:
                 self._needs_params.add(run_id)
             self._created = dict(zip(created, identities, strict=True))
         return runs
+
+    def _forget_missing(self, run_ids: frozenset[str]) -> None:
+        """Runs the store holds no active run for: forget them (all of the sweep's, if its
+        experiment is gone too), so that writing the batch again creates them anew."""
+        if self._experiment_gone():
+            self._experiment_id = None
+            gone = {
+                run: identity
+                for role in IDENTITY_TAGS
+                for identity, run in self._index.runs(role).items()
+            }
+        else:
+            gone = self._index.identities(run_ids)
+        if not gone:
+            raise RunLostError(
+                f"MLflow at {self._to.tracking_uri} holds no run {', '.join(sorted(run_ids))} "
+                "and the sweep's run index does not know them"
+            )
+        self._index.forget(gone.values())
+        for run_id in gone:
+            self._logged.pop(run_id, None)
+            self._needs_params.discard(run_id)
+        self._history = {key: v for key, v in self._history.items() if key[0] not in gone}
+        self._gone.update(identity for identity in gone.values() if identity[0] == Role.TRIAL)
+        if self._experiment_id is None:
+            self._connect()
+        for identity in gone.values():
+            factors = dict(zip(CURVE_FACTORS, identity[1:], strict=False))
+            if identity[0] == Role.CURVE and any(
+                self._complete(cell)
+                for cell in self._shape.curve_cells(
+                    factors["workload"], factors["arm"], float(factors["sparsity"])
+                )
+            ):
+                self._log_curve_figure(self._rebuild_curve_run(factors), factors)
+        others = len(gone) - len(self._gone & set(gone.values()))
+        if others:
+            logger.warning(
+                "MLflow: %d cell and curve runs were missing from %s; curve runs are created "
+                "again with their points, cell runs with their next trial",
+                others,
+                self._to.tracking_uri,
+            )
+
+    def _experiment_gone(self) -> bool:
+        """Whether the store no longer holds the sweep's experiment (it was replaced)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            found = self._client.get_experiment(self._experiment_id)
+        except MlflowException as error:
+            if not does_not_exist(error):
+                raise
+            return True
+        return found.lifecycle_stage != "active"
+
+    def _said_recreated(self) -> None:
+        """Say once that the trial runs MLflow lost are created again, with how many records."""
+        for identity, name in self._recreated.items():
+            self._gone.discard(identity)
+            logger.warning(
+                "MLflow: run %s was missing from %s; re-created with its %d records",
+                name,
+                self._to.tracking_uri,
+                self._record_counts.get(identity[1], 0),
+            )
+        self._recreated = {}
 
     def _create(self, identities: list[Identity], new: list[NewRun]) -> list[str]:
         """Create runs, their intents recorded (and synced) first. The caller records them in
@@ -589,21 +730,44 @@ class Sender:
             touched |= shape.related(cell) & complete
         ended_at = max((t for t in completing.values() if t is not None), default=None)
         points = curve_points(tables, complete, self._to.search_metric)
+        changed: dict[str, dict[str, Any]] = {}
         for (*curve, budget), values in points.items():
             workload, _, _, _, arm, sparsity = curve
             if cell_id(workload, arm, float(sparsity), budget) not in touched:
                 continue
-            run_id = self._log_curve_point(tuple(curve), budget, values)
+            run_id, logged = self._log_curve_point(tuple(curve), budget, values)
+            if logged:
+                changed[run_id] = dict(zip(CURVE_FACTORS, curve, strict=True))
             cells = shape.curve_cells(workload, arm, float(sparsity))
             identity = run_identity(curve_tags(dict(zip(CURVE_FACTORS, curve, strict=True))))
             finished = cells and all(self._complete(cell) for cell in cells)
             if finished and self._index.status(identity) != FINISHED:
                 self._writer.update([RunUpdate(run_id, status=FINISHED, end_time=ended_at)])
                 self._index.set_statuses([(identity, FINISHED)])
+        for run_id, factors in changed.items():
+            self._log_curve_figure(run_id, factors)
 
-    def _log_curve_point(self, curve: tuple, budget: int, values: dict[str, float]) -> str:
+    def _log_curve_figure(self, run_id: str, factors: dict[str, Any]) -> None:
+        """The curve run's accuracy-vs-budget figure (`analysis.plots.ANSWER_FIGURE`), drawn
+        from the points it holds; matplotlib is imported only once a figure is drawn."""
+        from analysis.plots import ANSWER_FIGURE, budget_curve
+
+        family = CURVE_FAMILIES[0]
+        histories = {key: self._logged_history(run_id, key) for key in family}
+        points = {
+            budget: {key: histories[key][budget] for key in family if budget in histories[key]}
+            for budget in histories[family[0]]
+        }
+        self._client.log_figure(
+            run_id, budget_curve(points, curve_run_name(factors)), ANSWER_FIGURE
+        )
+
+    def _log_curve_point(
+        self, curve: tuple, budget: int, values: dict[str, float]
+    ) -> tuple[str, bool]:
         """Log one budget's point on its curve run, each metric family once per step; a family
-        whose logged value changed replaces the run with every point it should hold."""
+        whose logged value changed replaces the run with every point it should hold. Returns
+        the run and whether it took new values."""
         run_id = self._curve_run(curve)
         new: dict[str, float] = {}
         for family in CURVE_FAMILIES:
@@ -615,16 +779,15 @@ class Sender:
             if budget in logged and _same({budget: logged[budget]}, {budget: found[witness]}):
                 continue
             if budget in logged:  # the replacement logs every current point, this one included
-                return self._replace_curve_run(curve, run_id)
+                return self._replace_curve_run(curve, run_id), True
             new.update(found)
         if new:
             now = now_ms()
             update = RunUpdate(run_id, metrics=[(k, v, now, budget) for k, v in new.items()])
             self._writer.update([update])
-            for family in CURVE_FAMILIES:
-                if family[0] in new:
-                    self._logged_history(run_id, family[0])[budget] = new[family[0]]
-        return run_id
+            for key, value in new.items():
+                self._logged_history(run_id, key)[budget] = value
+        return run_id, bool(new)
 
     def _curve_run(self, curve: tuple) -> str:
         """The curve run of (workload, dataset, model, method, arm, sparsity), found or created."""
@@ -647,19 +810,24 @@ class Sender:
         self._writer.update([RunUpdate(run_id, params=_factors(curve_tags(factors)))])
         self._index.add([(identity, run_id)])
         self._index.set_statuses([(identity, RUNNING)])
-        for family in CURVE_FAMILIES:
-            self._history[(run_id, family[0])] = {}  # a new run holds nothing
+        for key in _CURVE_METRICS:
+            self._history[(run_id, key)] = {}  # a new run holds nothing
         return run_id
 
     def _replace_curve_run(self, curve: tuple, old: str) -> str:
         """Delete a curve run whose values changed and log every current point on a new one."""
         self._client.delete_run(old)
-        for family in CURVE_FAMILIES:
-            self._history.pop((old, family[0]), None)
-        factors = dict(zip(CURVE_FACTORS, curve, strict=True))
+        for key in _CURVE_METRICS:
+            self._history.pop((old, key), None)
+        return self._rebuild_curve_run(dict(zip(CURVE_FACTORS, curve, strict=True)))
+
+    def _rebuild_curve_run(self, factors: dict[str, Any]) -> str:
+        """A new curve run holding every current point of its complete cells."""
         run_id = self._create_curve_run(factors)
-        workload, _, _, _, arm, sparsity = curve
-        cells = {c for c in self._shape.curve_cells(workload, arm, float(sparsity))}
+        identity = run_identity(curve_tags(factors))
+        cells = self._shape.curve_cells(
+            factors["workload"], factors["arm"], float(factors["sparsity"])
+        )
         cells = {c for c in cells if self._complete(c)}
         related = set().union(*(self._shape.related(cell) for cell in cells)) if cells else set()
         complete = cells | {c for c in related if self._complete(c)}
@@ -667,16 +835,20 @@ class Sender:
             self._to.tracking_uri, self._to.experiment_name, complete, self._to.search_metric
         )
         points = curve_points(tables, complete, self._to.search_metric)
-        steps = {budget: v for (*key, budget), v in points.items() if tuple(key) == curve}
+        steps = {
+            budget: values
+            for (*key, budget), values in points.items()
+            if run_identity(curve_tags(dict(zip(CURVE_FACTORS, key, strict=True)))) == identity
+        }
         now = now_ms()
         update = RunUpdate(
             run_id,
             metrics=[(k, v, now, b) for b, values in steps.items() for k, v in values.items()],
         )
         self._writer.update([update])
-        for family in CURVE_FAMILIES:
-            self._history[(run_id, family[0])] = {
-                budget: values[family[0]] for budget, values in steps.items() if family[0] in values
+        for key in _CURVE_METRICS:
+            self._history[(run_id, key)] = {
+                budget: values[key] for budget, values in steps.items() if key in values
             }
         return run_id
 

@@ -14,6 +14,11 @@ Two writers take the same updates:
 
 Both are idempotent: a run created again with the id it already has, a param or metric
 written again with the same value, a tag or status set again change nothing.
+
+Both tell a run that is gone (deleted, or never in this store: the store was replaced or
+wiped) from an MLflow that fails: an update naming a run the store holds no active run for
+raises `MissingRunsError`, which no retry can cure, instead of failing a foreign key (or, in
+SQL, writing into a deleted run) on every try.
 """
 
 from __future__ import annotations
@@ -73,6 +78,20 @@ class RunUpdate:
     """Artifact path -> text."""
 
 
+class MissingRunsError(RuntimeError):
+    """Runs an update names are not active in the store (deleted, or never in it): writing
+    them again cannot succeed."""
+
+    def __init__(self, run_ids: Iterable[str]) -> None:
+        self.run_ids = frozenset(run_ids)
+        super().__init__(f"no active MLflow run {', '.join(sorted(self.run_ids))}")
+
+
+def does_not_exist(error: Exception) -> bool:
+    """Whether an MLflow error says the thing asked for does not exist (not that MLflow fails)."""
+    return getattr(error, "error_code", None) == "RESOURCE_DOES_NOT_EXIST"
+
+
 class RunWriter(Protocol):
     """What the sender needs of a writer."""
 
@@ -85,6 +104,7 @@ class RunWriter(Protocol):
     def create(self, runs: Sequence[NewRun]) -> None: ...
     def update(self, updates: Sequence[RunUpdate]) -> None: ...
     def logged_steps(self, run_ids: Sequence[str], key: str) -> dict[str, set[int]]: ...
+    def missing(self, run_ids: Iterable[str]) -> set[str]: ...
     def close(self) -> None: ...
 
 
@@ -140,7 +160,33 @@ class ClientWriter:
         self._map(one, [run for run in runs if run.run_id is None])
 
     def update(self, updates: Sequence[RunUpdate]) -> None:
-        self._map(self._update, updates)
+        self._map(self._update_or_missing, updates)
+
+    def _update_or_missing(self, update: RunUpdate) -> None:
+        """`_update`; a failure on a run the store no longer holds raises `MissingRunsError`."""
+        try:
+            self._update(update)
+        except Exception:
+            if self.missing([update.run_id]):
+                raise MissingRunsError([update.run_id]) from None
+            raise
+
+    def missing(self, run_ids: Iterable[str]) -> set[str]:
+        """The runs the store holds no active run for (a failing MLflow raises)."""
+        from mlflow.exceptions import MlflowException
+
+        gone = set()
+        for run_id in run_ids:
+            try:
+                run = self._client.get_run(run_id)
+            except MlflowException as error:
+                if not does_not_exist(error):
+                    raise
+                gone.add(run_id)
+                continue
+            if run.info.lifecycle_stage != "active":
+                gone.add(run_id)
+        return gone
 
     def _update(self, update: RunUpdate) -> None:
         params = [Param(k, v) for k, v in clipped(update.params, MAX_PARAM_VAL_LENGTH).items()]
@@ -319,6 +365,9 @@ class SqlWriter:
         )
         run_id = self._runs.c.run_uuid
         with self._engine.begin() as connection:
+            gone = self._missing(connection, {update.run_id for update in updates})
+            if gone:
+                raise MissingRunsError(gone)
             self._execute(connection, self._insert(self._params).on_conflict_do_nothing(), params)
             self._execute(connection, tag_upsert, tags)
             self._execute(connection, self._insert(self._metrics).on_conflict_do_nothing(), metrics)
@@ -367,6 +416,25 @@ class SqlWriter:
                 for run_id, step in rows:
                     found[run_id].add(int(step))
         return found
+
+    def missing(self, run_ids: Iterable[str]) -> set[str]:
+        """The runs the store holds no active run for."""
+        with self._engine.connect() as connection:
+            return self._missing(connection, set(run_ids))
+
+    def _missing(self, connection: Any, run_ids: set[str]) -> set[str]:
+        from sqlalchemy import select
+
+        table = self._runs
+        active = set()
+        for chunk in _chunks(sorted(run_ids), 500):
+            rows = connection.execute(
+                select(table.c.run_uuid).where(
+                    table.c.run_uuid.in_(chunk), table.c.lifecycle_stage == "active"
+                )
+            )
+            active.update(run_id for (run_id,) in rows)
+        return run_ids - active
 
     def close(self) -> None:
         """Nothing to release (the engine belongs to MLflow's store)."""
