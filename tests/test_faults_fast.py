@@ -18,7 +18,13 @@ import yaml
 from sweep_helpers import ONE_TRIAL_SPEC, sweep_cli_app
 from typer.testing import CliRunner
 
-from sweeps.tracking.uri import DRAIN_TIMEOUT_ENV, DRAIN_TIMEOUT_S, drain_timeout_s
+from sweeps.tracking.uri import (
+    DRAIN_TIMEOUT_ENV,
+    DRAIN_TIMEOUT_S,
+    TRACKER_HTTP_SETTINGS,
+    bound_http_retries,
+    drain_timeout_s,
+)
 from trainables.faults import FAULT_PLAN_ENV, fault_hook, marker_path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -163,6 +169,22 @@ def test_a_bad_mlflow_drain_setting_is_refused_naming_the_variable(raw: str) -> 
         drain_timeout_s({DRAIN_TIMEOUT_ENV: raw})
     assert drain_timeout_s({DRAIN_TIMEOUT_ENV: "2.5"}) == 2.5
     assert drain_timeout_s({}) == DRAIN_TIMEOUT_S
+
+
+def test_the_trackers_mlflow_client_fails_fast_unless_the_user_set_its_retries() -> None:
+    """The sender retries from its outbox, so MLflow's own retries (minutes per request against a
+    dead server, which held the end-of-sweep drain) are bounded; a user's setting wins."""
+    import mlflow.environment_variables as mlflow_env
+
+    names = {value.name for value in vars(mlflow_env).values() if hasattr(value, "name")}
+    assert set(TRACKER_HTTP_SETTINGS) <= names  # MLflow's own variable names
+    environ = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "300"}
+    bound_http_retries(environ)
+    assert environ == {
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": "300",
+    }
 
 
 def test_run_refuses_a_bad_mlflow_drain_setting_before_ray_starts(

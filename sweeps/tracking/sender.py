@@ -71,7 +71,7 @@ from sweeps.tracking.runs import (
     trial_run_name,
     trial_tags,
 )
-from sweeps.tracking.uri import is_server, probe_server
+from sweeps.tracking.uri import bound_http_retries, is_server, probe_server
 from sweeps.tracking.writers import (
     ClientWriter,
     MissingRunsError,
@@ -302,6 +302,7 @@ class Sender:
         if self._client is None:
             from mlflow.tracking import MlflowClient
 
+            bound_http_retries()
             self._client = MlflowClient(tracking_uri=self._to.tracking_uri)
         if self._writer is None:
             self._writer = make_writer(self._to.tracking_uri, self._client)

@@ -15,7 +15,7 @@ import os
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 
 SCHEMES: tuple[str, ...] = ("sqlite", "file", "http", "https", "postgresql", "mysql", "mssql")
@@ -147,3 +147,20 @@ def drain_timeout_s(environ: Mapping[str, str] = os.environ) -> float:
     if not (math.isfinite(value) and value > 0):
         raise ValueError(f"{DRAIN_TIMEOUT_ENV}={raw!r}: allowed values are seconds > 0")
     return value
+
+
+TRACKER_HTTP_SETTINGS: dict[str, str] = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
+"""The tracker's MLflow HTTP client: one retry after 1 s and 30 s per attempt, not MLflow's
+default 7 retries with backoff (≈ 4 min per request against a dead server). The sender keeps
+every record in the outbox and tries again itself, so a request that fails fast costs nothing,
+while one stuck in MLflow's retries held the end-of-sweep drain for minutes."""
+
+
+def bound_http_retries(environ: MutableMapping[str, str] = os.environ) -> None:
+    """Apply `TRACKER_HTTP_SETTINGS` to this process's MLflow client, except any the user set."""
+    for key, value in TRACKER_HTTP_SETTINGS.items():
+        environ.setdefault(key, value)
