@@ -59,9 +59,10 @@ postgres:
 		echo "make postgres: apt-get could not install postgresql; tests/test_tracking_postgres.py will fail" >&2
 
 ## make test: create .venv, install, lint, run the whole suite (slow integration tests included)
-## on 2 pytest-xdist workers: one runs the tests that start Ray, servers or the browser (one
-## xdist group, tests/conftest.py), the other the rest
-PYTEST_PARALLEL := -n 2 --dist loadgroup
+## on 2 pytest-xdist workers: the tests that start Ray, servers or the browser in xdist groups
+## (one per module, or module and parameter set), queued longest first in collection order
+## (tests/conftest.py; hence --no-loadscope-reorder), the quick tests after them
+PYTEST_PARALLEL := -n 2 --dist loadgroup --no-loadscope-reorder
 test: venv lint browser postgres
 	$(BIN)/python -m pytest -ra $(PYTEST_PARALLEL)
 

@@ -6,10 +6,11 @@
   `ray start`); the folder is removed when the process ends.
 * Marks (registered in pyproject.toml): `slow` (integration tests, seconds to minutes each),
   `ray` (starts Ray), `server` (starts an MLflow server or `sparsesweep ui`), `browser` (drives
-  headless Chromium). Under `pytest -n N --dist loadgroup` (`make test`) every test marked
-  `ray`, `server` or `browser` joins one xdist group, so a single worker runs them one after
-  the other (they share the session's Ray and would otherwise fight over the CPUs) while the
-  other workers run the rest.
+  headless Chromium). Under `pytest -n N --dist loadgroup --no-loadscope-reorder` (`make test`)
+  the tests marked `ray`, `server` or `browser` form one xdist group per module, or per module
+  and parameter set where a test is parametrized (`test_faults.py[train]`: what shares a
+  module-scoped fixture stays on one worker), queued longest first (`INTEGRATION_SECONDS`), so
+  both workers start on the long sweeps and the quick tests fill the gaps.
 * Fixtures: `mlflow_uri` (an empty migrated MLflow store in the test's `tmp_path`) and
   `local_ray` (one local Ray for the whole session, for tests that call Ray in-process).
 """
@@ -26,7 +27,28 @@ import pytest
 from mlflow_store import empty_store
 
 INTEGRATION_MARKS = ("ray", "server", "browser")
-INTEGRATION_GROUP = "integration"
+INTEGRATION_SECONDS: dict[str, float] = {
+    "test_sweep_e2e.py[train]": 720,
+    "test_tracking_e2e.py": 520,
+    "test_multinode.py": 430,
+    "test_faults.py[train]": 400,
+    "test_sweep_e2e.py[actor]": 300,
+    "test_tracking_postgres.py": 300,
+    "test_faults.py[actor]": 180,
+    "test_executors.py": 160,
+    "test_sweep_shards.py": 160,
+    "test_adaptive_sweep_e2e.py": 140,
+    "test_faults.py": 130,
+    "test_sweep_extend.py": 120,
+    "test_sweep_output.py": 100,
+    "test_dashboard.py": 70,
+    "test_search.py": 70,
+    "test_trainable.py": 60,
+}
+"""Seconds each integration group took in a full `make test` on a loaded 2-core machine
+(2026-12-02, BENCHMARKS.md): only the order the groups are queued in (longest first), never a
+limit; a group not listed counts as `DEFAULT_GROUP_SECONDS`."""
+DEFAULT_GROUP_SECONDS = 60.0
 _RAY_TMPDIR: list[str] = []
 
 
@@ -46,19 +68,38 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         shutil.rmtree(directory, ignore_errors=True)
 
 
+def integration_group(item: pytest.Item) -> str | None:
+    """The xdist group of an integration test: its module, plus its parameter set if it has one
+    (None for a test that starts no Ray, server or browser)."""
+    if not any(item.get_closest_marker(mark) for mark in INTEGRATION_MARKS):
+        return None
+    module = item.path.name
+    callspec = getattr(item, "callspec", None)
+    return module if callspec is None else f"{module}[{callspec.id}]"
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_collection_modifyitems(
     config: pytest.Config, items: list[pytest.Item]
 ) -> Iterator[None]:
-    """Mark the integration tests with the xdist group before xdist reads the marks, and make
-    the grouped node ids (`<id>@integration`) that xdist writes into `item._nodeid` the real ones
-    afterwards: pytest 9.2 reads a node's id from `item._id`, so without this `--dist loadgroup`
-    silently spreads the group over all workers (pytest-xdist issue 1386, fixed by its PR 1388;
+    """Group the integration tests and queue them longest first, before xdist reads the marks;
+    then make the grouped node ids (`<id>@<group>`) that xdist writes into `item._nodeid` the real
+    ones: pytest 9.2 reads a node's id from `item._id`, so without this `--dist loadgroup`
+    silently spreads a group over all workers (pytest-xdist issue 1386, fixed by its PR 1388;
     then xdist leaves `_nodeid` unset and this does nothing)."""
     if config.pluginmanager.hasplugin("xdist"):
+        groups = {item.nodeid: integration_group(item) for item in items}
         for item in items:
-            if any(item.get_closest_marker(mark) for mark in INTEGRATION_MARKS):
-                item.add_marker(pytest.mark.xdist_group(INTEGRATION_GROUP))
+            if groups[item.nodeid] is not None:
+                item.add_marker(pytest.mark.xdist_group(groups[item.nodeid]))
+
+        def queue_position(item: pytest.Item) -> tuple[int, float]:
+            group = groups[item.nodeid]
+            if group is None:
+                return (1, 0.0)
+            return (0, -INTEGRATION_SECONDS.get(group, DEFAULT_GROUP_SECONDS))
+
+        items.sort(key=queue_position)  # stable: a group's tests keep their order
     result = yield
     for item in items:
         grouped = getattr(item, "_nodeid", None)
