@@ -8,7 +8,7 @@
   `ray` (starts Ray), `server` (starts an MLflow server or `sparsesweep ui`), `browser` (drives
   headless Chromium). Under `pytest -n N --dist loadgroup --no-loadscope-reorder` (`make test`)
   the tests marked `ray`, `server` or `browser` form one xdist group per module, or per module
-  and parameter set where a test is parametrized (`test_faults.py[train]`: what shares a
+  and parameter set where a test is parametrized (`test_faults.py:train`: what shares a
   module-scoped fixture stays on one worker), queued longest first (`INTEGRATION_SECONDS`), so
   both workers start on the long sweeps and the quick tests fill the gaps.
 * Fixtures: `mlflow_uri` (an empty migrated MLflow store in the test's `tmp_path`) and
@@ -28,13 +28,13 @@ from mlflow_store import empty_store
 
 INTEGRATION_MARKS = ("ray", "server", "browser")
 INTEGRATION_SECONDS: dict[str, float] = {
-    "test_sweep_e2e.py[train]": 720,
+    "test_sweep_e2e.py:train": 720,
     "test_tracking_e2e.py": 520,
     "test_multinode.py": 430,
-    "test_faults.py[train]": 400,
-    "test_sweep_e2e.py[actor]": 300,
+    "test_faults.py:train": 400,
+    "test_sweep_e2e.py:actor": 300,
     "test_tracking_postgres.py": 300,
-    "test_faults.py[actor]": 180,
+    "test_faults.py:actor": 180,
     "test_executors.py": 160,
     "test_sweep_shards.py": 160,
     "test_adaptive_sweep_e2e.py": 140,
@@ -70,12 +70,13 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 def integration_group(item: pytest.Item) -> str | None:
     """The xdist group of an integration test: its module, plus its parameter set if it has one
-    (None for a test that starts no Ray, server or browser)."""
+    (`test_faults.py:train`; None for a test that starts no Ray, server or browser). No `]` in
+    the name: xdist reads `<id>@<group>` as a group only when the `@` comes after the last `]`."""
     if not any(item.get_closest_marker(mark) for mark in INTEGRATION_MARKS):
         return None
     module = item.path.name
     callspec = getattr(item, "callspec", None)
-    return module if callspec is None else f"{module}[{callspec.id}]"
+    return module if callspec is None else f"{module}:{callspec.id}"
 
 
 @pytest.hookimpl(wrapper=True)
