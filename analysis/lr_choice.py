@@ -2,13 +2,11 @@
 
 A cell's runs are grouped into lr trials (`lr_trial` tag, else the `lr` tag); each lr trial's
 seeds are its latest run per seed, with the run's status and the final value of the search
-metric. The seeds a cell expects per lr trial are the distinct seeds its runs of that stage
-ran (an lr trial that has not started them all is not ranked yet), and its lr grid, which
-breaks ties, is the lrs the cell ran.
-A cell expects of each lr trial the seeds the spec gives it (`declared`: the experiment tag
-`sparsesweep.search_seeds`, as `sparsesweep status` takes them from the spec), so an lr
-trial whose later seeds have not started is not ranked; a sweep recorded without the tag
-expects the distinct seeds its runs of that stage ran.
+metric. A cell expects of each lr trial the seeds the spec gives it (`declared`: the
+experiment tag `sparsesweep.search_seeds`, as `sparsesweep status` takes them from the spec),
+or, for a sweep recorded without the tag, the distinct seeds its runs of that stage ran; an lr
+trial that has not ended them all is not ranked yet. Its lr grid, which breaks ties, is the lrs
+the cell ran.
 """
 
 from __future__ import annotations

@@ -21,9 +21,9 @@ from typer.testing import CliRunner
 from sweeps.tracking.uri import (
     DRAIN_TIMEOUT_ENV,
     DRAIN_TIMEOUT_S,
-    TRACKER_HTTP_SETTINGS,
     bound_http_retries,
     drain_timeout_s,
+    tracker_http_settings,
 )
 from trainables.faults import FAULT_PLAN_ENV, fault_hook, marker_path
 
@@ -177,7 +177,7 @@ def test_the_trackers_mlflow_client_fails_fast_unless_the_user_set_its_retries()
     import mlflow.environment_variables as mlflow_env
 
     names = {value.name for value in vars(mlflow_env).values() if hasattr(value, "name")}
-    assert set(TRACKER_HTTP_SETTINGS) <= names  # MLflow's own variable names
+    assert set(tracker_http_settings()) <= names  # MLflow's own variable names
     environ = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "300"}
     bound_http_retries(environ)
     assert environ == {

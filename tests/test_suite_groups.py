@@ -5,7 +5,7 @@ train executor's faulty sweep)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -25,7 +25,6 @@ class Item:
     path: Path
     marks: tuple[str, ...]
     callspec: CallSpec | None = None
-    nodeid: str = field(default="")
 
     def get_closest_marker(self, name: str) -> object | None:
         return name if name in self.marks else None

@@ -664,27 +664,37 @@ def hard_delete(uri: str, run_id: str) -> None:
     assert collected.exit_code == 0, collected.output
 
 
-@pytest.mark.parametrize("writer", ["sql", "client"])
-@pytest.mark.parametrize("removal", ["deleted", "collected"])
-def test_a_trial_run_gone_from_mlflow_is_created_again_not_retried_forever(
-    writer: str, removal: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: Any
-) -> None:
-    """The run index holds a trial's run that the store no longer does (a user deleted it, or
-    it was collected): each write to it fails (or, in SQL, lands in the trash) however often
-    it is tried. The sender creates the run again with the records that wait, once."""
-    from mlflow_store import empty_store
-
-    if writer == "client":
-        monkeypatch.setattr(sender_module, "make_writer", lambda uri, c: ClientWriter(c))
-    monkeypatch.setattr(sender_module, "RETRY_INTERVAL_S", 0.05)
-    empty_store(tmp_path / "mlflow.db")
+def a_recorded_trial(
+    tmp_path: Path,
+) -> tuple[SweepSpec, SimpleNamespace, MlflowSweepCallback, Any]:
+    """A trial whose first epoch is in MLflow: its spec, the trial, its set-up tracker, its run."""
     spec = tiny_spec(tmp_path)
     [trial, *_] = trials_of(spec)
     callback = tracker(spec)
     callback.setup()
     run_trial(callback, trial, [1])
     assert callback._sender.drain(60, print) == 0
-    [lost] = runs(spec, "trial")
+    [run] = runs(spec, "trial")
+    return spec, trial, callback, run
+
+
+@pytest.mark.parametrize("writer", ["sql", "client"])
+@pytest.mark.parametrize("removal", ["deleted", "collected"])
+def test_a_trial_run_gone_from_mlflow_is_created_again_not_retried_forever(
+    writer: str,
+    removal: str,
+    tmp_path: Path,
+    mlflow_uri: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: Any,
+) -> None:
+    """The run index holds a trial's run that the store no longer does (a user deleted it, or
+    it was collected): each write to it fails (or, in SQL, lands in the trash) however often
+    it is tried. The sender creates the run again with the records that wait, once."""
+    if writer == "client":
+        monkeypatch.setattr(sender_module, "make_writer", lambda uri, c: ClientWriter(c))
+    monkeypatch.setattr(sender_module, "RETRY_INTERVAL_S", 0.05)
+    spec, trial, callback, lost = a_recorded_trial(tmp_path)
     if removal == "deleted":
         MlflowClient(spec.tracking_uri).delete_run(lost.info.run_id)
     else:
@@ -715,24 +725,15 @@ def test_a_trial_run_gone_from_mlflow_is_created_again_not_retried_forever(
 
 
 def test_a_trial_run_gone_without_a_config_to_create_it_stops_the_sender_saying_which(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The next start of a sweep sends the epochs a killed driver left; the trial's start
     (its config) was written by that driver and its run is gone: no retry can help."""
-    from mlflow_store import empty_store
-
     monkeypatch.setattr(sender_module, "RETRY_INTERVAL_S", 0.05)
-    empty_store(tmp_path / "mlflow.db")
-    spec = tiny_spec(tmp_path)
-    [trial, *_] = trials_of(spec)
-    first = tracker(spec)
-    first.setup()
-    run_trial(first, trial, [1])
-    assert first._sender.drain(60, print) == 0
+    spec, trial, first, lost = a_recorded_trial(tmp_path)
     first._sender.stop()  # killed: its last epoch waits in the outbox
     first._outbox.append(epochs_record(trial_hash(trial.config), [{**epoch(2), "time": 5}]))
     first._outbox.close()
-    [lost] = runs(spec, "trial")
     hard_delete(spec.tracking_uri, lost.info.run_id)
     shown: list[str] = []
     again = tracker(spec)

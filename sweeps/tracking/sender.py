@@ -152,8 +152,8 @@ class Sender:
         from MLflow is created again from it)."""
         self._gone: set[Identity] = set()
         """Trials whose runs MLflow lost and that have not been created again yet."""
-        self._record_counts: dict[str, int] = {}
-        """Records per trial in the batch in flight."""
+        self._batch: list[dict[str, Any]] = []
+        """The records of the batch in flight (counted only when a lost run is re-created)."""
         self._recreated: dict[Identity, str] = {}
         """Trial runs MLflow lost that the batch in flight creates again (their names)."""
         self.error: str | None = None
@@ -284,11 +284,7 @@ class Sender:
         records, end = self._outbox.read(self._outbox.acked, writer.batch_records)
         if not records:
             return False
-        self._record_counts = {}
-        for record in records:
-            if "trial" in record:
-                trial = record["trial"]
-                self._record_counts[trial] = self._record_counts.get(trial, 0) + 1
+        self._batch = records
         if is_server(self._to.tracking_uri):
             probe_server(self._to.tracking_uri)  # one quick probe, not minutes of retries
         self._connect()
@@ -491,6 +487,7 @@ class Sender:
 
     def _experiment_gone(self) -> bool:
         """Whether the store no longer holds the sweep's experiment (it was replaced)."""
+        from mlflow.entities import LifecycleStage
         from mlflow.exceptions import MlflowException
 
         try:
@@ -499,7 +496,7 @@ class Sender:
             if not does_not_exist(error):
                 raise
             return True
-        return found.lifecycle_stage != "active"
+        return found.lifecycle_stage != LifecycleStage.ACTIVE
 
     def _said_recreated(self) -> None:
         """Say once that the trial runs MLflow lost are created again, with how many records."""
@@ -509,7 +506,7 @@ class Sender:
                 "MLflow: run %s was missing from %s; re-created with its %d records",
                 name,
                 self._to.tracking_uri,
-                self._record_counts.get(identity[1], 0),
+                sum(record.get("trial") == identity[1] for record in self._batch),
             )
         self._recreated = {}
 

@@ -149,18 +149,26 @@ def drain_timeout_s(environ: Mapping[str, str] = os.environ) -> float:
     return value
 
 
-TRACKER_HTTP_SETTINGS: dict[str, str] = {
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
-}
-"""The tracker's MLflow HTTP client: one retry after 1 s and 30 s per attempt, not MLflow's
-default 7 retries with backoff (≈ 4 min per request against a dead server). The sender keeps
-every record in the outbox and tries again itself, so a request that fails fast costs nothing,
-while one stuck in MLflow's retries held the end-of-sweep drain for minutes."""
+def tracker_http_settings() -> dict[str, str]:
+    """The tracker's MLflow HTTP client, by MLflow's own variable names: one retry after 1 s and
+    30 s per attempt, not MLflow's default 7 retries with backoff (≈ 4 min per request against
+    a dead server). The sender keeps every record in the outbox and tries again itself, so a
+    request that fails fast costs nothing, while one stuck in MLflow's retries held the
+    end-of-sweep drain for minutes."""
+    from mlflow.environment_variables import (
+        MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR,
+        MLFLOW_HTTP_REQUEST_MAX_RETRIES,
+        MLFLOW_HTTP_REQUEST_TIMEOUT,
+    )
+
+    return {
+        MLFLOW_HTTP_REQUEST_MAX_RETRIES.name: "1",
+        MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR.name: "1",
+        MLFLOW_HTTP_REQUEST_TIMEOUT.name: "30",
+    }
 
 
 def bound_http_retries(environ: MutableMapping[str, str] = os.environ) -> None:
-    """Apply `TRACKER_HTTP_SETTINGS` to this process's MLflow client, except any the user set."""
-    for key, value in TRACKER_HTTP_SETTINGS.items():
+    """Apply `tracker_http_settings` to this process's MLflow client, except any the user set."""
+    for key, value in tracker_http_settings().items():
         environ.setdefault(key, value)

@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.entities import LifecycleStage, Metric, Param, RunStatus, RunTag
+from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME, MLFLOW_USER
 from mlflow.utils.validation import (
     MAX_ENTITIES_PER_BATCH,
@@ -89,7 +90,7 @@ class MissingRunsError(RuntimeError):
 
 def does_not_exist(error: Exception) -> bool:
     """Whether an MLflow error says the thing asked for does not exist (not that MLflow fails)."""
-    return getattr(error, "error_code", None) == "RESOURCE_DOES_NOT_EXIST"
+    return getattr(error, "error_code", None) == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST)
 
 
 class RunWriter(Protocol):
@@ -184,7 +185,7 @@ class ClientWriter:
                     raise
                 gone.add(run_id)
                 continue
-            if run.info.lifecycle_stage != "active":
+            if run.info.lifecycle_stage != LifecycleStage.ACTIVE:
                 gone.add(run_id)
         return gone
 
@@ -301,7 +302,7 @@ class SqlWriter:
                     "end_time": None,
                     "deleted_time": None,
                     "source_version": "",
-                    "lifecycle_stage": "active",
+                    "lifecycle_stage": LifecycleStage.ACTIVE,
                     "artifact_uri": artifact_uri,
                     "experiment_id": int(run.experiment_id),
                 }
@@ -430,7 +431,7 @@ class SqlWriter:
         for chunk in _chunks(sorted(run_ids), 500):
             rows = connection.execute(
                 select(table.c.run_uuid).where(
-                    table.c.run_uuid.in_(chunk), table.c.lifecycle_stage == "active"
+                    table.c.run_uuid.in_(chunk), table.c.lifecycle_stage == LifecycleStage.ACTIVE
                 )
             )
             active.update(run_id for (run_id,) in rows)
